@@ -1,0 +1,77 @@
+"""Small file helpers shared by every writer and reader: gzip transparency and atomic writes."""
+
+from __future__ import annotations
+
+import contextlib
+import gzip
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO
+
+from lmlab.errors import LmlabError
+
+GZIP_MAGIC = b"\x1f\x8b"
+
+
+def open_binary(path: str | os.PathLike) -> IO[bytes]:
+    """Open a file for reading bytes, decompressing gzip by content (not by file name)."""
+    path = Path(path)
+    try:
+        handle = open(path, "rb")  # noqa: SIM115 - returned to the caller
+    except FileNotFoundError:
+        raise LmlabError("no such file", path) from None
+    except IsADirectoryError:
+        raise LmlabError("is a directory, expected a file", path) from None
+    except PermissionError:
+        raise LmlabError("permission denied", path) from None
+    if handle.peek(2)[:2] == GZIP_MAGIC:
+        return gzip.GzipFile(fileobj=handle, mode="rb")  # type: ignore[return-value]
+    return handle
+
+
+def head_bytes(path: str | os.PathLike, n: int = 64) -> bytes:
+    """The first ``n`` (decompressed) bytes of a file, for format detection."""
+    with open_binary(path) as f:
+        try:
+            return f.read(n)
+        except (OSError, EOFError) as err:
+            raise LmlabError(f"cannot read file ({err})", path) from None
+
+
+@contextlib.contextmanager
+def atomic_output(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
+    """Write to a temporary file beside ``path`` and rename it into place only on success.
+
+    A crash, an exception or Ctrl-C half way leaves the previous file (if any) untouched and no
+    partial output behind. ``path`` ending in ``.gz`` is gzip-compressed.
+    """
+    path = Path(path)
+    directory = path.parent if str(path.parent) else Path(".")
+    if not directory.is_dir():
+        raise LmlabError("output directory does not exist", directory)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
+    try:
+        with os.fdopen(fd, "wb") as raw:
+            if path.suffix == ".gz":
+                with gzip.GzipFile(fileobj=raw, mode="wb", compresslevel=6, mtime=0) as gz:
+                    yield gz if "b" in mode else _text(gz)
+            else:
+                yield raw if "b" in mode else _text(raw)
+            raw.flush()
+            os.fsync(raw.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def _text(binary: IO[bytes]) -> IO[str]:
+    import io
+
+    wrapper = io.TextIOWrapper(binary, encoding="utf-8", newline="\n")
+    # The wrapper must not close the underlying stream: atomic_output still fsyncs it.
+    wrapper.close = wrapper.flush  # type: ignore[method-assign]
+    return wrapper

@@ -1,0 +1,91 @@
+"""The estimator pipeline, KenLM-style: count -> adjust -> discount -> interpolate -> tables.
+
+Each stage works on whole sorted arrays (see :mod:`.counts`). The result is in *backoff form*, the
+form an ARPA file stores: for every seen n-gram its final log10 probability, for every context its
+log10 backoff weight. Interpolated methods fit that form exactly (KenLM does the same): a seen
+n-gram stores alpha + gamma * p_lower, an unseen word after context h gets gamma(h) * p_lower.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from lmlab.corpus import BOS_ID, TokenStream, Vocabulary
+from lmlab.errors import LmlabError
+from lmlab.ngram.counts import OrderCounts, continuation_counts, count_ngrams, count_of_counts
+from lmlab.ngram.smoothing import OrderStats, Smoothing
+
+MAX_ORDER = 10
+
+
+def check_order(order: int) -> None:
+    if not 1 <= order <= MAX_ORDER:
+        raise LmlabError(f"order must be between 1 and {MAX_ORDER}, got {order}")
+
+
+def uniform_distribution(vocab_size: int) -> np.ndarray:
+    """Order-0 distribution: uniform over the vocabulary, ``<unk>`` included, ``<s>`` excluded."""
+    p = np.full(vocab_size, 1.0 / (vocab_size - 1))
+    p[BOS_ID] = 0.0
+    return p
+
+
+def interpolate(tables: list[OrderCounts], used: list[np.ndarray], smoothing: Smoothing,
+                vocab_size: int) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """The one recursion shared by every alpha/gamma method.
+
+    Returns per order the probability of each seen n-gram and, for orders below the highest, the
+    backoff weight of each n-gram as a context (1 where it is not a context). Plain probabilities,
+    not logs.
+    """
+    probs: list[np.ndarray] = []
+    backoffs: list[np.ndarray] = []
+    lower = uniform_distribution(vocab_size)
+    for n, (table, counts) in enumerate(zip(tables, used, strict=True), 1):
+        if n == 1:
+            context, n_contexts, lower_p = np.zeros(len(table), dtype=np.int64), 1, lower
+        else:
+            context, n_contexts = table.keys // vocab_size, len(tables[n - 2])
+            lower_p = probs[-1][table.suffix]
+        stats = OrderStats(n, counts, context, n_contexts)
+        alpha, gamma = smoothing.alpha_gamma(stats)
+        if gamma is None:  # backoff method: gamma normalises what seen words leave over
+            left = 1.0 - stats.per_context(alpha)
+            if n == 1:  # all vocabulary words are listed; unseen ones share the rest uniformly
+                gamma = np.maximum(left, 0.0)
+            else:
+                covered = 1.0 - stats.per_context(lower_p)
+                gamma = np.divide(left, covered, out=np.zeros_like(left),
+                                  where=(covered > 1e-12) & (left > 1e-12))
+        if smoothing.interpolated or n == 1 and smoothing.normalised:
+            p = alpha + gamma[context] * lower_p
+        else:
+            p = np.where(counts > 0, alpha, gamma[context] * lower_p)
+        probs.append(p)
+        if n > 1:
+            has_followers = np.bincount(context, minlength=n_contexts) > 0
+            backoffs.append(np.where(has_followers, gamma, 1.0))
+        lower = p
+    if len(tables) > 0:
+        backoffs.append(np.ones(len(tables[-1])))
+    return probs, backoffs
+
+
+def estimate(stream: TokenStream, vocab: Vocabulary, order: int, smoothing: Smoothing,
+             progress=None) -> dict:
+    """Run the pipeline on a training stream; returns the arrays an ``NGramModel`` holds."""
+    check_order(order)
+    V = len(vocab)
+    tables = count_ngrams(stream, order, V)
+    if progress:
+        progress("counted")
+    used = continuation_counts(tables) if smoothing.continuation else [t.counts for t in tables]
+    smoothing.fit([count_of_counts(c) for c in used])
+    probs, backoffs = interpolate(tables, used, smoothing, V)
+    if progress:
+        progress("interpolated")
+    with np.errstate(divide="ignore"):
+        logp = [np.log10(p) for p in probs]
+        bow = [np.log10(b) for b in backoffs]
+    return {"keys": [t.keys for t in tables], "logp": logp, "bow": bow,
+            "counts": [t.counts for t in tables]}

@@ -1,0 +1,298 @@
+"""N-gram language models: the backoff-form model every smoothing method produces (and ARPA
+files hold), the add-k model, training, scoring, next-word distributions and saving.
+
+Scoring is vectorised over a whole corpus: for each order, one ``searchsorted`` finds the index of
+the n-gram ending at every position (keys are ``context_index * V + word``, so the index of the
+(n-1)-gram ending one position earlier gives the n-gram's key). Then, as in an ARPA file,
+
+    log p(w | h) = log p(longest stored n-gram ending in w) + sum of backoffs of the longer contexts
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import zipfile
+
+import numpy as np
+
+from lmlab.corpus import BOS_ID, UNK_ID, TokenStream, Vocabulary, read_training_corpus
+from lmlab.errors import LmlabError
+from lmlab.fileio import atomic_output
+from lmlab.ngram.counts import count_ngrams, sentence_positions
+from lmlab.ngram.estimate import check_order, estimate, uniform_distribution
+from lmlab.ngram.smoothing import ALL_METHODS, make_smoothing
+
+LN10 = math.log(10.0)
+FORMAT = "lmlab-ngram"
+FORMAT_VERSION = 1
+
+
+class _Tables:
+    """Sorted per-order n-gram keys and a lookup of the n-gram ending at each position."""
+
+    keys: list[np.ndarray]
+    vocab: Vocabulary
+
+    @property
+    def order(self) -> int:
+        return len(self.keys)
+
+    def index_at(self, seq: np.ndarray, dist: np.ndarray) -> list[np.ndarray]:
+        """Per order n, the table index of the n-gram ending at each position of ``seq`` (-1 if
+        it is not stored or would cross the sentence start)."""
+        V = len(self.vocab)
+        found = [seq.astype(np.int64)]  # unigram table is dense: index = word id
+        for n in range(2, self.order + 1):
+            keys = self.keys[n - 1]
+            prev = found[-1]
+            pos = np.flatnonzero(dist >= n - 1)
+            pos = pos[prev[pos - 1] >= 0]
+            query = prev[pos - 1] * V + seq[pos]
+            idx = np.searchsorted(keys, query)
+            hit = idx < len(keys)
+            hit[hit] = keys[idx[hit]] == query[hit]
+            out = np.full(len(seq), -1, dtype=np.int64)
+            out[pos[hit]] = idx[hit]
+            found.append(out)
+        return found
+
+    def context_index(self, context: list[str]) -> list[int]:
+        """Per order n (1..N-1), the index of the last n words of ``<s> context`` (-1 if absent)."""
+        seq = np.array([BOS_ID] + [self.vocab.id(w) for w in context], dtype=np.int64)
+        dist = np.arange(len(seq), dtype=np.int64)
+        found = self.index_at(seq, dist)
+        return [int(found[n][-1]) for n in range(self.order)]
+
+
+class NGramModel(_Tables):
+    """A backoff-form n-gram model: per order, sorted keys, log10 probabilities and backoffs."""
+
+    def __init__(self, vocab: Vocabulary, keys: list[np.ndarray], logp: list[np.ndarray],
+                 bow: list[np.ndarray], meta: dict | None = None) -> None:
+        self.vocab = vocab
+        self.keys = keys
+        self.logp = logp
+        self.bow = bow
+        self.meta = dict(meta or {})
+        self.meta.setdefault("order", len(keys))
+        self.normalised = self.meta.get("smoothing") != "stupid"
+
+    def describe(self) -> dict:
+        return {"type": "ngram", **self.meta, "vocab_size": len(self.vocab),
+                "ngrams": [len(k) for k in self.keys]}
+
+    def log10probs(self, stream: TokenStream) -> np.ndarray:
+        seq, dist = sentence_positions(stream)
+        found = self.index_at(seq, dist)
+        predicted = dist >= 1
+        total = np.zeros(len(seq))
+        done = ~predicted
+        for n in range(self.order, 0, -1):
+            idx = found[n - 1]
+            hit = ~done & (idx >= 0)
+            total[hit] += self.logp[n - 1][idx[hit]]
+            done |= hit
+            if n > 1:  # not stored at this order: pay the backoff of the (n-1)-word context
+                ctx = np.full(len(seq), -1, dtype=np.int64)
+                ctx[1:] = found[n - 2][:-1]
+                miss = ~done & (ctx >= 0)
+                total[miss] += self.bow[n - 2][ctx[miss]]
+        return total[predicted]
+
+    def logprobs(self, stream: TokenStream) -> np.ndarray:
+        return self.log10probs(stream) * LN10
+
+    def next_logprobs(self, context: list[str]) -> np.ndarray:
+        V = len(self.vocab)
+        ctx = self.context_index(context[-(self.order - 1):] if self.order > 1 else [])
+        result = self.logp[0].copy()
+        for n in range(2, self.order + 1):
+            c = ctx[n - 2]
+            if c < 0:
+                continue
+            keys = self.keys[n - 1]
+            lo, hi = np.searchsorted(keys, [c * V, (c + 1) * V])
+            # Words not stored after this context: back off; stored ones replace the lower score.
+            result += self.bow[n - 2][c]
+            result[keys[lo:hi] - c * V] = self.logp[n - 1][lo:hi]
+        result[BOS_ID] = -np.inf
+        return result * LN10
+
+    # -- persistence -----------------------------------------------------------------------
+    def save(self, path: str | os.PathLike) -> None:
+        save_arrays(path, self.vocab, self.meta, {"keys": self.keys, "logp": self.logp,
+                                                  "bow": self.bow})
+
+
+class AddKModel(_Tables):
+    """Add-k (Lidstone; k=1 is Laplace) at the longest available context::
+
+        p(w | h) = (c(h, w) + k) / (c(h) + k |V|)
+
+    |V| counts ``<unk>`` but not ``<s>``; an unseen context gets the uniform distribution. This
+    mixes straight with the uniform distribution rather than a lower order, so it has no backoff
+    form and cannot be written as ARPA."""
+
+    def __init__(self, vocab: Vocabulary, keys: list[np.ndarray], counts: list[np.ndarray],
+                 meta: dict | None = None) -> None:
+        self.vocab = vocab
+        self.keys = keys
+        self.counts = counts
+        self.meta = dict(meta or {})
+        self.k = float(self.meta.get("k", 1.0))
+        self.normalised = True
+        V = len(vocab)
+        # c(h) per context: sum of its followers' counts (unigrams: one empty context).
+        self.context_totals = [np.array([counts[0].sum()], dtype=np.float64)] + [
+            np.bincount(keys[n] // V, weights=counts[n], minlength=len(keys[n - 1]))
+            for n in range(1, len(keys))]
+
+    def describe(self) -> dict:
+        return {"type": "ngram", **self.meta, "vocab_size": len(self.vocab),
+                "ngrams": [len(k) for k in self.keys]}
+
+    def _logprob(self, count: np.ndarray, total: np.ndarray) -> np.ndarray:
+        return np.log((count + self.k) / (total + self.k * (len(self.vocab) - 1)))
+
+    def logprobs(self, stream: TokenStream) -> np.ndarray:
+        seq, dist = sentence_positions(stream)
+        found = self.index_at(seq, dist)
+        use = np.minimum(dist, self.order - 1)  # context length available at each position
+        pos = np.flatnonzero(dist >= 1)
+        out = np.empty(len(pos))
+        for m in range(self.order):  # m = context length
+            sel = pos[use[pos] == m]
+            if m == 0:
+                count, total = self.counts[0][seq[sel]], self.context_totals[0][np.zeros_like(sel)]
+            else:
+                ctx = found[m - 1][sel - 1]
+                idx = found[m][sel]
+                count = np.where(idx >= 0, self.counts[m][np.maximum(idx, 0)], 0)
+                total = np.where(ctx >= 0, self.context_totals[m][np.maximum(ctx, 0)], 0.0)
+            out[np.searchsorted(pos, sel)] = self._logprob(count, total)
+        return out
+
+    def next_logprobs(self, context: list[str]) -> np.ndarray:
+        V = len(self.vocab)
+        m = min(len(context) + 1, self.order - 1)  # +1: <s> starts every context
+        count = np.zeros(V)
+        total = 0.0
+        if m == 0:
+            count, total = self.counts[0].astype(np.float64), self.context_totals[0][0]
+        else:
+            c = self.context_index(context[-(self.order - 1):])[m - 1]
+            if c >= 0:
+                keys = self.keys[m]
+                lo, hi = np.searchsorted(keys, [c * V, (c + 1) * V])
+                count[keys[lo:hi] - c * V] = self.counts[m][lo:hi]
+                total = self.context_totals[m][c]
+        result = self._logprob(count, total)
+        result[BOS_ID] = -np.inf
+        return result
+
+    def save(self, path: str | os.PathLike) -> None:
+        save_arrays(path, self.vocab, self.meta, {"keys": self.keys, "counts": self.counts})
+
+
+def train_ngram(path: str | os.PathLike | None = None, order: int = 3, smoothing: str = "mkn",
+                *, stream: TokenStream | None = None, vocab: Vocabulary | None = None,
+                min_count: int = 1, max_vocab: int | None = None, k: float = 1.0,
+                **options) -> NGramModel | AddKModel:
+    """Train an n-gram model of ``order`` with ``smoothing`` (one of ``ALL_METHODS``) on the text
+    file ``path`` (or an already-encoded ``stream`` with its ``vocab``)."""
+    check_order(order)
+    if smoothing not in ALL_METHODS:
+        raise LmlabError(f"unknown smoothing {smoothing!r}; choose from {', '.join(ALL_METHODS)}")
+    if stream is None:
+        if path is None:
+            raise ValueError("train_ngram needs a path or a stream")
+        vocab, stream = read_training_corpus(path, vocab, min_count=min_count, max_size=max_vocab)
+    elif vocab is None:
+        raise ValueError("a stream needs its vocabulary")
+    meta = {"order": order, "smoothing": smoothing,
+            "trained_on": str(path) if path else stream.source, "tokens": len(stream)}
+    if smoothing == "addk":
+        if not k > 0:
+            raise LmlabError(f"add-k needs k > 0, got {k}")
+        tables = count_ngrams(stream, order, len(vocab))
+        return AddKModel(vocab, [t.keys for t in tables], [t.counts for t in tables],
+                         {**meta, "k": k})
+    method = make_smoothing(smoothing, **options)
+    arrays = estimate(stream, vocab, order, method)
+    meta["discounts"] = {str(n): d for n, d in method.discounts.items()}
+    if method.warnings:
+        meta["warnings"] = method.warnings
+    return NGramModel(vocab, arrays["keys"], arrays["logp"], arrays["bow"], meta)
+
+
+# -- file format: a zip (npz) of arrays plus a JSON header, no pickle ------------------------------
+def save_arrays(path: str | os.PathLike, vocab: Vocabulary, meta: dict,
+                arrays: dict[str, list[np.ndarray]]) -> None:
+    header = {"format": FORMAT, "version": FORMAT_VERSION, "meta": meta,
+              "arrays": {name: len(v) for name, v in arrays.items()}}
+    flat = {f"{name}{i}": a for name, v in arrays.items() for i, a in enumerate(v)}
+    flat["vocab_counts"] = vocab.counts
+    with atomic_output(path) as f:
+        with zipfile.ZipFile(f, "w", compression=zipfile.ZIP_STORED) as z:
+            z.writestr("header.json", json.dumps(header))
+            z.writestr("vocab.txt", "\n".join(vocab.itos))
+            for name, a in flat.items():
+                with z.open(f"{name}.npy", "w", force_zip64=True) as out:
+                    np.lib.format.write_array(out, np.ascontiguousarray(a), allow_pickle=False)
+
+
+def is_ngram_file(path: str | os.PathLike) -> bool:
+    if not zipfile.is_zipfile(path):
+        return False
+    try:
+        with zipfile.ZipFile(path) as z:
+            return "header.json" in z.namelist() and \
+                json.loads(z.read("header.json")).get("format") == FORMAT
+    except (zipfile.BadZipFile, OSError, ValueError):
+        return False
+
+
+def load_ngram(path: str | os.PathLike) -> NGramModel | AddKModel:
+    try:
+        with zipfile.ZipFile(path) as z:
+            header = json.loads(z.read("header.json"))
+            if header.get("format") != FORMAT:
+                raise LmlabError("not an lmlab n-gram model", path)
+            if header.get("version", 0) > FORMAT_VERSION:
+                raise LmlabError(f"model format version {header['version']} is newer than this "
+                                 "lmlab supports; upgrade lmlab", path)
+            words = z.read("vocab.txt").decode("utf-8").split("\n")
+
+            def read(name):
+                with z.open(f"{name}.npy") as f:
+                    return np.lib.format.read_array(f, allow_pickle=False)
+
+            arrays = {name: [read(f"{name}{i}") for i in range(n)]
+                      for name, n in header["arrays"].items()}
+            vocab = Vocabulary(words, read("vocab_counts"))
+    except LmlabError:
+        raise
+    except (zipfile.BadZipFile, KeyError, ValueError, OSError, EOFError) as err:
+        raise LmlabError(f"corrupt or truncated n-gram model ({type(err).__name__}: {err})",
+                         path) from None
+    meta = header["meta"]
+    _check_consistent(path, vocab, arrays)
+    if meta.get("smoothing") == "addk":
+        return AddKModel(vocab, arrays["keys"], arrays["counts"], meta)
+    return NGramModel(vocab, arrays["keys"], arrays["logp"], arrays["bow"], meta)
+
+
+def _check_consistent(path, vocab: Vocabulary, arrays: dict) -> None:
+    keys = arrays["keys"]
+    if not keys or len(keys[0]) != len(vocab):
+        raise LmlabError("corrupt n-gram model: vocabulary and unigram table differ in size", path)
+    for name, values in arrays.items():
+        if len(values) != len(keys) or any(len(a) != len(k) for a, k in
+                                           zip(values, keys, strict=True)):
+            raise LmlabError(f"corrupt n-gram model: {name} arrays do not match the n-grams", path)
+
+
+__all__ = ["NGramModel", "AddKModel", "train_ngram", "load_ngram", "is_ngram_file", "UNK_ID",
+           "uniform_distribution"]
