@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import gzip
+import io
 import os
 import tempfile
 from collections.abc import Iterator
@@ -56,9 +57,9 @@ def atomic_output(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
         with os.fdopen(fd, "wb") as raw:
             if path.suffix == ".gz":
                 with gzip.GzipFile(fileobj=raw, mode="wb", compresslevel=6, mtime=0) as gz:
-                    yield gz if "b" in mode else _text(gz)
+                    yield from _yield_stream(gz, mode)
             else:
-                yield raw if "b" in mode else _text(raw)
+                yield from _yield_stream(raw, mode)
             raw.flush()
             os.fsync(raw.fileno())
         os.replace(tmp, path)
@@ -68,10 +69,11 @@ def atomic_output(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
         raise
 
 
-def _text(binary: IO[bytes]) -> IO[str]:
-    import io
-
-    wrapper = io.TextIOWrapper(binary, encoding="utf-8", newline="\n")
-    # The wrapper must not close the underlying stream: atomic_output still fsyncs it.
-    wrapper.close = wrapper.flush  # type: ignore[method-assign]
-    return wrapper
+def _yield_stream(binary: IO[bytes], mode: str) -> Iterator[IO]:
+    if "b" in mode:
+        yield binary
+        return
+    wrapper = io.TextIOWrapper(binary, encoding="utf-8", newline="\n", write_through=False)
+    yield wrapper
+    wrapper.flush()
+    wrapper.detach()  # leave the binary stream open: atomic_output still fsyncs and closes it

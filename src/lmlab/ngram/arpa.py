@@ -1,0 +1,264 @@
+"""ARPA back-off language model files: write (plain or .gz, atomically) and read.
+
+The ARPA format (Doug Paul; as written by SRILM and KenLM)::
+
+    \\data\\
+    ngram 1=COUNT
+    ...
+    \\1-grams:
+    log10_prob<TAB>w1[<TAB>log10_backoff]
+    ...
+    \\end\\
+
+lmlab writes ``-99`` for log10(0) (SRILM's convention), e.g. for ``<s>``, which is never predicted.
+Reading accepts tabs or spaces, missing backoffs (= 0), files without ``<unk>`` (it gets log10
+probability -100, as KenLM does) and pruned files whose n-grams lack their context n-gram (the
+context is inserted with its backed-off probability and backoff 0, which scores identically).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+
+import numpy as np
+
+from lmlab.corpus import BOS, EOS, SPECIALS, UNK, Vocabulary
+from lmlab.errors import LmlabError
+from lmlab.fileio import atomic_output, open_binary
+
+LOG_ZERO = -99.0
+MISSING_UNK_LOGP = -100.0
+_COUNT = re.compile(r"^ngram\s+(\d+)\s*=\s*(\d+)$")
+_SECTION = re.compile(r"^\\(\d+)-grams:$")
+
+
+def ngram_word_ids(model) -> list[np.ndarray]:
+    """Per order, an (n-grams x n) array of the word ids of every stored n-gram."""
+    V = len(model.vocab)
+    rows = [np.arange(V, dtype=np.int64)[:, None]]
+    for n in range(2, model.order + 1):
+        keys = model.keys[n - 1]
+        rows.append(np.column_stack([rows[-1][keys // V], keys % V]))
+    return rows
+
+
+def write_arpa(model, path: str | os.PathLike) -> None:
+    """Write a backoff-form model as ARPA (gzip if ``path`` ends in .gz)."""
+    if not hasattr(model, "logp"):
+        raise LmlabError(f"{model.meta.get('smoothing', 'this')} model has no backoff form and "
+                         "cannot be written as ARPA")
+    V = len(model.vocab)
+    itos = model.vocab.itos
+    with atomic_output(path, "w") as f:
+        f.write("\\data\\\n")
+        for n, keys in enumerate(model.keys, 1):
+            f.write(f"ngram {n}={len(keys)}\n")
+        strings = itos
+        for n in range(1, model.order + 1):
+            keys = model.keys[n - 1]
+            if n > 1:
+                ctx, word = (keys // V).tolist(), (keys % V).tolist()
+                strings = [f"{strings[c]} {itos[w]}" for c, w in zip(ctx, word, strict=True)]
+            logp = np.maximum(model.logp[n - 1], LOG_ZERO).tolist()
+            f.write(f"\n\\{n}-grams:\n")
+            if n < model.order:
+                bow = np.maximum(model.bow[n - 1], LOG_ZERO).tolist()
+                f.writelines(f"{p:.8g}\t{s}\t{b:.8g}\n"
+                             for p, s, b in zip(logp, strings, bow, strict=True))
+            else:
+                f.writelines(f"{p:.8g}\t{s}\n" for p, s in zip(logp, strings, strict=True))
+        f.write("\n\\end\\\n")
+
+
+class _Lines:
+    """Numbered, decoded, stripped lines of a (possibly gzipped) ARPA file."""
+
+    def __init__(self, path):
+        self.path = path
+        self.f = open_binary(path)
+        self.lineno = 0
+
+    def next(self) -> str | None:
+        try:
+            raw = self.f.readline()
+        except (OSError, EOFError) as err:
+            raise LmlabError(f"cannot read past line {self.lineno} ({err})", self.path) from None
+        if not raw:
+            return None
+        self.lineno += 1
+        try:
+            return raw.decode("utf-8").strip()
+        except UnicodeDecodeError:
+            raise LmlabError("not valid UTF-8", self.path, self.lineno) from None
+
+    def error(self, message: str) -> LmlabError:
+        return LmlabError(message, self.path, self.lineno)
+
+
+def read_arpa(path: str | os.PathLike):
+    """Read an ARPA file into an :class:`~lmlab.ngram.model.NGramModel`."""
+    from lmlab.ngram.model import NGramModel
+
+    lines = _Lines(path)
+    try:
+        line = lines.next()
+        while line is not None and line != "\\data\\":
+            if line:
+                raise lines.error("not an ARPA file (expected the \\data\\ header)")
+            line = lines.next()
+        if line is None:
+            raise LmlabError("not an ARPA file (no \\data\\ header)", path)
+        expected: dict[int, int] = {}
+        while (line := lines.next()) is not None and not _SECTION.match(line):
+            if not line:
+                continue
+            m = _COUNT.match(line)
+            if not m:
+                raise lines.error(f"expected 'ngram N=COUNT' in the header, got {line[:40]!r}")
+            expected[int(m.group(1))] = int(m.group(2))
+        order = len(expected)
+        if order == 0 or sorted(expected) != list(range(1, order + 1)):
+            raise lines.error("ARPA header must list ngram 1=.. up to the model's order")
+        sections = []
+        for n in range(1, order + 1):
+            m = _SECTION.match(line or "")
+            if not m or int(m.group(1)) != n:
+                raise lines.error(f"expected the \\{n}-grams: section"
+                                  if line is not None else "truncated ARPA file: ended early")
+            sections.append(_read_section(lines, n, expected[n]))
+            line = lines.next()
+            while line == "":
+                line = lines.next()
+        if line != "\\end\\":
+            raise lines.error("truncated ARPA file: no \\end\\ marker"
+                              if line is None else f"expected \\end\\, got {line[:40]!r}")
+    finally:
+        lines.f.close()
+    vocab, keys, logp, bow = _assemble(path, sections)
+    model = NGramModel(vocab, keys, logp, bow, {"order": order, "smoothing": "arpa",
+                                                 "trained_on": os.fspath(path)})
+    return model
+
+
+def _read_section(lines: _Lines, n: int, count: int):
+    probs = np.empty(count)
+    backoffs = np.zeros(count)
+    grams: list[list[str]] = []
+    for i in range(count):
+        line = lines.next()
+        if line is None or line.startswith("\\"):
+            raise lines.error(f"truncated ARPA file: expected {count} {n}-grams, found {i}")
+        parts = line.split()
+        if len(parts) not in (n + 1, n + 2):
+            raise lines.error(f"malformed {n}-gram line (expected probability, {n} words"
+                              " and optionally a backoff)")
+        try:
+            probs[i] = float(parts[0])
+            if len(parts) == n + 2:
+                backoffs[i] = float(parts[-1])
+        except ValueError:
+            raise lines.error("malformed number in n-gram line") from None
+        grams.append(parts[1: n + 1])
+    if not np.isfinite(probs).all() or not np.isfinite(backoffs).all():
+        raise lines.error(f"non-finite number in the {n}-grams section")
+    return grams, probs, backoffs
+
+
+def _assemble(path, sections):
+    (uni, uni_p, uni_b) = sections[0]
+    words = [g[0] for g in uni]
+    for special in (BOS, EOS):
+        if special not in words:
+            raise LmlabError(f"ARPA file has no {special} unigram", path)
+    extra = [w for w in words if w not in SPECIALS]
+    vocab = Vocabulary(list(SPECIALS) + extra)
+    if len(set(words)) != len(words):
+        raise LmlabError("ARPA file lists a unigram twice", path)
+    V = len(vocab)
+    logp = [np.full(V, MISSING_UNK_LOGP)]
+    bow = [np.zeros(V)]
+    ids = np.array([vocab.stoi[w] for w in words], dtype=np.int64)
+    logp[0][ids] = uni_p
+    bow[0][ids] = uni_b
+    if UNK not in words:
+        print(f"lmlab: warning: {os.fspath(path)}: no <unk> unigram; OOV words get log10 "
+              f"probability {MISSING_UNK_LOGP}", flush=True)
+    keys = [np.arange(V, dtype=np.int64)]
+    for n, (grams, probs, backoffs) in enumerate(sections[1:], 2):
+        try:
+            rows = np.array([[vocab.stoi[w] for w in g] for g in grams], dtype=np.int64)
+        except KeyError as err:
+            raise LmlabError(f"{n}-gram uses word {err.args[0]!r} that has no unigram",
+                             path) from None
+        rows = rows.reshape(len(grams), n)
+        context = _lookup_rows(keys, V, rows[:, :-1])
+        missing = context < 0
+        if missing.any():
+            context = _insert_missing_contexts(keys, logp, bow, V, rows[missing], rows)
+        k = context * V + rows[:, -1]
+        order = np.argsort(k, kind="stable")
+        k = k[order]
+        if (np.diff(k) == 0).any():
+            raise LmlabError(f"ARPA file lists a {n}-gram twice", path)
+        keys.append(k)
+        logp.append(probs[order])
+        bow.append(backoffs[order])
+    return vocab, keys, logp, bow
+
+
+def _lookup_rows(keys, V, rows) -> np.ndarray:
+    """Table index of each n-gram row (words as ids), -1 where absent."""
+    idx = rows[:, 0].copy()
+    for m in range(1, rows.shape[1]):
+        table = keys[m]
+        q = np.where(idx >= 0, idx * V + rows[:, m], -1)
+        pos = np.minimum(np.searchsorted(table, q), max(len(table) - 1, 0))
+        ok = (idx >= 0) & (len(table) > 0)
+        ok[ok] = table[pos[ok]] == q[ok]
+        idx = np.where(ok, pos, -1)
+    return idx
+
+
+def _insert_missing_contexts(keys, logp, bow, V, pending, rows):
+    """Add the missing context n-grams of ``pending`` rows to the lower tables, then look up."""
+    n_ctx = rows.shape[1] - 1
+    for m in range(2, n_ctx + 1):  # make sure every prefix length exists, shortest first
+        prefixes = np.unique(pending[:, :m], axis=0)
+        absent = prefixes[_lookup_rows(keys, V, prefixes) < 0]
+        if len(absent) == 0:
+            continue
+        scores = _score_rows(keys[:m], logp[:m], bow[:m], V, absent)
+        parent = _lookup_rows(keys, V, absent[:, :-1])
+        new_keys = parent * V + absent[:, -1]
+        merged = np.concatenate([keys[m - 1], new_keys])
+        order = np.argsort(merged, kind="stable")
+        # Existing higher-order keys refer to indices of this table: remap them.
+        remap = np.empty(len(merged), dtype=np.int64)
+        remap[order] = np.arange(len(merged))
+        keys[m - 1] = merged[order]
+        logp[m - 1] = np.concatenate([logp[m - 1], scores])[order]
+        bow[m - 1] = np.concatenate([bow[m - 1], np.zeros(len(absent))])[order]
+        if m < len(keys):
+            k = keys[m]
+            keys[m] = remap[k // V] * V + k % V  # remap is monotonic: order is kept
+    return _lookup_rows(keys, V, rows[:, :-1])
+
+
+def _score_rows(keys, logp, bow, V, rows) -> np.ndarray:
+    """log10 p(last word | the others) by ARPA backoff over the given tables (rows absent from
+    the top table)."""
+    m = rows.shape[1]
+    total = np.zeros(len(rows))
+    done = np.zeros(len(rows), dtype=bool)
+    for length in range(m, 0, -1):
+        sub = rows[:, m - length:]
+        idx = _lookup_rows(keys, V, sub) if length <= len(keys) else np.full(len(rows), -1)
+        hit = ~done & (idx >= 0)
+        total[hit] += logp[length - 1][idx[hit]]
+        done |= hit
+        if length > 1:
+            ctx = _lookup_rows(keys, V, sub[:, :-1])
+            miss = ~done & (ctx >= 0)
+            total[miss] += bow[length - 2][ctx[miss]]
+    return total
