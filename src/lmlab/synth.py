@@ -14,8 +14,9 @@ Sentences may be empty (an immediate ``</s>``); they are written as empty lines,
 from __future__ import annotations
 
 import math
+import numbers
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from itertools import product
 
@@ -40,10 +41,15 @@ def _check(condition: bool, message: str) -> None:
         raise SynthError(message)
 
 
+def _int_arg(name: str, value: object, minimum: int) -> int:
+    _check(isinstance(value, numbers.Integral) and not isinstance(value, bool)
+           and value >= minimum, f"{name} must be an integer >= {minimum}, got {value!r}")
+    return int(value)  # type: ignore[arg-type]
+
+
 def _sample_rng(source_seed: int, seed: int | None) -> np.random.Generator:
-    _check(seed is None or (isinstance(seed, int) and seed >= 0),
-           f"sample seed must be a non-negative integer, got {seed!r}")
-    return np.random.default_rng([_SAMPLE_SALT, source_seed, 0 if seed is None else seed])
+    seed = 0 if seed is None else _int_arg("sample seed", seed, 0)
+    return np.random.default_rng([_SAMPLE_SALT, source_seed, seed])
 
 
 @dataclass(frozen=True)
@@ -94,10 +100,8 @@ class MarkovSource:
 
     def __init__(self, order: int = 2, vocab_size: int = 20, seed: int = 0,
                  concentration: float = 0.5, mean_length: float = 12.0) -> None:
-        _check(isinstance(order, int) and order >= 1, f"order must be an integer >= 1, got {order}")
-        _check(isinstance(vocab_size, int) and vocab_size >= 2,
-               f"vocab_size must be an integer >= 2, got {vocab_size}")
-        _check(isinstance(seed, int) and seed >= 0, f"seed must be an integer >= 0, got {seed}")
+        order, vocab_size = _int_arg("order", order, 1), _int_arg("vocab_size", vocab_size, 2)
+        seed = _int_arg("seed", seed, 0)
         _check(concentration > 0 and math.isfinite(concentration),
                f"concentration must be positive, got {concentration}")
         _check(mean_length > 0 and math.isfinite(mean_length),
@@ -219,28 +223,18 @@ class MarkovSource:
             while x.sum() > 1e-15 * min_end * v.sum():
                 v += x
                 x = np.bincount(flat_next, weights=(x[:, None] * P).ravel(), minlength=n)
+        v.setflags(write=False)  # cached and shared: callers must not edit it in place
         if method == "auto":
             self._visits_cache = v
         return v
 
     def _reachable_terminating(self) -> np.ndarray:
         """States reachable from the start; raises if some of them can never reach ``</s>``."""
-        V = self.vocab_size
+        n, V = self._probs.shape[0], self.vocab_size
         live = self._probs[:, :V] > 0
-        reach = np.zeros(len(live), dtype=bool)
-        reach[0] = True
-        while True:
-            grown = reach.copy()
-            grown[self._next[reach][live[reach]]] = True
-            if (grown == reach).all():
-                break
-            reach = grown
-        can_end = self._probs[:, V] > 0
-        while True:
-            grown = can_end | (live & can_end[self._next]).any(axis=1)
-            if (grown == can_end).all():
-                break
-            can_end = grown
+        reach = _closure(np.arange(n) == 0, lambda r: np.bincount(
+            self._next[live & r[:, None]], minlength=n) > 0)
+        can_end = _closure(self._probs[:, V] > 0, lambda c: (live & c[self._next]).any(axis=1))
         stuck = np.flatnonzero(reach & ~can_end)
         _check(stuck.size == 0, f"sentences reaching context {self._context_names(stuck[0])} "
                "never end" if stuck.size else "")
@@ -269,7 +263,7 @@ class MarkovSource:
         distribution pooled over all states ending in c, weighted by their expected visits.
         Equals :meth:`entropy_nats` for ``order >= self.order``.
         """
-        _check(isinstance(order, int) and order >= 1, f"order must be an integer >= 1, got {order}")
+        order = _int_arg("order", order, 1)
         m, k = self.order - 1, order - 1
         if k >= m:
             return self.entropy_nats()
@@ -309,8 +303,7 @@ class MarkovSource:
     def sample(self, n_sentences: int, seed: int | None = None) -> SyntheticCorpus:
         """``n_sentences`` independent sentences; the same (source, seed) gives the same corpus.
         Use different seeds for training and test data."""
-        _check(isinstance(n_sentences, int) and n_sentences >= 0,
-               f"n_sentences must be a non-negative integer, got {n_sentences}")
+        n_sentences = _int_arg("n_sentences", n_sentences, 0)
         rng = _sample_rng(self.seed, seed)
         n, V = self._probs.shape[0], self.vocab_size
         # Inverse-CDF sampling for all live sentences at once: row s of the cumulative table is
@@ -332,6 +325,13 @@ class MarkovSource:
             alive, state = alive[go], self._next[state[go], sym[go]]
         tag = "" if seed is None else f"-seed{seed}"
         return SyntheticCorpus(f"{self.name}{tag}", out, self.entropy_nats())
+
+
+def _closure(mask: np.ndarray, step: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
+    """Grow a boolean state set by ``mask |= step(mask)`` until it stops changing."""
+    while not np.array_equal(grown := mask | step(mask), mask):
+        mask = grown
+    return mask
 
 
 def _enumerate_contexts(vocab_size: int, m: int) -> np.ndarray:
@@ -374,13 +374,8 @@ class LongRangeSource:
 
     def __init__(self, distance: int = 10, n_keys: int = 10, n_fillers: int = 20, seed: int = 0,
                  tail_mean: float = 2.0) -> None:
-        _check(isinstance(distance, int) and distance >= 1,
-               f"distance must be an integer >= 1, got {distance}")
-        _check(isinstance(n_keys, int) and n_keys >= 2,
-               f"n_keys must be an integer >= 2, got {n_keys}")
-        _check(isinstance(n_fillers, int) and n_fillers >= 1,
-               f"n_fillers must be an integer >= 1, got {n_fillers}")
-        _check(isinstance(seed, int) and seed >= 0, f"seed must be an integer >= 0, got {seed}")
+        distance, n_keys = _int_arg("distance", distance, 1), _int_arg("n_keys", n_keys, 2)
+        n_fillers, seed = _int_arg("n_fillers", n_fillers, 1), _int_arg("seed", seed, 0)
         _check(tail_mean >= 0 and math.isfinite(tail_mean),
                f"tail_mean must be >= 0, got {tail_mean}")
         self.distance, self.n_keys, self.n_fillers = distance, n_keys, n_fillers
@@ -416,7 +411,7 @@ class LongRangeSource:
         probabilities are the expected outcome counts over T = A + W. Order 1 pools every token.
         Equals :meth:`entropy_nats` when ``order > distance``.
         """
-        _check(isinstance(order, int) and order >= 1, f"order must be an integer >= 1, got {order}")
+        order = _int_arg("order", order, 1)
         d, q, m = self.distance, self._q, order - 1
         K, F, N = self.n_keys, self.n_fillers, self._tokens_per_sentence()
         lnK, lnF = math.log(K), math.log(F)
@@ -449,8 +444,7 @@ class LongRangeSource:
     def sample(self, n_sentences: int, seed: int | None = None) -> SyntheticCorpus:
         """``n_sentences`` independent sentences; the same (source, seed) gives the same corpus.
         Use different seeds for training and test data."""
-        _check(isinstance(n_sentences, int) and n_sentences >= 0,
-               f"n_sentences must be a non-negative integer, got {n_sentences}")
+        n_sentences = _int_arg("n_sentences", n_sentences, 0)
         rng = _sample_rng(self.seed, seed)
         d, F = self.distance, self.n_fillers
         keys = rng.integers(self.n_keys, size=n_sentences)
@@ -470,6 +464,6 @@ def sample_splits(source: MarkovSource | LongRangeSource, sizes: Mapping[str, in
                   seed: int = 0) -> dict[str, SyntheticCorpus]:
     """Independent samples for each split, e.g. ``{"train": 5000, "valid": 500, "test": 500}``;
     each split gets its own seed (derived from ``seed`` and its position) so none overlaps."""
-    _check(isinstance(seed, int) and seed >= 0, f"seed must be an integer >= 0, got {seed}")
+    seed = _int_arg("seed", seed, 0)
     return {name: source.sample(n, seed=int(np.random.SeedSequence([seed, i]).generate_state(1)[0]))
             for i, (name, n) in enumerate(sizes.items())}

@@ -52,7 +52,7 @@ def interpolate(tables: list[OrderCounts], used: list[np.ndarray], smoothing: Sm
         if gamma is None:  # backoff method: gamma normalises what seen words leave over
             left = 1.0 - stats.per_context(alpha)
             if n == 1:  # all vocabulary words are listed; unseen ones share the rest uniformly
-                gamma = np.maximum(left, 0.0)
+                gamma = np.where(left > 1e-12, left, 0.0)
             else:
                 covered = 1.0 - stats.per_context(lower_p)
                 gamma = np.divide(left, covered, out=np.zeros_like(left),
@@ -76,14 +76,14 @@ def estimate(stream: TokenStream, vocab: Vocabulary, order: int, smoothing: Smoo
     """Run the pipeline on a training stream; returns the arrays an ``NGramModel`` holds."""
     check_order(order)
     V = len(vocab)
+    step = progress or (lambda stage: None)
     tables = count_ngrams(stream, order, V)
-    if progress:
-        progress("counted")
+    step("counted")
     used = continuation_counts(tables) if smoothing.continuation else [t.counts for t in tables]
     smoothing.fit([count_of_counts(c) for c in used])
+    step("adjusted and discounted")
     probs, backoffs = interpolate(tables, used, smoothing, V)
-    if progress:
-        progress("interpolated")
+    step("interpolated")
     with np.errstate(divide="ignore"):
         logp = [np.log10(p) for p in probs]
         bow = [np.log10(b) for b in backoffs]

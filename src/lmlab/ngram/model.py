@@ -16,6 +16,7 @@ import os
 import zipfile
 
 import numpy as np
+from tqdm.auto import tqdm
 
 from lmlab.corpus import BOS_ID, UNK_ID, TokenStream, Vocabulary, read_training_corpus
 from lmlab.errors import LmlabError
@@ -64,6 +65,14 @@ class _Tables:
         dist = np.arange(len(seq), dtype=np.int64)
         found = self.index_at(seq, dist)
         return [int(found[n][-1]) for n in range(self.order)]
+
+
+def _gather(values: np.ndarray, index: np.ndarray) -> np.ndarray:
+    """``values[index]`` where ``index >= 0``, else 0."""
+    out = np.zeros(len(index), dtype=np.float64)
+    ok = index >= 0
+    out[ok] = values[index[ok]]
+    return out
 
 
 class NGramModel(_Tables):
@@ -169,8 +178,8 @@ class AddKModel(_Tables):
             else:
                 ctx = found[m - 1][sel - 1]
                 idx = found[m][sel]
-                count = np.where(idx >= 0, self.counts[m][np.maximum(idx, 0)], 0)
-                total = np.where(ctx >= 0, self.context_totals[m][np.maximum(ctx, 0)], 0.0)
+                count = _gather(self.counts[m], idx)
+                total = _gather(self.context_totals[m], ctx)
             out[np.searchsorted(pos, sel)] = self._logprob(count, total)
         return out
 
@@ -199,7 +208,7 @@ class AddKModel(_Tables):
 def train_ngram(path: str | os.PathLike | None = None, order: int = 3, smoothing: str = "mkn",
                 *, stream: TokenStream | None = None, vocab: Vocabulary | None = None,
                 min_count: int = 1, max_vocab: int | None = None, k: float = 1.0,
-                **options) -> NGramModel | AddKModel:
+                progress: bool = False, **options) -> NGramModel | AddKModel:
     """Train an n-gram model of ``order`` with ``smoothing`` (one of ``ALL_METHODS``) on the text
     file ``path`` (or an already-encoded ``stream`` with its ``vocab``)."""
     check_order(order)
@@ -220,7 +229,13 @@ def train_ngram(path: str | os.PathLike | None = None, order: int = 3, smoothing
         return AddKModel(vocab, [t.keys for t in tables], [t.counts for t in tables],
                          {**meta, "k": k})
     method = make_smoothing(smoothing, **options)
-    arrays = estimate(stream, vocab, order, method)
+    with tqdm(total=3, desc=f"{smoothing} {order}-gram", unit="stage", disable=not progress, delay=0.5,
+              leave=False) as bar:
+        def step(stage: str) -> None:
+            bar.set_postfix_str(stage)
+            bar.update()
+
+        arrays = estimate(stream, vocab, order, method, progress=step)
     meta["discounts"] = {str(n): d for n, d in method.discounts.items()}
     if method.warnings:
         meta["warnings"] = method.warnings

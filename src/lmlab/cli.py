@@ -1,0 +1,238 @@
+"""The ``lmlab`` command line. Each command is a thin wrapper over the library.
+
+User mistakes raise :class:`~lmlab.errors.LmlabError` and end as one line on stderr with a
+non-zero exit status; only bugs show a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+
+from lmlab.errors import LmlabError
+
+EXIT_USER_ERROR = 2
+
+
+def _add_ngram(sub) -> None:
+    from lmlab.ngram.smoothing import ALL_METHODS
+
+    ngram = sub.add_parser("ngram", help="n-gram language models (train, next)")
+    nsub = ngram.add_subparsers(dest="ngram_command", required=True)
+    t = nsub.add_parser("train", help="estimate an n-gram model from a text file")
+    t.add_argument("train", help="training text, one sentence per line (.gz ok)")
+    t.add_argument("--order", "-n", type=int, default=3)
+    t.add_argument("--smoothing", "-s", choices=ALL_METHODS, default="mkn")
+    t.add_argument("-o", "--output", help="lmlab model file to write")
+    t.add_argument("--arpa", help="also (or only) write an ARPA file (.gz to compress)")
+    t.add_argument("--min-count", type=int, default=1,
+                   help="words seen fewer times become <unk> (default 1: keep all)")
+    t.add_argument("--max-vocab", type=int, help="keep at most this many words (with specials)")
+    t.add_argument("--vocab", help="use this vocabulary file instead of building one")
+    t.add_argument("--k", type=float, default=1.0, help="add-k constant (addk; 1 = Laplace)")
+    t.add_argument("--backoff-factor", type=float, default=0.4, help="stupid backoff factor")
+    t.add_argument("--strict-discounts", action="store_true",
+                   help="mkn: fail instead of using KenLM's fallback discounts on small data")
+    t.set_defaults(func=cmd_ngram_train)
+
+    nx = nsub.add_parser("next", help="most likely next words after a context")
+    nx.add_argument("model")
+    nx.add_argument("context", nargs="*", help="context words (sentence prefix)")
+    nx.add_argument("--top", "-k", type=int, default=10)
+    nx.add_argument("--json", action="store_true")
+    nx.set_defaults(func=cmd_next)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="lmlab", description="Train, evaluate, compare and dissect "
+                                "language models, from n-grams to LSTMs.")
+    sub = p.add_subparsers(dest="command", required=True)
+    _add_ngram(sub)
+
+    e = sub.add_parser("eval", help="perplexity report of a model on a text file")
+    e.add_argument("model", help="lmlab model file or ARPA file")
+    e.add_argument("text")
+    e.add_argument("--json", action="store_true", help="print one JSON object")
+    e.add_argument("--per-sentence", metavar="FILE",
+                   help="write per-sentence log10 probability and perplexity (TSV)")
+    e.set_defaults(func=cmd_eval)
+
+    s = sub.add_parser("score", help="per-token log-probabilities of a sentence")
+    s.add_argument("model")
+    s.add_argument("sentence", nargs="+", help="the sentence (words, or one quoted string)")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=cmd_score)
+
+    g = sub.add_parser("generate", help="sample text from a model")
+    g.add_argument("model")
+    g.add_argument("--words", type=int, default=50)
+    g.add_argument("--temperature", type=float, default=1.0)
+    g.add_argument("--top-k", type=int)
+    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--prefix", default="", help="start the first sentence with these words")
+    g.set_defaults(func=cmd_generate)
+
+    d = sub.add_parser("demo", help="train models on built-in synthetic data with known entropy")
+    d.add_argument("--sentences", type=int, default=20000)
+    d.add_argument("--seed", type=int, default=0)
+    d.add_argument("--json", action="store_true")
+    d.set_defaults(func=cmd_demo)
+
+    data = sub.add_parser("data", help="benchmark corpora: where to get them, verify checksums")
+    data.add_argument("action", choices=["info", "verify"])
+    data.add_argument("name", nargs="?", help="corpus name (ptb, wikitext-2, ptb-char)")
+    data.add_argument("--data-dir", help="folder holding the corpora (default: $LMLAB_DATA)")
+    data.set_defaults(func=cmd_data)
+    return p
+
+
+def cmd_ngram_train(args) -> int:
+    from lmlab.corpus import Vocabulary
+    from lmlab.ngram.arpa import write_arpa
+    from lmlab.ngram.model import train_ngram
+
+    if not args.output and not args.arpa:
+        raise LmlabError("nothing to write: give -o MODEL and/or --arpa FILE")
+    options = {}
+    if args.smoothing == "stupid":
+        options["factor"] = args.backoff_factor
+    if args.smoothing == "mkn":
+        options["strict"] = args.strict_discounts
+    vocab = Vocabulary.load(args.vocab) if args.vocab else None
+    start = time.perf_counter()
+    model = train_ngram(args.train, order=args.order, smoothing=args.smoothing, vocab=vocab,
+                        min_count=args.min_count, max_vocab=args.max_vocab, k=args.k,
+                        progress=True, **options)
+    elapsed = time.perf_counter() - start
+    if args.output:
+        model.save(args.output)
+    if args.arpa:
+        write_arpa(model, args.arpa)
+    sizes = " ".join(f"{n}:{len(k)}" for n, k in enumerate(model.keys, 1))
+    print(f"trained {args.smoothing} {args.order}-gram on {model.meta['tokens']} tokens in "
+          f"{elapsed:.2f}s; vocabulary {len(model.vocab)}; n-grams {sizes}", file=sys.stderr)
+    return 0
+
+
+def _fmt(x: float) -> str:
+    return f"{x:.4f}" if math.isfinite(x) else str(x)
+
+
+def cmd_eval(args) -> int:
+    from lmlab.metrics import LN10, evaluate, sentence_logprobs
+    from lmlab.models import load_model
+
+    model = load_model(args.model)
+    result, logprobs, stream = evaluate(model, args.text)
+    if args.per_sentence:
+        from lmlab.fileio import atomic_output
+
+        sent = sentence_logprobs(logprobs, stream)
+        lengths = stream.offsets[1:] - stream.offsets[:-1]
+        with atomic_output(args.per_sentence, "w") as f:
+            f.write("sentence\ttokens\tlog10prob\tperplexity\n")
+            for i, (lp, n) in enumerate(zip(sent, lengths, strict=True), 1):
+                f.write(f"{i}\t{n}\t{lp / LN10:.6f}\t{math.exp(-lp / n):.4f}\n")
+    d = {"model": args.model, "text": args.text, **result.to_dict(),
+         "normalised": getattr(model, "normalised", True)}
+    if args.json:
+        print(json.dumps(d))
+        return 0
+    print(f"model       {args.model} ({model.describe().get('smoothing', '')}, "
+          f"order {model.describe().get('order', '?')})")
+    print(f"text        {args.text}: {result.sentences} sentences, {result.tokens} tokens "
+          f"(words + </s>), {result.oov} OOV")
+    print(f"log10 prob  {_fmt(result.log10_prob)}")
+    print(f"cross-ent.  {_fmt(result.cross_entropy_nats)} nats = "
+          f"{_fmt(result.cross_entropy_bits)} bits per token")
+    print(f"perplexity  {_fmt(result.perplexity)} (excluding OOV: "
+          f"{_fmt(result.perplexity_excl_oov)})")
+    if not d["normalised"]:
+        print("note        stupid backoff scores are not probabilities: this 'perplexity' is not "
+              "comparable to other models'")
+    return 0
+
+
+def cmd_score(args) -> int:
+    from lmlab.metrics import token_table
+    from lmlab.models import load_model
+
+    words = " ".join(args.sentence).split()
+    model = load_model(args.model)
+    rows = token_table(model, words)
+    if args.json:
+        print(json.dumps(rows))
+        return 0
+    width = max(len(r["token"]) for r in rows)
+    print(f"{'token':<{width}}  {'log10 p':>9}  {'bits':>7}")
+    for r in rows:
+        flag = "  (OOV)" if r["oov"] else ""
+        print(f"{r['token']:<{width}}  {r['log10prob']:9.4f}  {r['bits']:7.3f}{flag}")
+    total = sum(r["log10prob"] for r in rows)
+    print(f"{'total':<{width}}  {total:9.4f}  perplexity "
+          f"{_fmt(10 ** (-total / len(rows)))}")
+    return 0
+
+
+def cmd_next(args) -> int:
+    import numpy as np
+
+    from lmlab.models import load_model
+
+    if args.top < 1:
+        raise LmlabError(f"--top must be >= 1, got {args.top}")
+    model = load_model(args.model)
+    logp = model.next_logprobs(list(args.context))
+    top = np.argsort(-logp, kind="stable")[: args.top]
+    rows = [{"word": model.vocab.itos[i], "prob": float(np.exp(logp[i]))} for i in top]
+    if args.json:
+        print(json.dumps(rows))
+    else:
+        for r in rows:
+            print(f"{r['prob']:.6f}  {r['word']}")
+    return 0
+
+
+def cmd_generate(args) -> int:
+    from lmlab.generate import generate
+    from lmlab.models import load_model
+
+    model = load_model(args.model)
+    for sentence in generate(model, args.words, seed=args.seed, temperature=args.temperature,
+                             top_k=args.top_k, prefix=args.prefix.split()):
+        print(" ".join(sentence))
+    return 0
+
+
+def cmd_demo(args) -> int:
+    from lmlab.demo import run_demo
+
+    return run_demo(n_sentences=args.sentences, seed=args.seed, as_json=args.json)
+
+
+def cmd_data(args) -> int:
+    from lmlab.datasets import data_command
+
+    return data_command(args.action, args.name, args.data_dir)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except LmlabError as err:
+        print(f"lmlab: error: {err}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except KeyboardInterrupt:
+        print("lmlab: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

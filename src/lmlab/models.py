@@ -1,0 +1,33 @@
+"""Open any model file lmlab knows, by content: ARPA (plain or gzip) or an lmlab n-gram model.
+
+Neural checkpoints will register here too; n-gram loading must never import torch, so `lmlab
+ngram ...` and `lmlab eval model.arpa` start fast.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from lmlab.errors import LmlabError
+from lmlab.fileio import head_bytes
+
+
+def load_model(path: str | os.PathLike):
+    """Load the model stored at ``path``; a one-line :class:`LmlabError` if it is not one."""
+    path = Path(path)
+    if not path.exists():
+        raise LmlabError("no such file", path)
+    if path.is_dir():
+        raise LmlabError("is a directory, expected a model file", path)
+    from lmlab.ngram.model import is_ngram_file, load_ngram
+
+    if is_ngram_file(path):
+        return load_ngram(path)
+    head = head_bytes(path, 256).lstrip()
+    if head.startswith(b"\\data\\"):
+        from lmlab.ngram.arpa import read_arpa
+
+        return read_arpa(path)
+    raise LmlabError("not a model lmlab can read (expected an lmlab n-gram model or an ARPA "
+                     "file)", path)
