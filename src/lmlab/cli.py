@@ -91,11 +91,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 def cmd_ngram_train(args) -> int:
     from lmlab.corpus import Vocabulary
+    from lmlab.fileio import check_output_path
     from lmlab.ngram.arpa import write_arpa
     from lmlab.ngram.model import train_ngram
 
     if not args.output and not args.arpa:
         raise LmlabError("nothing to write: give -o MODEL and/or --arpa FILE")
+    # Check every output before training, so a failure writes nothing (not -o without --arpa).
+    if args.arpa and args.smoothing == "addk":
+        raise LmlabError("addk model has no backoff form and cannot be written as ARPA")
+    for out in (args.output, args.arpa):
+        if out:
+            check_output_path(out)
     options = {}
     if args.smoothing == "stupid":
         options["factor"] = args.backoff_factor
@@ -105,7 +112,7 @@ def cmd_ngram_train(args) -> int:
     start = time.perf_counter()
     model = train_ngram(args.train, order=args.order, smoothing=args.smoothing, vocab=vocab,
                         min_count=args.min_count, max_vocab=args.max_vocab, k=args.k,
-                        progress=True, **options)
+                        progress=sys.stderr.isatty(), **options)
     elapsed = time.perf_counter() - start
     if args.output:
         model.save(args.output)
@@ -122,10 +129,14 @@ def _fmt(x: float) -> str:
 
 
 def cmd_eval(args) -> int:
-    from lmlab.metrics import LN10, evaluate, sentence_logprobs
+    from lmlab.metrics import LN10, _safe_exp, evaluate, sentence_logprobs
     from lmlab.models import load_model
 
     model = load_model(args.model)
+    if args.per_sentence:
+        from lmlab.fileio import check_output_path
+
+        check_output_path(args.per_sentence)
     result, logprobs, stream = evaluate(model, args.text)
     if args.per_sentence:
         from lmlab.fileio import atomic_output
@@ -135,11 +146,13 @@ def cmd_eval(args) -> int:
         with atomic_output(args.per_sentence, "w") as f:
             f.write("sentence\ttokens\tlog10prob\tperplexity\n")
             for i, (lp, n) in enumerate(zip(sent, lengths, strict=True), 1):
-                f.write(f"{i}\t{n}\t{lp / LN10:.6f}\t{math.exp(-lp / n):.4f}\n")
+                f.write(f"{i}\t{n}\t{lp / LN10:.6f}\t{_safe_exp(-lp / n):.4f}\n")
     d = {"model": args.model, "text": args.text, **result.to_dict(),
          "normalised": getattr(model, "normalised", True)}
     if args.json:
-        print(json.dumps(d))
+        # inf/nan (an MLE model on unseen text) are not JSON: write them as null.
+        print(json.dumps({k: v if not isinstance(v, float) or math.isfinite(v) else None
+                          for k, v in d.items()}, allow_nan=False))
         return 0
     print(f"model       {args.model} ({model.describe().get('smoothing', '')}, "
           f"order {model.describe().get('order', '?')})")
@@ -157,7 +170,7 @@ def cmd_eval(args) -> int:
 
 
 def cmd_score(args) -> int:
-    from lmlab.metrics import token_table
+    from lmlab.metrics import LN10, _safe_exp, token_table
     from lmlab.models import load_model
 
     words = " ".join(args.sentence).split()
@@ -173,7 +186,7 @@ def cmd_score(args) -> int:
         print(f"{r['token']:<{width}}  {r['log10prob']:9.4f}  {r['bits']:7.3f}{flag}")
     total = sum(r["log10prob"] for r in rows)
     print(f"{'total':<{width}}  {total:9.4f}  perplexity "
-          f"{_fmt(10 ** (-total / len(rows)))}")
+          f"{_fmt(_safe_exp(-total / len(rows) * LN10))}")
     return 0
 
 

@@ -43,7 +43,10 @@ def iter_sentences(path: str | os.PathLike) -> Iterator[list[str]]:
             try:
                 chunk = f.readlines(_CHUNK_BYTES)
             except (OSError, EOFError) as err:
-                raise LmlabError(f"cannot read past line {lineno} ({err})", path) from None
+                # The failed chunk's complete lines are lost: count them again, line by line.
+                good = _readable_lines(path)
+                raise LmlabError(f"truncated or corrupt file: cannot read past line {good} ({err})",
+                                 path, good + 1) from None
             if not chunk:
                 return
             data = b"".join(chunk)
@@ -70,6 +73,18 @@ def iter_sentences(path: str | os.PathLike) -> Iterator[list[str]]:
                     raise LmlabError(f"reserved token {word!r} inside a sentence; lmlab adds "
                                      "sentence boundaries itself", path, lineno)
                 yield tokens
+
+
+def _readable_lines(path: str | os.PathLike) -> int:
+    """How many complete lines of ``path`` can be read before a read error (error path only)."""
+    count = 0
+    with open_binary(path) as f:
+        try:
+            for line in f:
+                count += line.endswith(b"\n")
+        except (OSError, EOFError):
+            pass
+    return count
 
 
 def _is_utf8(line: bytes) -> bool:
@@ -145,11 +160,16 @@ class Vocabulary:
     def load(cls, path: str | os.PathLike) -> Vocabulary:
         """Read a vocabulary file: one word per line, optionally followed by a tab and a count."""
         words, counts = [], []
+        seen: set[str] = set()
         for lineno, raw in enumerate(_read_text_lines(path), 1):
-            parts = raw.rstrip("\n").split("\t")
+            parts = raw.rstrip("\r\n").split("\t")
             if not parts[0] or len(parts) > 2 or (len(parts) == 2 and not parts[1].isdigit()):
                 raise LmlabError("expected 'word' or 'word<TAB>count'", path, lineno)
-            words.append(EOS if parts[0] == "<eos>" else parts[0])
+            word = EOS if parts[0] == "<eos>" else parts[0]
+            if word in seen:
+                raise LmlabError(f"word {word!r} listed twice", path, lineno)
+            seen.add(word)
+            words.append(word)
             counts.append(int(parts[1]) if len(parts) == 2 else 0)
         if not words:
             raise LmlabError("empty vocabulary file", path)
@@ -166,7 +186,16 @@ class Vocabulary:
 
 def _read_text_lines(path: str | os.PathLike) -> Iterator[str]:
     with open_binary(path) as f:
-        for lineno, line in enumerate(f, 1):
+        lineno = 0
+        while True:
+            try:
+                line = f.readline()
+            except (OSError, EOFError) as err:
+                raise LmlabError(f"truncated or corrupt file: cannot read past line {lineno} "
+                                 f"({err})", path, lineno + 1) from None
+            if not line:
+                return
+            lineno += 1
             try:
                 yield line.decode("utf-8")
             except UnicodeDecodeError:

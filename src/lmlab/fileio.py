@@ -7,6 +7,7 @@ import gzip
 import io
 import os
 import tempfile
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO
@@ -28,8 +29,31 @@ def open_binary(path: str | os.PathLike) -> IO[bytes]:
     except PermissionError:
         raise LmlabError("permission denied", path) from None
     if handle.peek(2)[:2] == GZIP_MAGIC:
-        return gzip.GzipFile(fileobj=handle, mode="rb")  # type: ignore[return-value]
+        return _GzipReader(fileobj=handle, mode="rb")  # type: ignore[return-value]
     return handle
+
+
+class _GzipReader(gzip.GzipFile):
+    """A GzipFile whose corrupt-data errors are OSErrors: ``zlib.error`` is not one, so readers that
+    turn truncation (EOFError/OSError) into an LmlabError would show a traceback for corruption."""
+
+    def _guard(self, method, *args):
+        try:
+            return method(*args)
+        except zlib.error as err:
+            raise gzip.BadGzipFile(f"corrupt compressed data: {err}") from None
+
+    def read(self, size=-1):
+        return self._guard(super().read, size)
+
+    def read1(self, size=-1):
+        return self._guard(super().read1, size)
+
+    def peek(self, n):
+        return self._guard(super().peek, n)
+
+    def readline(self, size=-1):
+        return self._guard(super().readline, size)
 
 
 def head_bytes(path: str | os.PathLike, n: int = 64) -> bytes:
@@ -50,9 +74,11 @@ def atomic_output(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
     """
     path = Path(path)
     directory = path.parent if str(path.parent) else Path(".")
-    if not directory.is_dir():
-        raise LmlabError("output directory does not exist", directory)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
+    check_output_path(path)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
+    except OSError as err:
+        raise LmlabError(f"cannot write here ({err.strerror})", directory) from None
     try:
         with os.fdopen(fd, "wb") as raw:
             if path.suffix == ".gz":
@@ -62,11 +88,25 @@ def atomic_output(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
                 yield from _yield_stream(raw, mode)
             raw.flush()
             os.fsync(raw.fileno())
-        os.replace(tmp, path)
+        try:
+            os.replace(tmp, path)
+        except OSError as err:
+            raise LmlabError(f"cannot write file ({err.strerror})", path) from None
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+def check_output_path(path: str | os.PathLike) -> None:
+    """Raise :class:`LmlabError` unless ``path`` can be an output file: its folder exists and it is
+    not itself a folder. Writers call it first, so a long job does not fail only at the end."""
+    path = Path(path)
+    directory = path.parent if str(path.parent) else Path(".")
+    if not directory.is_dir():
+        raise LmlabError("output directory does not exist", directory)
+    if path.is_dir():
+        raise LmlabError("is a directory, expected an output file name", path)
 
 
 def _yield_stream(binary: IO[bytes], mode: str) -> Iterator[IO]:

@@ -12,8 +12,8 @@ def next_word_distribution(model, context: list[str], temperature: float = 1.0,
                            top_k: int | None = None, allow_unk: bool = True) -> np.ndarray:
     """Probabilities over the vocabulary for the word after ``context`` (a sentence prefix),
     sharpened or flattened by ``temperature`` and restricted to the ``top_k`` most likely words."""
-    if not temperature > 0:
-        raise LmlabError(f"temperature must be > 0, got {temperature}")
+    if not 0 < temperature < np.inf:
+        raise LmlabError(f"temperature must be a finite number > 0, got {temperature}")
     if top_k is not None and top_k < 1:
         raise LmlabError(f"top-k must be >= 1, got {top_k}")
     logp = np.asarray(model.next_logprobs(list(context)), dtype=np.float64) / temperature

@@ -22,7 +22,7 @@ from typing import Protocol
 
 import numpy as np
 
-from lmlab.corpus import EOS_ID, TokenStream, Vocabulary, read_corpus
+from lmlab.corpus import EOS_ID, RESERVED, TokenStream, Vocabulary, read_corpus
 from lmlab.errors import LmlabError
 
 LN10 = math.log(10.0)
@@ -122,6 +122,10 @@ def evaluate(model: LanguageModel, path: str | os.PathLike) -> tuple[EvalResult,
 
 def token_table(model: LanguageModel, words: list[str]) -> list[dict]:
     """Per-token report for one sentence: word, id, OOV flag, ln p, log10 p, bits."""
+    reserved = [w for w in words if w in RESERVED]
+    if reserved:
+        raise LmlabError(f"reserved token {reserved[0]!r} inside the sentence; lmlab adds "
+                         "sentence boundaries itself")
     stream = TokenStream.from_sentences([words], model.vocab)
     lp = model.logprobs(stream)
     names = list(words) + ["</s>"]

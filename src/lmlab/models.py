@@ -7,10 +7,13 @@ ngram ...` and `lmlab eval model.arpa` start fast.
 from __future__ import annotations
 
 import os
+import zipfile
 from pathlib import Path
 
 from lmlab.errors import LmlabError
 from lmlab.fileio import head_bytes
+
+ZIP_MAGIC = b"PK\x03\x04"
 
 
 def load_model(path: str | os.PathLike):
@@ -22,9 +25,12 @@ def load_model(path: str | os.PathLike):
         raise LmlabError("is a directory, expected a model file", path)
     from lmlab.ngram.model import is_ngram_file, load_ngram
 
-    if is_ngram_file(path):
+    head = head_bytes(path, 256)
+    # A file that starts like a zip but is not a readable one is a truncated or corrupt lmlab
+    # model: let load_ngram say so rather than "not a model".
+    if is_ngram_file(path) or (head.startswith(ZIP_MAGIC) and not zipfile.is_zipfile(path)):
         return load_ngram(path)
-    head = head_bytes(path, 256).lstrip()
+    head = head.lstrip()
     if head.startswith(b"\\data\\"):
         from lmlab.ngram.arpa import read_arpa
 

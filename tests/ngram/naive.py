@@ -79,7 +79,7 @@ class NaiveNGram:
         if m == "stupid":
             return c / total if c else self.factor * lower
         if m in ("mle", "katz"):
-            alpha = {x: self._alpha(n, cx, total) for x, cx in f.items()}
+            alpha = self._katz_alpha(n, f, total)
             if n == 1:
                 left = 1 - sum(alpha.values())
                 return alpha.get(w, 0.0) + (left if left > 1e-12 else 0.0) * lower
@@ -97,6 +97,14 @@ class NaiveNGram:
         if d[0] == "abs":
             return max(c - d[1], 0) / total
         return (d[c - 1] if c <= len(d) else 1.0) * c / total
+
+    def _katz_alpha(self, n, f, total):
+        alpha = {x: self._alpha(n, cx, total) for x, cx in f.items()}
+        if self.method == "katz" and 1 - sum(alpha.values()) <= 1e-9:
+            nk = Counter(self.raw[n].values())
+            d = nk[1] / (nk[1] + 2 * nk[2]) if nk[1] and nk[2] else 0.5
+            alpha = {x: (cx - d) / total for x, cx in f.items()}
+        return alpha
 
     def _good_turing(self, n, k=5):
         nk = Counter(self.raw[n].values())

@@ -10,7 +10,8 @@ The ARPA format (Doug Paul; as written by SRILM and KenLM)::
     ...
     \\end\\
 
-lmlab writes ``-99`` for log10(0) (SRILM's convention), e.g. for ``<s>``, which is never predicted.
+lmlab writes ``-99`` for log10(0) (SRILM's convention), e.g. for ``<s>``, which is never predicted,
+and reads any value <= -99 as probability zero.
 Reading accepts tabs or spaces, missing backoffs (= 0), files without ``<unk>`` (it gets log10
 probability -100, as KenLM does) and pruned files whose n-grams lack their context n-gram (the
 context is inserted with its backed-off probability and backoff 0, which scores identically).
@@ -147,8 +148,10 @@ def _read_section(lines: _Lines, n: int, count: int):
     grams: list[list[str]] = []
     for i in range(count):
         line = lines.next()
-        if line is None or line.startswith("\\"):
+        if line is None:
             raise lines.error(f"truncated ARPA file: expected {count} {n}-grams, found {i}")
+        if not line or line.startswith("\\"):
+            raise lines.error(f"the header promises {count} {n}-grams but the section has {i}")
         parts = line.split()
         if len(parts) not in (n + 1, n + 2):
             raise lines.error(f"malformed {n}-gram line (expected probability, {n} words"
@@ -160,8 +163,10 @@ def _read_section(lines: _Lines, n: int, count: int):
         except ValueError:
             raise lines.error("malformed number in n-gram line") from None
         grams.append(parts[1: n + 1])
-    if not np.isfinite(probs).all() or not np.isfinite(backoffs).all():
-        raise lines.error(f"non-finite number in the {n}-grams section")
+    if np.isnan(probs).any() or np.isnan(backoffs).any() or (probs > 0).any():
+        raise lines.error(f"invalid log10 probability (NaN or > 0) in the {n}-grams section")
+    probs[probs <= LOG_ZERO] = -np.inf
+    backoffs[backoffs <= LOG_ZERO] = -np.inf
     return grams, probs, backoffs
 
 

@@ -204,12 +204,14 @@ class Katz(Smoothing):
     are trusted. Unseen words share the left-over mass in proportion to the lower order, normalised
     over the words not seen after h. Where Good-Turing is undefined for an order (some n_r = 0 or a
     d_r outside (0, 1]), that order uses absolute discounting D = n1 / (n1 + 2 n2) instead, with a
-    warning."""
+    warning; so does any context whose followers all occur more than k times (it would otherwise
+    leave no mass, and unseen words after it would get probability 0)."""
 
     def __init__(self, k: int = 5) -> None:
         super().__init__(name="katz", interpolated=False)
         self.k = k
         self.absolute: dict[int, float] = {}
+        self.fallback_discount: dict[int, float] = {}
 
     def fit(self, count_of_counts):
         k = self.k
@@ -223,11 +225,12 @@ class Katz(Smoothing):
                 d = (r_star / r - big_r) / (1 - big_r)
                 if ((d > 0) & (d <= 1)).all():
                     ratios = [float(x) for x in d]
+            n1, n2 = nk[1], nk[2]
+            self.fallback_discount[n] = n1 / (n1 + 2 * n2) if n1 > 0 and n2 > 0 else 0.5
             if ratios is not None:
                 self.discounts[n] = ratios
             else:
-                n1, n2 = nk[1], nk[2]
-                self.absolute[n] = n1 / (n1 + 2 * n2) if n1 > 0 and n2 > 0 else 0.5
+                self.absolute[n] = self.fallback_discount[n]
                 self.warn(f"katz: Good-Turing undefined for order {n} (small or artificial data); "
                           f"absolute discount {self.absolute[n]:.3f} used instead")
 
@@ -239,6 +242,12 @@ class Katz(Smoothing):
             table = np.concatenate([[0.0], self.discounts[s.order]])
             ratio = np.where(c <= self.k, table[np.minimum(s.counts, self.k)], 1.0)
             discounted = c * ratio
+            # A context whose followers all occur more than k times would leave no mass, and
+            # every unseen word after it would get probability 0 (infinite perplexity). There
+            # the order's absolute discount applies to every follower instead.
+            full = s.per_context(c - discounted) <= 1e-9
+            redo = full[s.context] & (c > 0)
+            discounted[redo] = c[redo] - self.fallback_discount[s.order]
         return _safe_div(discounted, s.totals[s.context]), None
 
 
