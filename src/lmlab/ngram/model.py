@@ -208,7 +208,8 @@ class AddKModel(_Tables):
 def train_ngram(path: str | os.PathLike | None = None, order: int = 3, smoothing: str = "mkn",
                 *, stream: TokenStream | None = None, vocab: Vocabulary | None = None,
                 min_count: int = 1, max_vocab: int | None = None, k: float = 1.0,
-                progress: bool = False, **options) -> NGramModel | AddKModel:
+                progress: bool = False, verbose: bool = True,
+                **options) -> NGramModel | AddKModel:
     """Train an n-gram model of ``order`` with ``smoothing`` (one of ``ALL_METHODS``) on the text
     file ``path`` (or an already-encoded ``stream`` with its ``vocab``)."""
     check_order(order)
@@ -229,6 +230,7 @@ def train_ngram(path: str | os.PathLike | None = None, order: int = 3, smoothing
         return AddKModel(vocab, [t.keys for t in tables], [t.counts for t in tables],
                          {**meta, "k": k})
     method = make_smoothing(smoothing, **options)
+    method.verbose = verbose  # warnings (e.g. fallback discounts) are kept in meta either way
     with tqdm(total=3, desc=f"{smoothing} {order}-gram", unit="stage", disable=not progress, delay=0.5,
               leave=False) as bar:
         def step(stage: str) -> None:

@@ -63,9 +63,12 @@ class Smoothing:
     def alpha_gamma(self, s: OrderStats) -> tuple[np.ndarray, np.ndarray | None]:
         raise NotImplementedError
 
+    verbose: bool = True
+
     def warn(self, message: str) -> None:
         self.warnings.append(message)
-        print(f"lmlab: warning: {message}", file=sys.stderr)
+        if self.verbose:
+            print(f"lmlab: warning: {message}", file=sys.stderr)
 
 
 def _safe_div(num: np.ndarray, den: np.ndarray) -> np.ndarray:
