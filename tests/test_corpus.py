@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import gzip
-import re
 from pathlib import Path
 
 import numpy as np
@@ -32,14 +31,15 @@ SMALL_SENTENCES = [["the", "cat", "sat"], [], ["a", "dog", "barked", "loudly"], 
 
 
 def check_error(excinfo, path: Path, line: int | None = None) -> str:
-    """The message names the file (and ``file:line:`` when a line is known)."""
+    """The message names the file (and ``file:line:`` when a line is known); returns the problem
+    after that prefix (the tmp path itself holds the test's name: never match words in it)."""
     msg = str(excinfo.value)
-    assert str(path) in msg
+    prefix = f"{path}:{line}: " if line is not None else f"{path}:"
+    assert msg.startswith(prefix), msg
     if line is not None:
-        assert f"{path}:{line}:" in msg
         assert excinfo.value.line == line
     assert "\n" not in msg
-    return msg
+    return msg[len(prefix):]
 
 
 @pytest.fixture
@@ -268,20 +268,20 @@ def test_bad_line_found_beyond_first_chunk(tmp_path, monkeypatch):
 def test_empty_file(tmp_path, reader):
     p = tmp_path / "empty.txt"
     p.write_bytes(b"")
-    with pytest.raises(LmlabError, match="empty") as e:
+    with pytest.raises(LmlabError) as e:
         if reader == "corpus":
             read_corpus(p, Vocabulary(["a"]))
         else:
             read_training_corpus(p)
-    check_error(e, p)
+    assert "empty" in check_error(e, p)
 
 
 def test_only_empty_lines(tmp_path):
     p = tmp_path / "blank.txt"
     p.write_text("\n\n  \n\t\n", encoding="utf-8")
-    with pytest.raises(LmlabError, match="no words") as e:
+    with pytest.raises(LmlabError) as e:
         read_training_corpus(p)
-    check_error(e, p)
+    assert "no words" in check_error(e, p)
     # as evaluation text it is valid: four sentences predicting </s> only
     stream = read_corpus(p, Vocabulary(["a"]))
     assert stream.ids.tolist() == [EOS_ID] * 4
@@ -290,13 +290,13 @@ def test_only_empty_lines(tmp_path):
 def test_missing_file_and_directory(tmp_path):
     missing = tmp_path / "nope.txt"
     for read in _all_readers(missing):
-        with pytest.raises(LmlabError, match="no such file") as e:
+        with pytest.raises(LmlabError) as e:
             read()
-        check_error(e, missing)
+        assert "no such file" in check_error(e, missing)
     for read in _all_readers(tmp_path):
-        with pytest.raises(LmlabError, match="directory") as e:
+        with pytest.raises(LmlabError) as e:
             read()
-        check_error(e, tmp_path)
+        assert "directory" in check_error(e, tmp_path)
 
 
 def test_truncated_gzip(tmp_path):
@@ -305,13 +305,12 @@ def test_truncated_gzip(tmp_path):
     p = tmp_path / "cut.txt.gz"
     p.write_bytes(data[: len(data) // 2])
     for read in _all_readers(p):
-        with pytest.raises(LmlabError, match="truncated") as e:
+        with pytest.raises(LmlabError) as e:
             read()
-        msg = check_error(e, p)
         # the line reported is the first one that could not be read, after complete ones
-        m = re.search(r":(\d+): ", msg)
-        assert m and 1 < int(m.group(1)) <= len(lines)
-        assert e.value.line == int(m.group(1))
+        line = e.value.line
+        assert line is not None and 1 < line <= len(lines)
+        assert "truncated" in check_error(e, p, line)
 
 
 def test_corrupt_gzip(tmp_path):

@@ -31,11 +31,11 @@ MAX_LINE_BYTES = 16 * 2**20
 _CHUNK_BYTES = 8 * 2**20
 
 
-def iter_sentences(path: str | os.PathLike) -> Iterator[list[str]]:
-    """Yield the whitespace tokens of each line of ``path`` (plain or gzip), streaming.
+def _line_chunks(path: str | os.PathLike) -> Iterator[tuple[int, list[str]]]:
+    """Yield ``(number of lines before, decoded lines)`` chunks of ``path`` (plain or gzip).
 
-    Raises :class:`LmlabError` naming the file and line for binary data (NUL bytes), invalid UTF-8,
-    a reserved boundary token inside a line, or a line longer than ``MAX_LINE_BYTES``.
+    Validates as it streams: binary data (NUL bytes), invalid UTF-8 and over-long lines raise
+    :class:`LmlabError` naming the file and line.
     """
     lineno = 0
     with open_binary(path) as f:
@@ -43,10 +43,9 @@ def iter_sentences(path: str | os.PathLike) -> Iterator[list[str]]:
             try:
                 chunk = f.readlines(_CHUNK_BYTES)
             except (OSError, EOFError) as err:
-                # The failed chunk's complete lines are lost: count them again, line by line.
                 good = _readable_lines(path)
-                raise LmlabError(f"truncated or corrupt file: cannot read past line {good} ({err})",
-                                 path, good + 1) from None
+                raise LmlabError(f"truncated or corrupt data after line {good} ({err})", path,
+                                 good + 1) from None
             if not chunk:
                 return
             data = b"".join(chunk)
@@ -62,21 +61,16 @@ def iter_sentences(path: str | os.PathLike) -> Iterator[list[str]]:
             lines = text.split("\n")
             if lines[-1] == "":
                 lines.pop()
-            for line in lines:
-                lineno += 1
-                if len(line) > MAX_LINE_BYTES:
-                    raise LmlabError(f"line longer than {MAX_LINE_BYTES // 2**20} MiB; expected one "
-                                     "sentence per line", path, lineno)
-                tokens = line.split()
-                if RESERVED.intersection(tokens):
-                    word = next(t for t in tokens if t in RESERVED)
-                    raise LmlabError(f"reserved token {word!r} inside a sentence; lmlab adds "
-                                     "sentence boundaries itself", path, lineno)
-                yield tokens
+            if max(map(len, lines), default=0) > MAX_LINE_BYTES:
+                bad = next(i for i, line in enumerate(lines) if len(line) > MAX_LINE_BYTES)
+                raise LmlabError(f"line longer than {MAX_LINE_BYTES // 2**20} MiB; expected "
+                                 "one sentence per line", path, lineno + bad + 1)
+            yield lineno, lines
+            lineno += len(lines)
 
 
 def _readable_lines(path: str | os.PathLike) -> int:
-    """How many complete lines of ``path`` can be read before a read error (error path only)."""
+    """How many complete lines can be read before the data breaks (error path only)."""
     count = 0
     with open_binary(path) as f:
         try:
@@ -87,12 +81,39 @@ def _readable_lines(path: str | os.PathLike) -> int:
     return count
 
 
+def _check_reserved(path, first: int, lines: list[str]) -> None:
+    for i, line in enumerate(lines):
+        word = next((t for t in line.split() if t in RESERVED), None)
+        if word:
+            raise LmlabError(f"reserved token {word!r} inside a sentence; lmlab adds sentence "
+                             "boundaries itself", path, first + i + 1)
+
+
+def iter_sentences(path: str | os.PathLike) -> Iterator[list[str]]:
+    """Yield the whitespace tokens of each line of ``path`` (plain or gzip), streaming.
+
+    Raises :class:`LmlabError` naming the file and line for binary data (NUL bytes), invalid UTF-8,
+    a reserved boundary token inside a line, or a line longer than ``MAX_LINE_BYTES``.
+    """
+    for first, lines in _line_chunks(path):
+        for i, line in enumerate(lines):
+            tokens = line.split()
+            if RESERVED.intersection(tokens):
+                _check_reserved(path, first + i, [line])
+            yield tokens
+
+
 def _is_utf8(line: bytes) -> bool:
     try:
         line.decode("utf-8")
     except UnicodeDecodeError:
         return False
     return True
+
+
+class _MissingIsMinusOne(dict):
+    def __missing__(self, key: str) -> int:
+        return -1
 
 
 class Vocabulary:
@@ -108,6 +129,7 @@ class Vocabulary:
             words = list(SPECIALS) + [w for w in words if w not in SPECIALS]
         self.itos: list[str] = words
         self.stoi: dict[str, int] = {w: i for i, w in enumerate(words)}
+        self._oov_lookup: dict[str, int] | None = None
         if len(self.stoi) != len(words):
             raise LmlabError("vocabulary contains duplicate words")
         self.counts = np.zeros(len(words), dtype=np.int64) if counts is None else \
@@ -178,6 +200,13 @@ class Vocabulary:
             words = list(SPECIALS) + [w for w, _ in extra]
             counts = [0, 0, 0] + [c for _, c in extra]
         return cls(words, counts)
+
+    def oov_lookup(self) -> dict[str, int]:
+        """word -> id, with -1 (not ``<unk>``) for words outside the vocabulary, so OOV tokens
+        can be flagged; built once, used with ``map`` for C-speed encoding."""
+        if self._oov_lookup is None:
+            self._oov_lookup = _MissingIsMinusOne(self.stoi)
+        return self._oov_lookup
 
     def encode(self, tokens: Sequence[str]) -> np.ndarray:
         get = self.stoi.get
@@ -251,11 +280,29 @@ class TokenStream:
 
 
 def read_corpus(path: str | os.PathLike, vocab: Vocabulary) -> TokenStream:
-    """Read and encode ``path`` with ``vocab``; an empty file is an error."""
-    stream = TokenStream.from_sentences(iter_sentences(path), vocab, source=os.fspath(path))
-    if stream.n_sentences == 0:
+    """Read and encode ``path`` with ``vocab``; an empty file is an error.
+
+    Encodes a whole chunk of lines at once: the lines are joined with an end-of-sentence marker
+    and split once, so each token costs one dict lookup and no per-line Python work.
+    """
+    lookup = vocab.oov_lookup().__getitem__
+    parts: list[np.ndarray] = []
+    for first, lines in _line_chunks(path):
+        if not lines:
+            continue
+        text = f" {EOS} ".join(lines)
+        if BOS in text or text.count(EOS) != len(lines) - 1:
+            _check_reserved(path, first, lines)  # a substring match may be part of a longer word
+        tokens = text.split()
+        tokens.append(EOS)
+        parts.append(np.array(list(map(lookup, tokens)), dtype=np.int32))
+    ids = np.concatenate(parts) if parts else np.zeros(0, dtype=np.int32)
+    if len(ids) == 0:
         raise LmlabError("empty corpus (no lines)", path)
-    return stream
+    oov = ids < 0
+    ids[oov] = UNK_ID
+    offsets = np.concatenate([[0], np.flatnonzero(ids == EOS_ID) + 1]).astype(np.int64)
+    return TokenStream(ids, offsets, oov, os.fspath(path))
 
 
 def read_training_corpus(path: str | os.PathLike, vocab: Vocabulary | None = None,

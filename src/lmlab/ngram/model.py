@@ -23,6 +23,7 @@ from lmlab.errors import LmlabError
 from lmlab.fileio import atomic_output
 from lmlab.ngram.counts import count_ngrams, sentence_positions
 from lmlab.ngram.estimate import check_order, estimate, uniform_distribution
+from lmlab.ngram.keyindex import KeyIndex
 from lmlab.ngram.smoothing import ALL_METHODS, make_smoothing
 
 LN10 = math.log(10.0)
@@ -46,18 +47,20 @@ class _Tables:
         V = len(self.vocab)
         found = [seq.astype(np.int64)]  # unigram table is dense: index = word id
         for n in range(2, self.order + 1):
-            keys = self.keys[n - 1]
             prev = found[-1]
             pos = np.flatnonzero(dist >= n - 1)
             pos = pos[prev[pos - 1] >= 0]
-            query = prev[pos - 1] * V + seq[pos]
-            idx = np.searchsorted(keys, query)
-            hit = idx < len(keys)
-            hit[hit] = keys[idx[hit]] == query[hit]
             out = np.full(len(seq), -1, dtype=np.int64)
-            out[pos[hit]] = idx[hit]
+            out[pos] = self.key_index(n).find(prev[pos - 1] * V + seq[pos])
             found.append(out)
         return found
+
+    def key_index(self, n: int) -> KeyIndex:
+        """Hash index of the order-n keys, built on first use (the tables never change)."""
+        cache = self.__dict__.setdefault("_key_index", {})
+        if n not in cache:
+            cache[n] = KeyIndex(self.keys[n - 1])
+        return cache[n]
 
     def context_index(self, context: list[str]) -> list[int]:
         """Per order n (1..N-1), the index of the last n words of ``<s> context`` (-1 if absent)."""
