@@ -235,7 +235,7 @@ def _read_text_lines(path: str | os.PathLike) -> Iterator[str]:
 class TokenStream:
     """A corpus as the ids every model predicts: each sentence's words then ``</s>``.
 
-    ``offsets[i]:offsets[i+1]`` are the predicted tokens of sentence ``i`` (its last one is ``</s>``);
+    ``offsets[i]:offsets[i+1]`` are the predicted tokens of sentence ``i`` (its last is ``</s>``);
     ``oov`` marks words absent from the vocabulary (mapped to ``<unk>``).
     """
 

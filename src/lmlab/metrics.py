@@ -103,7 +103,7 @@ def summarize(logprobs: np.ndarray, stream: TokenStream) -> EvalResult:
 
 
 def sentence_logprobs(logprobs: np.ndarray, stream: TokenStream) -> np.ndarray:
-    """Natural-log probability of each whole sentence (its words and ``</s>``), by the chain rule."""
+    """Natural-log probability of each whole sentence (words and ``</s>``), by the chain rule."""
     return np.add.reduceat(np.asarray(logprobs, dtype=np.float64), stream.offsets[:-1]) \
         if len(stream) else np.zeros(0)
 

@@ -47,7 +47,7 @@ def sentence_positions(stream: TokenStream) -> tuple[np.ndarray, np.ndarray]:
 
 
 def count_ngrams(stream: TokenStream, order: int, vocab_size: int) -> list[OrderCounts]:
-    """Count every n-gram of orders 1..``order`` in ``stream`` (sentences padded with one ``<s>``)."""
+    """Count every n-gram of orders 1..``order`` in ``stream`` (sentences padded with ``<s>``)."""
     seq, dist = sentence_positions(stream)
     V = vocab_size
     unigram_counts = np.bincount(seq[dist >= 1], minlength=V).astype(np.int64)

@@ -234,8 +234,8 @@ def train_ngram(path: str | os.PathLike | None = None, order: int = 3, smoothing
                          {**meta, "k": k})
     method = make_smoothing(smoothing, **options)
     method.verbose = verbose  # warnings (e.g. fallback discounts) are kept in meta either way
-    with tqdm(total=3, desc=f"{smoothing} {order}-gram", unit="stage", disable=not progress, delay=0.5,
-              leave=False) as bar:
+    with tqdm(total=3, desc=f"{smoothing} {order}-gram", unit="stage", disable=not progress,
+              delay=0.5, leave=False) as bar:
         def step(stage: str) -> None:
             bar.set_postfix_str(stage)
             bar.update()
