@@ -94,19 +94,29 @@ def test_token_counts_small_file(small):
     assert stream.sentence_index().tolist() == [0, 0, 0, 0, 1, 2, 2, 2, 2, 2, 3, 3]
 
 
-@settings(max_examples=40, deadline=None)
-@given(st.lists(st.lists(st.sampled_from(["a", "b", "c", "<unk>", "zz"]), max_size=6),
-                min_size=1, max_size=8))
-def test_token_counts_match_naive(tmp_path_factory, sentences):
+OOV_WORDS = ("c", "zz", "x</s>y", "<s>z", "</s>.")  # look-alikes of boundaries are plain words
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.lists(st.sampled_from(["a", "b", "<unk>", *OOV_WORDS]), max_size=6),
+                min_size=1, max_size=8),
+       st.sampled_from([" ", "  ", "\t", " \t "]))
+def test_token_counts_match_naive(tmp_path_factory, sentences, sep):
     """Tokens = words + one </s> per line; OOV = words not in the vocabulary (<unk> is in it)."""
     p = tmp_path_factory.mktemp("h") / "t.txt"
-    p.write_text("".join(" ".join(s) + "\n" for s in sentences), encoding="utf-8")
+    p.write_text("".join(sep.join(s) + "\n" for s in sentences), encoding="utf-8")
     vocab = Vocabulary(["a", "b"])
     stream = read_corpus(p, vocab)
     assert len(stream) == sum(len(s) + 1 for s in sentences)
-    assert int(stream.oov.sum()) == sum(w in ("c", "zz") for s in sentences for w in s)
+    assert int(stream.oov.sum()) == sum(w in OOV_WORDS for s in sentences for w in s)
     expected = [vocab.stoi.get(w, UNK_ID) for s in sentences for w in s + [EOS]]
     assert stream.ids.tolist() == expected
+    assert stream.offsets.tolist() == np.cumsum([0] + [len(s) + 1 for s in sentences]).tolist()
+    # the streaming reader and the in-memory encoder agree token for token
+    other = TokenStream.from_sentences(iter_sentences(p), vocab)
+    assert other.ids.tolist() == stream.ids.tolist()
+    assert other.oov.tolist() == stream.oov.tolist()
+    assert other.offsets.tolist() == stream.offsets.tolist()
 
 
 # -- TokenStream ---------------------------------------------------------------------------------
@@ -258,10 +268,18 @@ def test_bad_line_found_beyond_first_chunk(tmp_path, monkeypatch):
 
     monkeypatch.setattr(corpus, "_CHUNK_BYTES", 16)  # many chunks: line numbers must carry over
     p = tmp_path / "bad.txt"
-    p.write_bytes(b"a b c d\n" * 10 + b"a \xff\n")
-    with pytest.raises(LmlabError) as e:
-        list(iter_sentences(p))
-    check_error(e, p, 11)
+    good = b"a b zz d\n\n" * 5
+    for bad in (b"a \xff\n", b"a <s> b\n", b"\x00\n"):
+        p.write_bytes(good + bad + good)
+        for read in _all_readers(p):
+            with pytest.raises(LmlabError) as e:
+                read()
+            check_error(e, p, 11)
+    p.write_bytes(good * 3)
+    stream = read_corpus(p, Vocabulary(["a", "b", "d"]))
+    assert len(stream) == 15 * (5 + 1) and stream.n_sentences == 30
+    assert stream.offsets.tolist() == [0, *np.cumsum([5, 1] * 15).tolist()]
+    assert int(stream.oov.sum()) == 15
 
 
 @pytest.mark.parametrize("reader", ["corpus", "training"])

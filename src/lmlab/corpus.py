@@ -155,13 +155,19 @@ class Vocabulary:
               max_size: int | None = None) -> Vocabulary:
         """Vocabulary of the words seen at least ``min_count`` times, at most ``max_size`` words
         (specials included), most frequent first, ties broken alphabetically (deterministic)."""
+        counter: Counter[str] = Counter()
+        for tokens in sentences:
+            counter.update(tokens)
+        return cls.from_counts(counter, min_count, max_size)
+
+    @classmethod
+    def from_counts(cls, counter: Counter[str], min_count: int = 1,
+                    max_size: int | None = None) -> Vocabulary:
+        """Like :meth:`build`, from word counts already made (e.g. by :func:`count_words`)."""
         if min_count < 1:
             raise LmlabError(f"min-count must be >= 1, got {min_count}")
         if max_size is not None and max_size < 4:
             raise LmlabError(f"max vocabulary size must be >= 4, got {max_size}")
-        counter: Counter[str] = Counter()
-        for tokens in sentences:
-            counter.update(tokens)
         kept = sorted(((c, w) for w, c in counter.items() if c >= min_count and w != UNK),
                       key=lambda cw: (-cw[0], cw[1]))
         if max_size is not None:
@@ -290,10 +296,7 @@ def read_corpus(path: str | os.PathLike, vocab: Vocabulary) -> TokenStream:
     for first, lines in _line_chunks(path):
         if not lines:
             continue
-        text = f" {EOS} ".join(lines)
-        if BOS in text or text.count(EOS) != len(lines) - 1:
-            _check_reserved(path, first, lines)  # a substring match may be part of a longer word
-        tokens = text.split()
+        tokens = _joined_tokens(path, first, lines)
         tokens.append(EOS)
         parts.append(np.array(list(map(lookup, tokens)), dtype=np.int32))
     ids = np.concatenate(parts) if parts else np.zeros(0, dtype=np.int32)
@@ -305,17 +308,33 @@ def read_corpus(path: str | os.PathLike, vocab: Vocabulary) -> TokenStream:
     return TokenStream(ids, offsets, oov, os.fspath(path))
 
 
+def _joined_tokens(path, first: int, lines: list[str]) -> list[str]:
+    """All tokens of a chunk of lines with ``</s>`` between lines, split in one call."""
+    text = f" {EOS} ".join(lines)
+    if BOS in text or text.count(EOS) != len(lines) - 1:
+        _check_reserved(path, first, lines)  # a substring match may be part of a longer word
+    return text.split()
+
+
+def count_words(path: str | os.PathLike) -> Counter[str]:
+    """Word counts of a text file, streaming (``</s>`` not counted)."""
+    counter: Counter[str] = Counter()
+    for first, lines in _line_chunks(path):
+        counter.update(_joined_tokens(path, first, lines))
+    counter.pop(EOS, None)
+    return counter
+
+
 def read_training_corpus(path: str | os.PathLike, vocab: Vocabulary | None = None,
                          min_count: int = 1, max_size: int | None = None
                          ) -> tuple[Vocabulary, TokenStream]:
-    """Read a training file once into memory, build (or apply) the vocabulary, encode it."""
-    sentences = list(iter_sentences(path))
-    if not any(sentences):
-        raise LmlabError("training corpus contains no words" if sentences
-                         else "empty corpus (no lines)", path)
+    """Build the vocabulary from ``path`` (unless given) in a first streaming pass, then encode
+    the file; only the int32 ids are held in memory, never the words."""
     if vocab is None:
-        vocab = Vocabulary.build(sentences, min_count=min_count, max_size=max_size)
-    stream = TokenStream.from_sentences(sentences, vocab, source=os.fspath(path))
+        vocab = Vocabulary.from_counts(count_words(path), min_count=min_count, max_size=max_size)
+    stream = read_corpus(path, vocab)
+    if (stream.ids != EOS_ID).sum() == 0:
+        raise LmlabError("training corpus contains no words", path)
     return vocab, stream
 
 

@@ -162,9 +162,9 @@ def _read_section(lines: _Lines, n: int, count: int):
                 backoffs[i] = float(parts[-1])
         except ValueError:
             raise lines.error("malformed number in n-gram line") from None
+        if not probs[i] <= 0 or backoffs[i] != backoffs[i]:
+            raise lines.error("invalid log10 probability (NaN or > 0)")
         grams.append(parts[1: n + 1])
-    if np.isnan(probs).any() or np.isnan(backoffs).any() or (probs > 0).any():
-        raise lines.error(f"invalid log10 probability (NaN or > 0) in the {n}-grams section")
     probs[probs <= LOG_ZERO] = -np.inf
     backoffs[backoffs <= LOG_ZERO] = -np.inf
     return grams, probs, backoffs

@@ -280,7 +280,10 @@ def load_ngram(path: str | os.PathLike) -> NGramModel | AddKModel:
             header = json.loads(z.read("header.json"))
             if header.get("format") != FORMAT:
                 raise LmlabError("not an lmlab n-gram model", path)
-            if header.get("version", 0) > FORMAT_VERSION:
+            if not isinstance(header.get("version"), int) or not isinstance(
+                    header.get("arrays"), dict) or not isinstance(header.get("meta"), dict):
+                raise LmlabError("corrupt n-gram model header", path)
+            if header["version"] > FORMAT_VERSION:
                 raise LmlabError(f"model format version {header['version']} is newer than this "
                                  "lmlab supports; upgrade lmlab", path)
             words = z.read("vocab.txt").decode("utf-8").split("\n")
@@ -294,7 +297,8 @@ def load_ngram(path: str | os.PathLike) -> NGramModel | AddKModel:
             vocab = Vocabulary(words, read("vocab_counts"))
     except LmlabError:
         raise
-    except (zipfile.BadZipFile, KeyError, ValueError, OSError, EOFError) as err:
+    except (zipfile.BadZipFile, KeyError, ValueError, TypeError, AttributeError, OSError,
+            EOFError) as err:
         raise LmlabError(f"corrupt or truncated n-gram model ({type(err).__name__}: {err})",
                          path) from None
     meta = header["meta"]
