@@ -1,0 +1,136 @@
+"""The one configuration of a neural run: model shape and training schedule.
+
+Saved beside every checkpoint (and inside it) so a run can be reproduced and resumed exactly.
+Values are checked here, once, with one-line errors naming the option.
+"""
+
+from __future__ import annotations
+
+import math
+import tomllib
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+from lmlab.errors import LmlabError
+
+MODEL_TYPES = ("nnlm", "rnn_tanh", "rnn_relu", "irnn", "lstm", "gru")
+OPTIMIZERS = ("sgd", "adam", "adamw")
+
+
+@dataclass
+class ModelConfig:
+    model: str = "lstm"  # one of MODEL_TYPES
+    vocab_size: int = 0  # set from the training vocabulary
+    emsize: int = 200
+    hidden: int = 200
+    layers: int = 2
+    dropout: float = 0.0  # on embeddings, between layers and before the softmax
+    tied: bool = False  # share input embedding and output matrix (needs emsize == hidden)
+    residual: bool = False  # h^(l) = RNN^(l)(h^(l-1)) + h^(l-1) between layers of equal width
+    bidirectional: bool = False  # ELMo-style forward + backward LM (see neural/bidirectional.py)
+    window: int = 5  # nnlm: number of previous words seen (n-1)
+    direct: bool = False  # nnlm: direct embedding -> output connections (Bengio 2003)
+    init_range: float = 0.1  # uniform(-r, r) initialisation of weights
+    variant: str | None = None  # lstm: Greff et al. variant (None = fused torch.nn.LSTM)
+    forget_bias: float = 0.0  # lstm: added to the forget-gate bias at init (Jozefowicz: 1)
+
+    def check(self) -> None:
+        _one_of("model", self.model, MODEL_TYPES)
+        _at_least("emsize", self.emsize, 1)
+        _at_least("hidden", self.hidden, 1)
+        _at_least("layers", self.layers, 1)
+        _at_least("window", self.window, 1)
+        if not 0.0 <= self.dropout < 1.0:
+            raise LmlabError(f"--dropout must be in [0, 1), got {self.dropout}")
+        if not self.init_range > 0:
+            raise LmlabError(f"--init-range must be > 0, got {self.init_range}")
+        if self.tied and self.emsize != self.hidden and self.model != "nnlm":
+            raise LmlabError(f"--tied needs --emsize == --hidden ({self.emsize} != {self.hidden})")
+        if self.residual and self.model == "nnlm":
+            raise LmlabError("--residual applies to recurrent models, not nnlm")
+        if self.bidirectional and self.model == "nnlm":
+            raise LmlabError("--bidirectional applies to recurrent models, not nnlm")
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 13
+    bptt: int = 20  # truncated BPTT length (nnlm: tokens per batch row)
+    batch_size: int = 20
+    lr: float = 1.0
+    optimizer: str = "sgd"
+    weight_decay: float = 0.0
+    lr_decay: float = 0.5  # multiply the learning rate by this ...
+    decay_start: int = 0  # ... after every epoch > decay_start (0: only on plateau)
+    plateau_patience: int = 0  # decay when validation does not improve for this many epochs
+    early_stop: int = 0  # stop after this many epochs without improvement (0: never)
+    clip: float = 5.0  # gradient-norm clipping threshold (0: off; the norm is logged anyway)
+    max_nan_retries: int = 5  # NaN/Inf: roll back, lower the LR, continue; give up after this
+    nan_lr_factor: float = 0.5
+    checkpoint_every: int = 0  # also save every N steps (0: once per epoch)
+    seed: int = 1234
+    device: str = "auto"  # auto, cpu, cuda, cuda:N
+    threads: int = 0  # torch CPU threads (0: torch's default)
+
+    def check(self) -> None:
+        _at_least("epochs", self.epochs, 1)
+        _at_least("bptt", self.bptt, 1)
+        _at_least("batch-size", self.batch_size, 1)
+        _one_of("optimizer", self.optimizer, OPTIMIZERS)
+        if not (self.lr > 0 and math.isfinite(self.lr)):
+            raise LmlabError(f"--lr must be a positive number, got {self.lr}")
+        if not 0 < self.lr_decay <= 1:
+            raise LmlabError(f"--lr-decay must be in (0, 1], got {self.lr_decay}")
+        if self.clip < 0:
+            raise LmlabError(f"--clip must be >= 0, got {self.clip}")
+        _at_least("max-nan-retries", self.max_nan_retries, 0)
+
+
+@dataclass
+class RunConfig:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def check(self) -> None:
+        self.model.check()
+        self.train.check()
+
+    def to_dict(self) -> dict:
+        return {"model": asdict(self.model), "train": asdict(self.train)}
+
+    @classmethod
+    def from_dict(cls, d: dict, source: str = "config") -> RunConfig:
+        return cls(_build(ModelConfig, d.get("model", {}), source),
+                   _build(TrainConfig, d.get("train", {}), source))
+
+    @classmethod
+    def from_toml(cls, path: str | Path) -> RunConfig:
+        try:
+            data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise LmlabError("no such file", path) from None
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as err:
+            raise LmlabError(f"invalid TOML ({err})", path) from None
+        unknown = set(data) - {"model", "train"}
+        if unknown:
+            raise LmlabError(f"unknown section(s) {sorted(unknown)}; expected [model] and "
+                             "[train]", path)
+        return cls.from_dict(data, str(path))
+
+
+def _build(kind, values: dict, source: str):
+    names = {f.name: f for f in fields(kind)}
+    unknown = set(values) - set(names)
+    if unknown:
+        raise LmlabError(f"{source}: unknown option(s) {sorted(unknown)}")
+    return kind(**values)
+
+
+def _one_of(name: str, value, allowed) -> None:
+    if value not in allowed:
+        raise LmlabError(f"--{name} must be one of {', '.join(allowed)}, got {value!r}")
+
+
+def _at_least(name: str, value: int, low: int) -> None:
+    if not isinstance(value, int) or value < low:
+        raise LmlabError(f"--{name} must be an integer >= {low}, got {value!r}")
