@@ -75,6 +75,13 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--prefix", default="", help="start the first sentence with these words")
     g.set_defaults(func=cmd_generate)
 
+    i = sub.add_parser("interpolate", help="linear mixture of models, weights tuned by EM")
+    i.add_argument("models", nargs="+", help="two or more model files (any kind)")
+    i.add_argument("--valid", required=True, help="validation text for the EM weights")
+    i.add_argument("-o", "--output", required=True, help="mixture file to write (JSON)")
+    i.add_argument("--iterations", type=int, default=100)
+    i.set_defaults(func=cmd_interpolate)
+
     d = sub.add_parser("demo", help="train models on built-in synthetic data with known entropy")
     d.add_argument("--sentences", type=int, default=20000)
     d.add_argument("--seed", type=int, default=0)
@@ -217,6 +224,18 @@ def cmd_generate(args) -> int:
     for sentence in generate(model, args.words, seed=args.seed, temperature=args.temperature,
                              top_k=args.top_k, prefix=args.prefix.split()):
         print(" ".join(sentence))
+    return 0
+
+
+def cmd_interpolate(args) -> int:
+    from lmlab.mixture import interpolate
+
+    mixture, history, alone = interpolate(args.models, args.valid, args.iterations)
+    mixture.save(args.output)
+    for path, w, ppl in zip(args.models, mixture.weights, alone, strict=True):
+        print(f"{w:.4f}  {path}  (validation perplexity alone {ppl:.2f})")
+    print(f"mixture validation perplexity {history[-1]:.2f} after {len(history) - 1} EM "
+          f"iterations -> {args.output}")
     return 0
 
 

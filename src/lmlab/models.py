@@ -31,6 +31,10 @@ def load_model(path: str | os.PathLike):
     if is_ngram_file(path) or (head.startswith(ZIP_MAGIC) and not zipfile.is_zipfile(path)):
         return load_ngram(path)
     head = head.lstrip()
+    from lmlab.mixture import is_mixture_file, load_mixture
+
+    if is_mixture_file(head):
+        return load_mixture(path)
     if head.startswith(b"\\data\\"):
         from lmlab.ngram.arpa import read_arpa
 

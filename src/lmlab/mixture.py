@@ -1,0 +1,148 @@
+"""Linear interpolation of any lmlab models (n-gram, neural, ARPA, or other mixtures)::
+
+    p(w | h) = sum_i lambda_i p_i(w | h),    lambda_i >= 0,  sum_i lambda_i = 1
+
+The weights are tuned on validation text by EM (the standard recipe, e.g. SRILM's
+``compute-best-mix``): each iteration sets lambda_i to the average posterior responsibility of
+model i over the validation tokens. EM never decreases the validation likelihood.
+
+A mixture is saved as a small JSON file naming its member files (paths relative to it) and weights;
+``lmlab eval``, ``score`` and ``generate`` load it like any model. Members must share the same word
+set, otherwise ``<unk>`` would mean different things to each and the mixture would not be a
+distribution.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+
+import numpy as np
+
+from lmlab.corpus import TokenStream, read_corpus
+from lmlab.errors import LmlabError
+from lmlab.fileio import atomic_output
+
+FORMAT = "lmlab-mixture"
+
+
+class Mixture:
+    def __init__(self, models: list, weights: list[float], paths: list[str] | None = None) -> None:
+        if len(models) < 1 or len(models) != len(weights):
+            raise LmlabError("a mixture needs one weight per model")
+        w = np.asarray(weights, dtype=np.float64)
+        if (w < 0).any() or not math.isclose(w.sum(), 1.0, rel_tol=1e-6):
+            raise LmlabError(f"mixture weights must be >= 0 and sum to 1, got {list(weights)}")
+        base = set(models[0].vocab.itos)
+        for i, m in enumerate(models[1:], 2):
+            if set(m.vocab.itos) != base:
+                diff = len(base.symmetric_difference(m.vocab.itos))
+                raise LmlabError(f"model {i} has a different vocabulary ({diff} words differ); "
+                                 "interpolate models trained with the same vocabulary")
+        self.models, self.weights, self.paths = models, w, paths or []
+        self.vocab = models[0].vocab
+        # Each member's ids in the first member's order, for next-word distributions.
+        self._perm = [np.array([m.vocab.stoi[w] for w in self.vocab.itos]) for m in models]
+        self.normalised = all(getattr(m, "normalised", True) for m in models)
+
+    def member_logprobs(self, path: str | os.PathLike) -> tuple[np.ndarray, TokenStream]:
+        """[models, tokens] natural-log probs of ``path``; each member encodes it itself."""
+        rows, first = [], None
+        for m in self.models:
+            stream = read_corpus(path, m.vocab)
+            first = first or stream
+            rows.append(m.logprobs(stream))
+        return np.vstack(rows), first
+
+    def logprobs(self, stream: TokenStream) -> np.ndarray:
+        rows = []
+        for m, perm in zip(self.models, self._perm, strict=True):
+            ids = perm[stream.ids] if m.vocab is not self.vocab else stream.ids
+            s = TokenStream(ids.astype(np.int32), stream.offsets, stream.oov, stream.source)
+            rows.append(m.logprobs(s))
+        return mix(np.vstack(rows), self.weights)
+
+    def next_logprobs(self, context: list[str]) -> np.ndarray:
+        rows = [m.next_logprobs(context)[perm] for m, perm in
+                zip(self.models, self._perm, strict=True)]
+        return mix(np.vstack(rows), self.weights)
+
+    def describe(self) -> dict:
+        return {"type": "mixture", "weights": self.weights.tolist(), "members": self.paths,
+                "smoothing": "interpolated", "order": "-"}
+
+    def save(self, path: str | os.PathLike) -> None:
+        folder = Path(path).resolve().parent
+        rel = [os.path.relpath(Path(p).resolve(), folder) for p in self.paths]
+        with atomic_output(path, "w") as f:
+            json.dump({"format": FORMAT, "version": 1, "models": rel,
+                       "weights": self.weights.tolist()}, f, indent=1)
+
+
+def mix(member_logprobs: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """log sum_i w_i exp(lp_i), computed stably; zero weights drop out."""
+    with np.errstate(divide="ignore"):
+        a = member_logprobs + np.log(weights)[:, None]
+    top = a.max(axis=0)
+    safe = np.where(np.isfinite(top), top, 0.0)
+    with np.errstate(divide="ignore"):
+        return safe + np.log(np.exp(a - safe).sum(axis=0))
+
+
+def em_weights(member_logprobs: np.ndarray, iterations: int = 100, tol: float = 1e-7
+               ) -> tuple[np.ndarray, list[float]]:
+    """EM for the interpolation weights; returns the weights and the per-iteration validation
+    perplexity (non-increasing)."""
+    k = member_logprobs.shape[0]
+    w = np.full(k, 1.0 / k)
+    history = []
+    for _ in range(iterations):
+        total = mix(member_logprobs, w)
+        history.append(float(np.exp(-total.mean())))
+        with np.errstate(divide="ignore"):
+            post = np.exp(member_logprobs + np.log(w)[:, None] - total)
+        new = post.mean(axis=1)
+        new /= new.sum()
+        if np.abs(new - w).max() < tol:
+            w = new
+            break
+        w = new
+    history.append(float(np.exp(-mix(member_logprobs, w).mean())))
+    return w, history
+
+
+def interpolate(paths: list[str], valid: str | os.PathLike, iterations: int = 100) -> tuple[
+        Mixture, list[float], list[float]]:
+    """Load the models at ``paths``, tune weights on ``valid`` by EM. Returns the mixture, the EM
+    perplexity history and each member's own validation perplexity."""
+    from lmlab.models import load_model
+
+    if len(paths) < 2:
+        raise LmlabError("interpolation needs at least two models")
+    models = [load_model(p) for p in paths]
+    mixture = Mixture(models, [1.0 / len(models)] * len(models), list(paths))
+    lp, _ = mixture.member_logprobs(valid)
+    if not np.isfinite(lp).any(axis=0).all():
+        raise LmlabError("some validation token has probability 0 under every model", valid)
+    weights, history = em_weights(lp, iterations)
+    mixture.weights = weights
+    return mixture, history, [float(np.exp(-row.mean())) for row in lp]
+
+
+def load_mixture(path: str | os.PathLike) -> Mixture:
+    from lmlab.models import load_model
+
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+        members, weights = data["models"], data["weights"]
+    except (ValueError, KeyError, TypeError, UnicodeDecodeError) as err:
+        raise LmlabError(f"corrupt mixture file ({type(err).__name__})", path) from None
+    folder = Path(path).parent
+    paths = [str(folder / m) for m in members]
+    return Mixture([load_model(p) for p in paths], weights, paths)
+
+
+def is_mixture_file(head: bytes) -> bool:
+    return head.lstrip().startswith(b"{") and FORMAT.encode() in head
