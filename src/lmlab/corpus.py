@@ -298,7 +298,7 @@ def read_corpus(path: str | os.PathLike, vocab: Vocabulary) -> TokenStream:
             continue
         tokens = _joined_tokens(path, first, lines)
         tokens.append(EOS)
-        parts.append(np.array(list(map(lookup, tokens)), dtype=np.int32))
+        parts.append(np.fromiter(map(lookup, tokens), dtype=np.int32, count=len(tokens)))
     ids = np.concatenate(parts) if parts else np.zeros(0, dtype=np.int32)
     if len(ids) == 0:
         raise LmlabError("empty corpus (no lines)", path)
