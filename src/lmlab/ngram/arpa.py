@@ -19,6 +19,7 @@ context is inserted with its backed-off probability and backoff 0, which scores 
 
 from __future__ import annotations
 
+import itertools
 import os
 import re
 
@@ -143,36 +144,76 @@ def read_arpa(path: str | os.PathLike):
 
 
 def _read_section(lines: _Lines, n: int, count: int):
-    probs = np.empty(count)
-    backoffs = np.zeros(count)
-    grams: list[list[str]] = []
-    for i in range(count):
-        line = lines.next()
-        if line is None:
-            raise lines.error(f"truncated ARPA file: expected {count} {n}-grams, found {i}")
-        if not line or line.startswith("\\"):
-            raise lines.error(f"the header promises {count} {n}-grams but the section has {i}")
-        parts = line.split()
-        if len(parts) not in (n + 1, n + 2):
-            raise lines.error(f"malformed {n}-gram line (expected probability, {n} words"
-                              " and optionally a backoff)")
-        try:
-            probs[i] = float(parts[0])
-            if len(parts) == n + 2:
-                backoffs[i] = float(parts[-1])
-        except ValueError:
-            raise lines.error("malformed number in n-gram line") from None
-        if not probs[i] <= 0 or backoffs[i] != backoffs[i]:
-            raise lines.error("invalid log10 probability (NaN or > 0)")
-        grams.append(parts[1: n + 1])
+    """Read the ``count`` lines of the n-grams section in bulk: one decode and one split per
+    line, numbers converted by numpy; the slow per-line checks run only to name a bad line."""
+    first = lines.lineno
+    try:
+        raw = list(itertools.islice(lines.f, count))
+    except (OSError, EOFError) as err:
+        raise LmlabError(f"cannot read past line {first} ({err})", lines.path) from None
+    try:
+        text = b"".join(raw).decode("utf-8")
+    except UnicodeDecodeError:
+        bad = next(i for i, r in enumerate(raw) if not _decodes(r))
+        raise LmlabError("not valid UTF-8", lines.path, first + bad + 1) from None
+    lines.lineno = first + len(raw)
+    flat = text.split()
+    # Every line holds n+1 or n+2 fields, so the total tells whether all lines have a backoff
+    # (KenLM), none has (highest order), or some have (SRILM omits zero backoffs).
+    width = n + 2 if len(flat) == count * (n + 2) else n + 1
+    if len(raw) < count or len(flat) != count * width:
+        parts = [line.split() for line in text.split("\n")[: len(raw)]]
+        if len(parts) < count or not set(map(len, parts)) <= {n + 1, n + 2}:
+            _section_error(lines, parts, first, n, count)
+        parts = [p if len(p) == n + 2 else p + ["0"] for p in parts]
+        width, flat = n + 2, list(itertools.chain.from_iterable(parts))
+    try:
+        probs = np.array(flat[0::width], dtype=np.float64)
+        backoffs = np.array(flat[width - 1::width], dtype=np.float64) if width == n + 2 \
+            else np.zeros(count)
+    except ValueError:
+        _section_error(lines, [line.split() for line in text.split("\n")[: len(raw)]], first,
+                       n, count)
+    bad = np.flatnonzero(~(probs <= 0) | np.isnan(backoffs))
+    if len(bad):
+        lines.lineno = first + int(bad[0]) + 1
+        raise lines.error("invalid log10 probability (NaN or > 0)")
+    grams = [flat[1 + j::width] for j in range(n)]  # word columns
     probs[probs <= LOG_ZERO] = -np.inf
     backoffs[backoffs <= LOG_ZERO] = -np.inf
     return grams, probs, backoffs
 
 
+def _decodes(raw: bytes) -> bool:
+    try:
+        raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+def _section_error(lines: _Lines, parts: list[list[str]], first: int, n: int, count: int):
+    """Find and report the first bad line of a section (error path only)."""
+    for i, p in enumerate(parts):
+        lines.lineno = first + i + 1
+        if not p or p[0].startswith("\\"):
+            raise lines.error(f"the header promises {count} {n}-grams but the section has {i}")
+        if len(p) not in (n + 1, n + 2):
+            raise lines.error(f"malformed {n}-gram line (expected probability, {n} words and "
+                              "optionally a backoff)")
+        try:
+            float(p[0])
+            if len(p) == n + 2:
+                float(p[-1])
+        except ValueError:
+            raise lines.error("malformed number in n-gram line") from None
+    lines.lineno = first + len(parts)
+    raise lines.error(f"truncated ARPA file: expected {count} {n}-grams, found {len(parts)}")
+
+
 def _assemble(path, sections):
     (uni, uni_p, uni_b) = sections[0]
-    words = [g[0] for g in uni]
+    words = uni[0]
     for special in (BOS, EOS):
         if special not in words:
             raise LmlabError(f"ARPA file has no {special} unigram", path)
@@ -192,11 +233,12 @@ def _assemble(path, sections):
     keys = [np.arange(V, dtype=np.int64)]
     for n, (grams, probs, backoffs) in enumerate(sections[1:], 2):
         try:
-            rows = np.array([[vocab.stoi[w] for w in g] for g in grams], dtype=np.int64)
+            rows = np.column_stack([np.fromiter(map(vocab.stoi.__getitem__, column),
+                                                dtype=np.int64, count=len(column))
+                                    for column in grams])
         except KeyError as err:
             raise LmlabError(f"{n}-gram uses word {err.args[0]!r} that has no unigram",
                              path) from None
-        rows = rows.reshape(len(grams), n)
         context = _lookup_rows(keys, V, rows[:, :-1])
         missing = context < 0
         if missing.any():
