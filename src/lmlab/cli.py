@@ -51,6 +51,9 @@ def build_parser() -> argparse.ArgumentParser:
                                 "language models, from n-grams to LSTMs.")
     sub = p.add_subparsers(dest="command", required=True)
     _add_ngram(sub)
+    from lmlab.neural.cli import add_train_parser  # argparse only: torch loads when it runs
+
+    add_train_parser(sub)
 
     e = sub.add_parser("eval", help="perplexity report of a model on a text file")
     e.add_argument("model", help="lmlab model file or ARPA file")
@@ -161,8 +164,9 @@ def cmd_eval(args) -> int:
         print(json.dumps({k: v if not isinstance(v, float) or math.isfinite(v) else None
                           for k, v in d.items()}, allow_nan=False))
         return 0
-    print(f"model       {args.model} ({model.describe().get('smoothing', '')}, "
-          f"order {model.describe().get('order', '?')})")
+    desc = model.describe()
+    summary = desc.get("summary") or f"{desc.get('smoothing', '')}, order {desc.get('order', '?')}"
+    print(f"model       {args.model} ({summary})")
     print(f"text        {args.text}: {result.sentences} sentences, {result.tokens} tokens "
           f"(words + </s>), {result.oov} OOV")
     print(f"log10 prob  {_fmt(result.log10_prob)}")

@@ -8,9 +8,20 @@ on PTB test, unlike the pytorch example's batchify, its issue #453).
 
 from __future__ import annotations
 
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
 import torch
 
-from lmlab.corpus import EOS_ID, TokenStream
+from lmlab.corpus import EOS_ID, TokenStream, Vocabulary, read_corpus, read_training_corpus
+from lmlab.errors import LmlabError
+
+SPLITS = ("train", "valid", "test")
+
+
+class DataError(LmlabError, ValueError):
+    """Data that cannot feed a model: one line for the CLI, a ValueError for Python callers."""
 
 
 def stream_tensors(stream: TokenStream) -> tuple[torch.Tensor, torch.Tensor]:
@@ -26,7 +37,8 @@ def batchify(stream: TokenStream, batch_size: int) -> tuple[torch.Tensor, torch.
     inputs, targets = stream_tensors(stream)
     n = len(targets) // batch_size
     if n == 0:
-        raise ValueError(f"{len(targets)} tokens cannot fill a batch of {batch_size} rows")
+        raise DataError(f"{len(targets)} tokens cannot fill a batch of {batch_size} rows; use a "
+                        "smaller --batch-size or more data", stream.source)
     shape = (batch_size, n)
     return (inputs[: n * batch_size].view(shape).t().contiguous(),
             targets[: n * batch_size].view(shape).t().contiguous())
@@ -35,3 +47,42 @@ def batchify(stream: TokenStream, batch_size: int) -> tuple[torch.Tensor, torch.
 def bptt_windows(length: int, bptt: int) -> list[tuple[int, int]]:
     """(start, end) of each truncated-BPTT window over ``length`` steps."""
     return [(i, min(i + bptt, length)) for i in range(0, length, bptt)]
+
+
+@dataclass
+class Corpus:
+    """A training folder read once: the vocabulary (built from train) and the encoded splits."""
+
+    vocab: Vocabulary
+    train: TokenStream
+    valid: TokenStream
+    test: TokenStream | None
+    folder: str = ""
+
+
+def split_path(folder: str | os.PathLike, split: str) -> Path | None:
+    """``folder/split.txt`` (or ``.txt.gz``) if present."""
+    for name in (f"{split}.txt", f"{split}.txt.gz"):
+        path = Path(folder) / name
+        if path.is_file():
+            return path
+    return None
+
+
+def load_corpus(folder: str | os.PathLike, vocab: Vocabulary | None = None) -> Corpus:
+    """Read ``train.txt`` and ``valid.txt`` (required) and ``test.txt`` (optional) of ``folder``.
+
+    The vocabulary is built from ``train`` (every word kept) unless given.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise LmlabError("no such data directory (expected train.txt, valid.txt, test.txt "
+                         "inside)", folder)
+    paths = {s: split_path(folder, s) for s in SPLITS}
+    for s in ("train", "valid"):
+        if paths[s] is None:
+            raise LmlabError(f"no {s}.txt in the data directory", folder)
+    vocab, train = read_training_corpus(paths["train"], vocab)
+    valid = read_corpus(paths["valid"], vocab)
+    test = read_corpus(paths["test"], vocab) if paths["test"] else None
+    return Corpus(vocab, train, valid, test, os.fspath(folder))

@@ -1,15 +1,34 @@
-"""Neural language models. Every model maps a [T, B] batch of input ids and a carried state to
-[T, B, V] next-word logits and the new state, so one trainer and one evaluator serve them all.
+"""Neural language models, readable top to bottom.
 
-(Skeleton: the full set of options is being filled in; the interface below is the contract.)
+Every model maps a [T, B] batch of input ids and a carried state to [T, B, V] next-word logits and
+the new state, so one trainer and one evaluator serve them all:
+
+    state = model.init_state(batch_size, device)
+    for each [T, B] window of the stream:            # inputs[t] is the word before targets[t]
+        loss, state = model.loss(inputs, targets, state)
+        state = detach_state(state)                  # truncated BPTT: keep values, cut the graph
+
+Models:
+
+* :class:`NNLM` -- Bengio et al. (2003): the last ``window`` words -> concatenated embeddings ->
+  tanh hidden layer -> softmax, with optional direct embedding -> output connections. Its "state"
+  is simply the last input ids of the previous batch, so it reads the same stream as an RNN.
+* :class:`RecurrentLM` -- embedding -> (deep, optionally residual) recurrence -> decoder, for the
+  cells ``rnn_tanh``, ``rnn_relu``, ``irnn`` (Le et al. 2015), ``lstm`` (optionally a Greff et al.
+  variant from :mod:`lmlab.neural.cells`) and ``gru``.
+* ``BidirectionalLM`` (ELMo-style, in :mod:`lmlab.neural.bidirectional`) for ``bidirectional``.
+
+``build_model(config)`` picks the class. Configuration mistakes raise :class:`LmlabError`.
 """
 
 from __future__ import annotations
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 from lmlab.corpus import EOS_ID
+from lmlab.errors import LmlabError
 from lmlab.neural.config import ModelConfig
 
 State = object  # a tensor or a (nested) tuple of tensors, carried between batches
@@ -29,7 +48,7 @@ class LanguageModelBase(nn.Module):
 
     config: ModelConfig
 
-    def init_state(self, batch_size: int, device: torch.device) -> State:
+    def init_state(self, batch_size: int, device: torch.device | str) -> State:
         raise NotImplementedError
 
     def forward(self, inputs: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
@@ -40,40 +59,216 @@ class LanguageModelBase(nn.Module):
         """Mean cross-entropy (nats/token) of the batch; bidirectional models add their
         backward loss."""
         logits, state = self(inputs, state)
-        return nn.functional.cross_entropy(logits.reshape(-1, logits.size(-1)),
-                                           targets.reshape(-1)), state
+        return F.cross_entropy(logits.reshape(-1, logits.size(-1)), targets.reshape(-1)), state
+
+
+# ----------------------------------------------------------------------------------------------
+# NNLM (Bengio et al. 2003)
+# ----------------------------------------------------------------------------------------------
+
+
+class NNLM(LanguageModelBase):
+    """y = b + W x + U tanh(d + H x), where x concatenates the embeddings of the previous
+    ``window`` words (W x: the optional direct connections, ``config.direct``).
+
+    Stream interface: the context of target t is ``inputs[t-window+1 .. t]``; the words before the
+    batch come from the state, the last ``window`` input ids of the previous batch ([window, B]
+    long, ``</s>`` at the start of the stream, the same boundary the n-gram models pad with). Only
+    ``window - 1`` of them are ever read; carrying ``window`` keeps the state non-empty even for
+    ``window == 1`` and costs nothing.
+
+    Tying (``config.tied``) shares the embedding with the output matrix U. When ``emsize !=
+    hidden`` the tanh layer is first projected to ``emsize`` by a bias-free linear map (Press &
+    Wolf 2017), so tying is always possible; with ``emsize == hidden`` there is no projection.
+    The direct connections W act on the whole window (window*emsize wide) and are never tied.
+    """
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.config = c = config
+        self.window = c.window
+        self.embedding = nn.Embedding(c.vocab_size, c.emsize)
+        self.hidden_layer = nn.Linear(c.window * c.emsize, c.hidden)  # d + H x
+        self.direct = nn.Linear(c.window * c.emsize, c.vocab_size, bias=False) if c.direct else None
+        self.proj = (nn.Linear(c.hidden, c.emsize, bias=False)
+                     if c.tied and c.emsize != c.hidden else None)
+        self.decoder = nn.Linear(c.emsize if self.proj is not None else c.hidden, c.vocab_size)
+        self.drop = nn.Dropout(c.dropout)
+        for p in self.parameters():
+            nn.init.uniform_(p, -c.init_range, c.init_range)
+        if c.tied:
+            self.decoder.weight = self.embedding.weight
+
+    def init_state(self, batch_size, device):
+        return torch.full((self.window, batch_size), EOS_ID, dtype=torch.long, device=device)
+
+    def forward(self, inputs, state):
+        if state is None:
+            state = self.init_state(inputs.size(1), inputs.device)
+        full = torch.cat([state, inputs])  # [window + T, B]
+        # ctx[t, b] = full[t+1 : t+1+window, b] = inputs[t-window+1 .. t, b], oldest first: all T
+        # windows at once as a strided view, no loop over time.
+        ctx = full[1:].unfold(0, self.window, 1)  # [T, B, window]
+        x = self.drop(self.embedding(ctx).flatten(2))  # [T, B, window * emsize]
+        h = self.drop(torch.tanh(self.hidden_layer(x)))
+        if self.proj is not None:
+            h = self.proj(h)
+        logits = self.decoder(h)
+        if self.direct is not None:
+            logits = logits + self.direct(x)
+        return logits, full[-self.window:]
+
+
+# ----------------------------------------------------------------------------------------------
+# Recurrences
+# ----------------------------------------------------------------------------------------------
+
+
+def _make_rnn(c: ModelConfig, input_size: int, num_layers: int) -> nn.Module:
+    """One torch recurrence of ``num_layers`` layers: a fused cuDNN/MKL kernel where possible."""
+    dropout = c.dropout if num_layers > 1 else 0.0  # between this module's own layers only
+    if c.variant is not None:
+        # Imported here so this file works before (and without) cells.py. VariantLSTM has
+        # nn.LSTM's call signature; it adds forget_bias itself (it knows where its gates are).
+        from lmlab.neural.cells import VariantLSTM
+
+        rnn = VariantLSTM(input_size, c.hidden, num_layers, variant=c.variant, dropout=dropout,
+                          forget_bias=c.forget_bias)
+        rnn.reset_parameters(c.init_range)  # uniform(-r, r), then its forget-gate bias
+        return rnn
+    if c.model == "lstm":
+        rnn = nn.LSTM(input_size, c.hidden, num_layers, dropout=dropout)
+    elif c.model == "gru":
+        rnn = nn.GRU(input_size, c.hidden, num_layers, dropout=dropout)
+    else:
+        nonlinearity = "tanh" if c.model == "rnn_tanh" else "relu"
+        rnn = nn.RNN(input_size, c.hidden, num_layers, nonlinearity=nonlinearity, dropout=dropout)
+    with torch.no_grad():
+        for name, p in rnn.named_parameters():
+            nn.init.uniform_(p, -c.init_range, c.init_range)  # Zaremba et al. 2014
+            if c.model == "irnn":
+                # Le et al. 2015: the recurrent matrix starts as the identity and the biases at
+                # zero, so at init the hidden state is copied forward and gradients neither
+                # explode nor vanish through time (ReLU of a copy of a ReLU output is a copy).
+                # Caveat: carried along an endless stream, an identity recurrence integrates its
+                # inputs until training teaches it to forget; a plain 2-layer IRNN (layer 2
+                # integrating layer 1's growing output) learned a toy cycle poorly in our tests,
+                # one layer or residual stacks learned it at once.
+                if name.startswith("weight_hh"):
+                    p.copy_(torch.eye(c.hidden, dtype=p.dtype))
+                elif name.startswith("bias"):
+                    p.zero_()
+            elif c.model == "lstm" and name.startswith("bias_ih"):
+                # torch orders the gates (input, forget, cell, output). Adding to one of the two
+                # bias vectors adds it once to the effective forget-gate bias (Jozefowicz 2015:
+                # forget by default as little as possible, so gradients flow early in training).
+                p[c.hidden:2 * c.hidden] += c.forget_bias
+    return rnn
+
+
+class Recurrence(nn.Module):
+    """[T, B, emsize] -> top-layer outputs [T, B, hidden] and the new state.
+
+    The state has the same layout whatever the options: ``h`` [layers, B, hidden] for RNN/GRU,
+    ``(h, c)`` for LSTMs, so checkpoints and the trainer never need to know how it is computed.
+    The one exception is the ``fgr`` LSTM variant (full gate recurrence), whose gates also read
+    the previous step's gate activations: its state is ``(h, c, a)`` with ``a`` [layers, B,
+    3*hidden], so that, like every other model, two chunks give exactly one call's result.
+
+    Without ``residual`` one fused multi-layer torch module runs the whole stack (fastest; torch
+    applies ``dropout`` between layers). With ``residual``, h^(l) = RNN^(l)(h^(l-1)) + h^(l-1)
+    with h^(0) the embeddings, so the layers must run one at a time; each is still a fused
+    single-layer module. Dropout then goes on the input of each layer above the first, on the
+    transformed path only: the skip path stays clean. Residual connections need every layer to
+    have the width of its input, hence ``emsize == hidden``.
+    """
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        c = config
+        if c.variant is not None and c.model != "lstm":
+            raise LmlabError(f"--variant applies to lstm only, not {c.model}")
+        if c.residual and c.emsize != c.hidden:
+            raise LmlabError(f"--residual needs layers of equal width: --emsize == --hidden "
+                             f"({c.emsize} != {c.hidden})")
+        self.layers, self.hidden = c.layers, c.hidden
+        # widths of the state's parts: h; (h, c) for LSTMs; (h, c, gate activations) for fgr
+        self.widths = ((c.hidden, c.hidden, 3 * c.hidden) if c.variant == "fgr"
+                       else (c.hidden, c.hidden) if c.model == "lstm" else (c.hidden,))
+        self.residual = c.residual
+        self.drop = nn.Dropout(c.dropout)
+        if c.residual:
+            self.rnn = None
+            self.stack = nn.ModuleList(_make_rnn(c, c.hidden, 1) for _ in range(c.layers))
+        else:
+            self.rnn = _make_rnn(c, c.emsize, c.layers)
+            self.stack = None
+
+    def init_state(self, batch_size: int, device) -> State:
+        dtype = next(self.parameters()).dtype
+        parts = tuple(torch.zeros(self.layers, batch_size, w, device=device, dtype=dtype)
+                      for w in self.widths)
+        return parts if len(parts) > 1 else parts[0]
+
+    def forward(self, x: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
+        if self.rnn is not None:
+            return self.rnn(x, state)
+        parts = state if isinstance(state, tuple | list) else (state,)
+        new = []
+        for layer, rnn in enumerate(self.stack):
+            own = tuple(p[layer:layer + 1] for p in parts)  # this layer's slice of each part
+            out, s = rnn(self.drop(x) if layer > 0 else x, own if len(own) > 1 else own[0])
+            x = out + x
+            new.append(s if isinstance(s, tuple | list) else (s,))
+        stacked = tuple(torch.cat(p) for p in zip(*new, strict=True))
+        return x, stacked if len(stacked) > 1 else stacked[0]
 
 
 class RecurrentLM(LanguageModelBase):
+    """Embedding -> dropout -> recurrence -> dropout -> linear decoder (Zaremba et al. 2014).
+
+    ``tied`` shares the decoder matrix with the embedding (Press & Wolf 2017; Inan et al. 2017),
+    which needs ``emsize == hidden`` (checked by :meth:`ModelConfig.check`)."""
+
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
-        self.config = config
-        c = config
+        self.config = c = config
         self.embedding = nn.Embedding(c.vocab_size, c.emsize)
-        kind = {"lstm": nn.LSTM, "gru": nn.GRU}.get(c.model, nn.RNN)
-        kwargs = {} if c.model in ("lstm", "gru") else {
-            "nonlinearity": "tanh" if c.model == "rnn_tanh" else "relu"}
-        self.rnn = kind(c.emsize, c.hidden, c.layers, dropout=c.dropout if c.layers > 1 else 0,
-                        **kwargs)
+        self.rnn = Recurrence(c)
         self.drop = nn.Dropout(c.dropout)
         self.decoder = nn.Linear(c.hidden, c.vocab_size)
-        for p in self.parameters():
-            nn.init.uniform_(p, -c.init_range, c.init_range)
+        for module in (self.embedding, self.decoder):
+            for p in module.parameters():
+                nn.init.uniform_(p, -c.init_range, c.init_range)
+        if c.tied:
+            self.decoder.weight = self.embedding.weight
 
     def init_state(self, batch_size, device):
-        c = self.config
-        h = torch.zeros(c.layers, batch_size, c.hidden, device=device)
-        return (h, h.clone()) if c.model == "lstm" else h
+        return self.rnn.init_state(batch_size, device)
 
     def forward(self, inputs, state):
-        x = self.drop(self.embedding(inputs))
-        out, state = self.rnn(x, state)
+        if state is None:
+            state = self.init_state(inputs.size(1), inputs.device)
+        out, state = self.rnn(self.drop(self.embedding(inputs)), state)
         return self.decoder(self.drop(out)), state
 
 
 def build_model(config: ModelConfig) -> LanguageModelBase:
+    """The model ``config`` describes, freshly initialised (seed torch first for repeatability)."""
     config.check()
+    if config.vocab_size < 1:
+        raise LmlabError(f"vocab_size must be set from the vocabulary (>= 1), got "
+                         f"{config.vocab_size}")
+    if config.model == "nnlm":
+        if config.variant is not None:
+            raise LmlabError("--variant applies to lstm only, not nnlm")
+        return NNLM(config)
+    if config.bidirectional:
+        from lmlab.neural.bidirectional import BidirectionalLM  # it imports this module
+
+        return BidirectionalLM(config)
     return RecurrentLM(config)
 
 
-__all__ = ["build_model", "detach_state", "LanguageModelBase", "EOS_ID"]
+__all__ = ["build_model", "detach_state", "LanguageModelBase", "NNLM", "RecurrentLM", "Recurrence",
+           "State", "EOS_ID"]

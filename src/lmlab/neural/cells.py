@@ -1,0 +1,543 @@
+r"""One LSTM, every variant of Greff et al. (2017) "LSTM: A Search Space Odyssey", as options.
+
+:class:`VariantLSTM` is called like ``torch.nn.LSTM`` (``batch_first=False``): ``x`` is
+``[T, B, input_size]``, the state ``(h, c)`` is ``([L, B, H], [L, B, H])`` or ``None`` (zeros), and
+it returns ``(out [T, B, H], (h, c))``. Dropout is applied to the outputs of every layer but the
+last, as in ``nn.LSTM``. The variant is an option of the one cell, not a copy of it.
+
+Equations (one layer, one step; ``x_t`` is the layer's input, ``⊙`` elementwise, ``σ`` the
+logistic sigmoid; bars are pre-activations). The **vanilla** LSTM, with peepholes::
+
+    z̄_t = W_z x_t + R_z h_{t-1} + b_z                     z_t = tanh(z̄_t)     (block input)
+    ī_t = W_i x_t + R_i h_{t-1} + p_i ⊙ c_{t-1} + b_i     i_t = σ(ī_t)        (input gate)
+    f̄_t = W_f x_t + R_f h_{t-1} + p_f ⊙ c_{t-1} + b_f     f_t = σ(f̄_t)        (forget gate)
+    c_t = f_t ⊙ c_{t-1} + i_t ⊙ z_t                                           (cell)
+    ō_t = W_o x_t + R_o h_{t-1} + p_o ⊙ c_t + b_o         o_t = σ(ō_t)        (output gate)
+    h_t = o_t ⊙ tanh(c_t)                                                     (block output)
+
+Each variant changes exactly the named part of the vanilla equations and keeps everything else:
+
+* ``nig``  (no input gate):          ``i_t = 1``, so ``c_t = f_t ⊙ c_{t-1} + z_t``
+  (no ``W_i, R_i, b_i, p_i``).
+* ``nfg``  (no forget gate):         ``f_t = 1``, so ``c_t = c_{t-1} + i_t ⊙ z_t``
+  (no ``W_f, R_f, b_f, p_f``).
+* ``nog``  (no output gate):         ``o_t = 1``, so ``h_t = tanh(c_t)``
+  (no ``W_o, R_o, b_o, p_o``).
+* ``niaf`` (no input activation):    ``z_t = z̄_t`` (linear block input).
+* ``noaf`` (no output activation):   ``h_t = o_t ⊙ c_t``.
+* ``np``   (no peepholes):           ``p_i = p_f = p_o = 0`` (the parameters do not exist); this
+  is exactly ``torch.nn.LSTM`` with ``b = b_ih + b_hh``.
+* ``cifg`` (coupled input and forget gate): ``f_t = 1 - i_t``, so
+  ``c_t = c_{t-1} + i_t ⊙ (z_t - c_{t-1})`` (no ``W_f, R_f, b_f, p_f``).
+* ``fgr``  (full gate recurrence): every gate also sees all three gates' activations of the
+  previous step through nine extra recurrent matrices ``R_{g←k}`` (``g, k ∈ {i, f, o}``)::
+
+      ī_t += R_{i←i} i_{t-1} + R_{i←f} f_{t-1} + R_{i←o} o_{t-1}
+      f̄_t += R_{f←i} i_{t-1} + R_{f←f} f_{t-1} + R_{f←o} o_{t-1}
+      ō_t += R_{o←i} i_{t-1} + R_{o←f} f_{t-1} + R_{o←o} o_{t-1}
+
+  with ``i_{-1} = f_{-1} = o_{-1} = 0`` at the start of a call unless the state carries them (see
+  below).
+
+Parameters of layer ``k`` (packed, gate order ``self.gates``: ``o, i, f, z`` minus absent gates):
+``weight_ih_l{k}`` ``[G·H, in]`` (the ``W``), ``weight_hh_l{k}`` ``[G·H, H]`` (the ``R``),
+``bias_l{k}`` ``[G·H]`` (one bias per gate, not torch's two), ``peephole_l{k}`` ``[P, H]`` (the
+present ones of ``p_o, p_i, p_f``, in that order; absent for ``np``) and, for ``fgr``,
+``weight_gg_l{k}`` ``[3H, 3H]`` (rows: ``ō, ī, f̄``; columns: ``o_{t-1}, i_{t-1}, f_{t-1}``).
+:meth:`VariantLSTM.gate_params` unpacks them into the named matrices above.
+
+``forget_bias`` is added to ``b_f`` at initialisation (Jozefowicz et al. 2015 use 1). For ``cifg``,
+where ``f_t = 1 - σ(ī_t) = σ(-ī_t)``, it is subtracted from ``b_i`` instead; ``nfg`` has no forget
+gate (``f_t = 1`` already) and ignores it.
+
+FGR state: with ``state=(h, c)`` or ``None`` the previous gate activations start at zero on every
+call, and ``(h, c)`` is returned. Pass ``state=(h, c, a)`` with ``a`` ``[L, B, 3H]`` (activations
+``o, i, f`` of the last step, zeros at the start) to carry them too; then ``(h, c, a)`` comes back,
+and two chunks give exactly one call's result. Other variants accept only ``(h, c)``.
+
+How it is fast: each layer is one sequence-level ``torch.autograd.Function`` (:class:`_LSTMLayer`).
+The input projection of all time steps is one matrix product; each step is one ``addmm`` plus a few
+in-place elementwise ops on preallocated buffers, with no autograd graph. The backward pass is
+written by hand: every coefficient of the gradient recursion that does not depend on the incoming
+gradient (``σ'``, ``tanh'``, the peephole terms) is computed for all steps at once, so a step of
+backpropagation through time is an ``addmm`` and four elementwise ops; the weight gradients are one
+matrix product each over all steps at the end. :func:`reference_lstm` is the same model as a plain
+per-step loop straight from the equations, for the tests.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor, nn
+
+from lmlab.errors import LmlabError
+
+VARIANTS = ("vanilla", "nig", "nfg", "nog", "niaf", "noaf", "np", "cifg", "fgr")
+
+_GATE_ORDER = ("o", "i", "f", "z")  # packed order: gates that see c_t first, then those fed by dc
+
+
+def check_variant(variant: str) -> str:
+    """Return ``variant`` if it is one of :data:`VARIANTS`, else raise a one-line LmlabError."""
+    if variant not in VARIANTS:
+        raise LmlabError(f"unknown LSTM variant {variant!r}; choose one of {', '.join(VARIANTS)}")
+    return variant
+
+
+def variant_gates(variant: str) -> tuple[str, ...]:
+    """Gates that exist (have weights) in ``variant``, in packed order."""
+    absent = {"nig": "i", "nfg": "f", "nog": "o", "cifg": "f"}.get(check_variant(variant))
+    return tuple(g for g in _GATE_ORDER if g != absent)
+
+
+def variant_peepholes(variant: str) -> tuple[str, ...]:
+    """Gates with a peephole weight in ``variant``, in packed order (``o, i, f``)."""
+    if variant == "np":
+        return ()
+    return tuple(g for g in variant_gates(variant) if g != "z")
+
+
+class _Spec:
+    """Static description of one layer's computation (hashable plain data, no tensors)."""
+
+    def __init__(self, variant: str, hidden: int) -> None:
+        self.variant = variant
+        self.H = H = hidden
+        self.gates = variant_gates(variant)
+        self.G = len(self.gates)
+        self.has = {g: g in self.gates for g in _GATE_ORDER}
+        self.peep = variant_peepholes(variant)
+        self.fgr = variant == "fgr"
+        self.cifg = variant == "cifg"
+        self.z_tanh = variant != "niaf"
+        self.h_tanh = variant != "noaf"
+        col = {g: slice(k * H, (k + 1) * H) for k, g in enumerate(self.gates)}
+        self.col = col
+        sig = [g for g in ("i", "f") if self.has[g]]  # the sigmoid gates before c_t (contiguous)
+        self.sig = slice(col[sig[0]].start, col[sig[-1]].stop)
+        self.n_sig = len(sig)
+        self.tail = slice(H if self.has["o"] else 0, self.G * H)  # gates fed by dc_t (i, f, z)
+        self.n_tail = self.G - (1 if self.has["o"] else 0)
+        # peephole rows: o first (if present), then the contiguous i/f block
+        self.p_o = 0 if "o" in self.peep else None
+        first = 1 if "o" in self.peep else 0
+        self.p_sig = slice(first, first + self.n_sig) if self.peep else None
+
+
+class _LSTMLayer(torch.autograd.Function):
+    """One LSTM layer over a whole sequence, with a hand-written backward through time.
+
+    Inputs: ``x [T,B,in]``, ``h0, c0 [B,H]``, ``a0 [B,3H]`` or None (FGR gate history), ``w_ih,
+    w_hh, b``, ``p [P,H]`` or None, ``w_gg [3H,3H]`` or None. Outputs: ``out [T,B,H]``,
+    ``hN, cN [B,H]``, ``aN [B,3H]`` (FGR; else an empty tensor).
+    """
+
+    @staticmethod
+    def forward(ctx, x, h0, c0, a0, w_ih, w_hh, b, p, w_gg, spec: _Spec):
+        T, B, _ = x.shape
+        H, G = spec.H, spec.G
+        col = spec.col
+        # pre-activations of every step from the input: one matmul; overwritten in place by the
+        # activations step by step, so afterwards A holds (o, i, f, z) activations of every step.
+        A = torch.addmm(b, x.reshape(T * B, -1), w_ih.t()).view(T, B, G * H)
+        C = x.new_empty(T + 1, B, H)  # C[0] = c0, C[t+1] = c_t
+        C[0] = c0
+        out = x.new_empty(T, B, H)
+        TC = x.new_empty(T, B, H) if spec.h_tanh else C[1:]  # tanh(c_t) (or c_t for noaf)
+        tmp = x.new_empty(B, H) if spec.cifg else None
+        w_hh_t = w_hh.t()
+        w_gg_t = w_gg.t() if spec.fgr else None
+        p_sig = p[spec.p_sig] if spec.peep else None  # [n_sig, H]
+        p_o = p[spec.p_o] if spec.peep and spec.p_o is not None else None
+        has_i, has_f, has_o = spec.has["i"], spec.has["f"], spec.has["o"]
+        h = h0
+        for t in range(T):
+            g = A[t]
+            g.addmm_(h, w_hh_t)
+            if spec.fgr:
+                prev = A[t - 1, :, : 3 * H] if t > 0 else a0
+                if prev is not None:
+                    g[:, : 3 * H].addmm_(prev, w_gg_t)
+            c_prev, c = C[t], C[t + 1]
+            gs = g[:, spec.sig]
+            if p_sig is not None:
+                gs.view(B, spec.n_sig, H).addcmul_(c_prev.unsqueeze(1), p_sig)
+            gs.sigmoid_()
+            z = g[:, col["z"]]
+            if spec.z_tanh:
+                z.tanh_()
+            if spec.cifg:
+                i = g[:, col["i"]]
+                torch.sub(z, c_prev, out=tmp)
+                torch.addcmul(c_prev, i, tmp, out=c)
+            elif has_i and has_f:
+                torch.mul(g[:, col["f"]], c_prev, out=c)
+                c.addcmul_(g[:, col["i"]], z)
+            elif has_i:  # nfg
+                torch.addcmul(c_prev, g[:, col["i"]], z, out=c)
+            else:  # nig
+                torch.addcmul(z, g[:, col["f"]], c_prev, out=c)
+            if spec.h_tanh:
+                torch.tanh(c, out=TC[t])
+            if has_o:
+                o = g[:, col["o"]]
+                if p_o is not None:
+                    o.addcmul_(c, p_o)
+                o.sigmoid_()
+                torch.mul(o, TC[t], out=out[t])
+            else:
+                out[t].copy_(TC[t])
+            h = out[t]
+        ctx.spec = spec
+        ctx.save_for_backward(x, h0, a0, w_ih, w_hh, p, w_gg, out, A, C,
+                              TC if spec.h_tanh else None)
+        hN = out[T - 1].clone()
+        cN = C[T].clone()
+        aN = A[T - 1, :, : 3 * H].clone() if spec.fgr else x.new_empty(0)
+        if not spec.fgr:
+            ctx.mark_non_differentiable(aN)
+        return out, hN, cN, aN
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, d_out, d_hN, d_cN, d_aN):
+        spec = ctx.spec
+        x, h0, a0, w_ih, w_hh, p, w_gg, out, A, C, TC = ctx.saved_tensors
+        if TC is None:
+            TC = C[1:]
+        T, B, _ = x.shape
+        H, G, col = spec.H, spec.G, spec.col
+        has_i, has_f, has_o = spec.has["i"], spec.has["f"], spec.has["o"]
+        if d_out is None:
+            d_out = torch.zeros_like(out)
+        C_prev, C_t = C[:-1], C[1:]
+        act = {g: A[..., col[g]] for g in spec.gates}
+
+        def sig_d(g):  # σ'(ḡ) from the activation
+            return act[g] * (1 - act[g])
+
+        # --- coefficients of the gradient recursion, for all steps at once -------------------
+        # dh/dc through the output: o ⊙ act'(c); dō = dh ⊙ K_o
+        dtanh_c = (1 - TC * TC) if spec.h_tanh else None
+        if has_o:
+            K_o = TC * sig_d("o")
+            K_hc = act["o"] * dtanh_c if spec.h_tanh else act["o"]
+        else:
+            K_o = None
+            K_hc = dtanh_c if spec.h_tanh else None  # None: coefficient 1
+        p_o = p[spec.p_o] if spec.peep and spec.p_o is not None else None
+        K_h = K_hc + K_o * p_o if p_o is not None else K_hc  # total dh -> dc_t (no-FGR)
+        # dc_t -> pre-activations of the tail gates (i, f, z)
+        tail = []
+        if has_i:
+            Ki = ((act["z"] - C_prev) if spec.cifg else act["z"]) * sig_d("i")
+            tail.append(Ki)
+        if has_f:
+            Kf = C_prev * sig_d("f")
+            tail.append(Kf)
+            K_cc = act["f"].clone()
+        elif spec.cifg:
+            K_cc = 1 - act["i"]
+        else:  # nfg: f_t = 1
+            K_cc = torch.ones_like(C_prev)
+        if spec.z_tanh:
+            Kz = act["z"]
+            Kz = 1 - Kz * Kz
+            if has_i:
+                Kz = Kz * act["i"]
+        else:
+            Kz = act["i"] if has_i else None
+        if Kz is None:
+            Kz = torch.ones_like(C_prev)
+        tail.append(Kz)
+        K_c = torch.stack(tail, dim=2)  # [T, B, n_tail, H]
+        if spec.peep:
+            p_sig = p[spec.p_sig]
+            k = 0
+            for Kg in (Ki if has_i else None, Kf if has_f else None):
+                if Kg is None:
+                    continue
+                K_cc.addcmul_(Kg, p_sig[k])
+                k += 1
+
+        # --- backward through time ----------------------------------------------------------
+        dG = out.new_empty(T, B, G * H)
+        dh = d_out[T - 1].clone() if d_hN is None else d_out[T - 1] + d_hN
+        dc = d_cN.clone() if d_cN is not None else out.new_zeros(B, H)
+        dct = out.new_empty(B, H)
+        w_gg_ = w_gg
+        da = None
+        if spec.fgr:
+            if d_aN is not None and d_aN.numel():
+                da = d_aN
+            S = A[..., : 3 * H] * (1 - A[..., : 3 * H])  # σ'(o, i, f)
+            dao = out.new_empty(B, 3 * H)
+            K_oo = act["o"] * dtanh_c if spec.h_tanh else act["o"]  # dh -> dc, direct
+            p_i, p_f = p_sig[0], p_sig[1]
+        for t in range(T - 1, -1, -1):
+            g = dG[t]
+            if not spec.fgr:
+                if has_o:
+                    torch.mul(dh, K_o[t], out=g[:, col["o"]])
+                if K_h is None:
+                    torch.add(dc, dh, out=dct)
+                else:
+                    torch.addcmul(dc, dh, K_h[t], out=dct)
+                torch.mul(dct.unsqueeze(1), K_c[t], out=g[:, spec.tail].view(B, spec.n_tail, H))
+                torch.mul(dct, K_cc[t], out=dc)
+            else:
+                go = g[:, col["o"]]
+                if da is not None:
+                    torch.mul(da, S[t], out=dao)
+                    torch.addcmul(dao[:, :H], dh, K_o[t], out=go)
+                else:
+                    torch.mul(dh, K_o[t], out=go)
+                torch.addcmul(dc, dh, K_oo[t], out=dct)
+                dct.addcmul_(go, p_o)
+                torch.mul(dct.unsqueeze(1), K_c[t], out=g[:, spec.tail].view(B, spec.n_tail, H))
+                if da is not None:
+                    g[:, H: 3 * H].add_(dao[:, H:])
+                torch.mul(dct, act["f"][t], out=dc)
+                dc.addcmul_(g[:, col["i"]], p_i)
+                dc.addcmul_(g[:, col["f"]], p_f)
+                if t > 0 or a0 is not None:
+                    da = torch.mm(g[:, : 3 * H], w_gg_)
+            if t > 0:
+                dh = torch.addmm(d_out[t - 1], g, w_hh)
+            else:
+                dh = torch.mm(g, w_hh)
+
+        # --- parameter and input gradients: one product over all steps each ------------------
+        needs = ctx.needs_input_grad
+        dG2 = dG.view(T * B, G * H)
+        dx = torch.mm(dG2, w_ih).view_as(x) if needs[0] else None
+        dw_ih = torch.mm(dG2.t(), x.reshape(T * B, -1)) if needs[4] else None
+        db = dG2.sum(0) if needs[6] else None
+        dw_hh = None
+        if needs[5]:
+            dw_hh = torch.mm(dG[0].t(), h0)
+            if T > 1:
+                dw_hh.addmm_(dG[1:].reshape(-1, G * H).t(), out[:-1].reshape(-1, H))
+        dp = None
+        if spec.peep and needs[7]:
+            dp = torch.empty_like(p)
+            if spec.p_o is not None:
+                dp[spec.p_o] = (dG[..., col["o"]] * C_t).sum((0, 1))
+            dsig = dG[..., spec.sig].view(T, B, spec.n_sig, H)
+            dp[spec.p_sig] = (dsig * C_prev.unsqueeze(2)).sum((0, 1))
+        dw_gg = da0 = None
+        if spec.fgr:
+            if needs[8]:
+                g3 = dG[..., : 3 * H]
+                dw_gg = g3.new_zeros(3 * H, 3 * H)
+                if a0 is not None:
+                    dw_gg.addmm_(g3[0].t(), a0)
+                if T > 1:
+                    dw_gg.addmm_(g3[1:].reshape(-1, 3 * H).t(),
+                                 A[:-1, :, : 3 * H].reshape(-1, 3 * H))
+            if a0 is not None and needs[3]:
+                da0 = da
+        return dx, dh, dc, da0, dw_ih, dw_hh, db, dp, dw_gg, None
+
+
+class VariantLSTM(nn.Module):
+    """A multi-layer LSTM whose Greff et al. variant is an option (see the module docstring)."""
+
+    def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1,
+                 variant: str = "vanilla", dropout: float = 0.0, forget_bias: float = 0.0) -> None:
+        super().__init__()
+        self.variant = check_variant(variant)
+        if not (isinstance(num_layers, int) and num_layers >= 1):
+            raise LmlabError(f"num_layers must be an integer >= 1, got {num_layers!r}")
+        if not 0.0 <= dropout < 1.0:
+            raise LmlabError(f"LSTM dropout must be in [0, 1), got {dropout}")
+        self.input_size = input_size
+        self.hidden_size = H = hidden_size
+        self.num_layers = num_layers
+        self.dropout = float(dropout)
+        self.forget_bias = float(forget_bias)
+        self._spec = _Spec(variant, H)
+        self.gates = self._spec.gates
+        self.peepholes = self._spec.peep
+        G = len(self.gates)
+        for k in range(num_layers):
+            n_in = input_size if k == 0 else H
+            self.register_parameter(f"weight_ih_l{k}", nn.Parameter(torch.empty(G * H, n_in)))
+            self.register_parameter(f"weight_hh_l{k}", nn.Parameter(torch.empty(G * H, H)))
+            self.register_parameter(f"bias_l{k}", nn.Parameter(torch.empty(G * H)))
+            if self.peepholes:
+                self.register_parameter(f"peephole_l{k}",
+                                        nn.Parameter(torch.empty(len(self.peepholes), H)))
+            if self._spec.fgr:
+                self.register_parameter(f"weight_gg_l{k}", nn.Parameter(torch.empty(3 * H, 3 * H)))
+        self.reset_parameters()
+
+    def extra_repr(self) -> str:
+        return (f"{self.input_size}, {self.hidden_size}, num_layers={self.num_layers}, "
+                f"variant={self.variant!r}, dropout={self.dropout}, "
+                f"forget_bias={self.forget_bias}")
+
+    def gate_rows(self, gate: str) -> slice:
+        """Rows of ``weight_ih_l*``, ``weight_hh_l*`` and ``bias_l*`` that belong to ``gate``
+        (one of ``self.gates``: ``"o"``, ``"i"``, ``"f"``, ``"z"``)."""
+        return self._spec.col[gate]
+
+    def reset_parameters(self, init_range: float | None = None) -> None:
+        """Uniform(-r, r) for every parameter (r = 1/sqrt(H) like nn.LSTM unless given), then add
+        ``forget_bias`` to the forget-gate bias (cifg: subtract it from the input-gate bias)."""
+        r = 1.0 / math.sqrt(self.hidden_size) if init_range is None else init_range
+        with torch.no_grad():
+            for param in self.parameters():
+                param.uniform_(-r, r)
+            if self.forget_bias:
+                for k in range(self.num_layers):
+                    bias = getattr(self, f"bias_l{k}")
+                    if "f" in self.gates:
+                        bias[self.gate_rows("f")] += self.forget_bias
+                    elif self.variant == "cifg":
+                        bias[self.gate_rows("i")] -= self.forget_bias
+
+    def layer_params(self, k: int) -> tuple[Tensor, Tensor, Tensor, Tensor | None, Tensor | None]:
+        """``(weight_ih, weight_hh, bias, peephole or None, weight_gg or None)`` of layer ``k``."""
+        return (getattr(self, f"weight_ih_l{k}"), getattr(self, f"weight_hh_l{k}"),
+                getattr(self, f"bias_l{k}"), getattr(self, f"peephole_l{k}", None),
+                getattr(self, f"weight_gg_l{k}", None))
+
+    def gate_params(self) -> list[dict[str, Tensor]]:
+        """Per layer, the named matrices of the equations, as views of the packed parameters
+        (so gradients flow back): ``W_g, R_g, b_g`` for each present gate ``g`` in ``z, i, f, o``,
+        ``p_g`` for each peephole, and for fgr ``R_{g<-k}`` for ``g, k`` in ``i, f, o``."""
+        layers = []
+        spec = self._spec
+        for k in range(self.num_layers):
+            w_ih, w_hh, b, p, w_gg = self.layer_params(k)
+            d = {}
+            for g in spec.gates:
+                rows = spec.col[g]
+                d[f"W_{g}"], d[f"R_{g}"], d[f"b_{g}"] = w_ih[rows], w_hh[rows], b[rows]
+            for n, g in enumerate(spec.peep):
+                d[f"p_{g}"] = p[n]
+            if spec.fgr:
+                H = self.hidden_size
+                for a, ga in enumerate(("o", "i", "f")):
+                    for m, gm in enumerate(("o", "i", "f")):
+                        d[f"R_{ga}<-{gm}"] = w_gg[a * H:(a + 1) * H, m * H:(m + 1) * H]
+            layers.append(d)
+        return layers
+
+    def forward(self, x: Tensor, state: tuple[Tensor, ...] | None = None
+                ) -> tuple[Tensor, tuple[Tensor, ...]]:
+        if x.dim() != 3 or x.size(-1) != self.input_size:
+            raise LmlabError(f"VariantLSTM expects input [T, B, {self.input_size}], got "
+                             f"{list(x.shape)}")
+        L, H, B = self.num_layers, self.hidden_size, x.size(1)
+        carry_gates = state is not None and len(state) == 3
+        if carry_gates and not self._spec.fgr:
+            raise LmlabError(f"only the fgr variant carries gate activations; give (h, c) to "
+                             f"{self.variant!r}")
+        if state is None:
+            h0 = c0 = x.new_zeros(L, B, H)
+        else:
+            h0, c0 = state[0], state[1]
+        a0 = state[2] if carry_gates else None
+        hs, cs, as_ = [], [], []
+        inp = x
+        for k in range(L):
+            w_ih, w_hh, b, p, w_gg = self.layer_params(k)
+            if k > 0 and self.dropout and self.training:
+                inp = nn.functional.dropout(inp, self.dropout, True)
+            inp, hN, cN, aN = _LSTMLayer.apply(inp.contiguous(), h0[k], c0[k],
+                                               a0[k] if a0 is not None else None,
+                                               w_ih, w_hh, b, p, w_gg, self._spec)
+            hs.append(hN)
+            cs.append(cN)
+            as_.append(aN)
+        new_state = (torch.stack(hs), torch.stack(cs))
+        if carry_gates:
+            new_state = new_state + (torch.stack(as_),)
+        return inp, new_state
+
+
+def reference_lstm(x: Tensor, state: tuple[Tensor, ...] | None, params: list[dict[str, Tensor]],
+                   variant: str) -> tuple[Tensor, tuple[Tensor, ...]]:
+    """The variant's equations as a plain per-step loop (tests only; slow, any dtype).
+
+    ``params`` is one dict per layer as :meth:`VariantLSTM.gate_params` returns (missing gates
+    and peepholes simply absent). Same state convention as :meth:`VariantLSTM.forward`.
+    """
+    check_variant(variant)
+    T, B, _ = x.shape
+    H = params[0]["R_z"].shape[1]
+    zeros = x.new_zeros(B, H)
+    carry_gates = state is not None and len(state) == 3
+    hs, cs, gates_last = [], [], []
+    layer_in = list(x.unbind(0))
+    for k, P in enumerate(params):
+        h = state[0][k] if state is not None else zeros
+        c = state[1][k] if state is not None else zeros
+        if carry_gates:
+            o, i, f = state[2][k].split(H, dim=1)
+        else:
+            o = i = f = zeros  # FGR: gate activations before the first step
+        outs = []
+        for t in range(T):
+            xt = layer_in[t]
+            i_prev, f_prev, o_prev = i, f, o
+            z = _ref_pre(P, "z", xt, h)
+            if variant != "niaf":
+                z = torch.tanh(z)
+            if variant == "nig":
+                i = torch.ones_like(z)
+            else:
+                i_bar = _ref_pre(P, "i", xt, h)
+                if variant != "np":
+                    i_bar = i_bar + P["p_i"] * c
+                if variant == "fgr":
+                    i_bar = i_bar + _ref_gate_rec(P, "i", i_prev, f_prev, o_prev)
+                i = torch.sigmoid(i_bar)
+            if variant == "nfg":
+                f = torch.ones_like(z)
+            elif variant == "cifg":
+                f = 1 - i
+            else:
+                f_bar = _ref_pre(P, "f", xt, h)
+                if variant != "np":
+                    f_bar = f_bar + P["p_f"] * c
+                if variant == "fgr":
+                    f_bar = f_bar + _ref_gate_rec(P, "f", i_prev, f_prev, o_prev)
+                f = torch.sigmoid(f_bar)
+            c = f * c + i * z
+            if variant == "nog":
+                o = torch.ones_like(z)
+            else:
+                o_bar = _ref_pre(P, "o", xt, h)
+                if variant != "np":
+                    o_bar = o_bar + P["p_o"] * c
+                if variant == "fgr":
+                    o_bar = o_bar + _ref_gate_rec(P, "o", i_prev, f_prev, o_prev)
+                o = torch.sigmoid(o_bar)
+            if variant == "noaf":
+                h = o * c
+            else:
+                h = o * torch.tanh(c)
+            outs.append(h)
+        hs.append(h)
+        cs.append(c)
+        gates_last.append(torch.cat([o, i, f], dim=1))
+        layer_in = outs
+    new_state = (torch.stack(hs), torch.stack(cs))
+    if carry_gates:
+        new_state = new_state + (torch.stack(gates_last),)
+    return torch.stack(layer_in), new_state
+
+
+def _ref_pre(P: dict[str, Tensor], g: str, x: Tensor, h: Tensor) -> Tensor:
+    """W_g x_t + R_g h_{t-1} + b_g."""
+    return x @ P[f"W_{g}"].t() + h @ P[f"R_{g}"].t() + P[f"b_{g}"]
+
+
+def _ref_gate_rec(P: dict[str, Tensor], g: str, i: Tensor, f: Tensor, o: Tensor) -> Tensor:
+    """FGR: R_{g<-i} i_{t-1} + R_{g<-f} f_{t-1} + R_{g<-o} o_{t-1}."""
+    return i @ P[f"R_{g}<-i"].t() + f @ P[f"R_{g}<-f"].t() + o @ P[f"R_{g}<-o"].t()

@@ -1,0 +1,622 @@
+"""Training neural language models: stream batching, truncated BPTT, schedules, and a run that
+survives divergence, Ctrl-C and crashes.
+
+The training text is one stream cut into ``batch_size`` contiguous rows (:func:`batchify`); each
+step feeds the next ``bptt`` tokens of every row, carrying the hidden state across steps and
+detaching it (truncated BPTT). NNLM uses the same interface: its state is its window of previous
+words.
+
+Learning rate (per epoch, after validation):
+
+* ``decay_start > 0`` (Zaremba et al.): after every epoch ``e >= decay_start`` the rate is
+  multiplied by ``lr_decay``: epoch ``e`` trains with ``lr * lr_decay ** max(0, e - decay_start)``;
+* plateau: when validation perplexity has not improved for ``plateau_patience`` epochs (1 when
+  ``decay_start == 0`` and ``plateau_patience == 0``, the pytorch example's rule), multiply by
+  ``lr_decay``; set ``lr_decay = 1`` for a constant rate;
+* ``early_stop > 0``: stop after that many epochs without improvement.
+
+Every step logs the loss and the gradient's total norm before clipping. A NaN/Inf loss or gradient
+rolls everything (weights, optimiser, position, RNG) back to the last saved checkpoint, multiplies
+the learning rate by ``nan_lr_factor`` and carries on; after ``max_nan_retries`` such events the run
+gives up with an :class:`LmlabError`.
+
+A checkpoint is saved at the start, after every epoch, every ``checkpoint_every`` steps, on
+``max_steps`` and on Ctrl-C; resuming from any of them continues bit for bit (same final weights and
+metrics as a run never stopped, on the same device and thread count). Beside ``NAME.pt`` the run
+writes ``NAME.config.json``, ``NAME.metrics.jsonl`` (one JSON object per step, epoch and event) and
+``NAME.curve.png``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import random
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from lmlab.corpus import TokenStream, Vocabulary
+from lmlab.errors import LmlabError
+from lmlab.fileio import atomic_output, check_output_path
+from lmlab.metrics import summarize
+from lmlab.neural.checkpoint import (
+    get_rng_state,
+    load_checkpoint,
+    save_checkpoint,
+    set_rng_state,
+    to_cpu,
+    to_device,
+)
+from lmlab.neural.config import RunConfig
+from lmlab.neural.data import Corpus, batchify, bptt_windows
+from lmlab.neural.lm import NeuralLM, model_from_checkpoint, resolve_device
+
+CURVE_EVERY_S = 60.0  # redraw the learning curve after an epoch at most this often (and at the end)
+
+# Options a resumed run may change; everything else must match the checkpoint.
+RESUMABLE_CHANGES = {("train", "epochs"), ("train", "device"), ("train", "threads"),
+                     ("train", "early_stop"), ("train", "checkpoint_every"),
+                     ("train", "max_nan_retries")}
+
+
+class TrainingInterrupted(Exception):  # noqa: N818 - reads as what happened
+    """Ctrl-C during training: a checkpoint was saved at ``path``."""
+
+    def __init__(self, path: str | os.PathLike, step: int) -> None:
+        super().__init__(f"interrupted; checkpoint saved to {os.fspath(path)}; resume with "
+                         "--resume")
+        self.path = path
+        self.step = step
+
+
+@dataclass
+class TrainResult:
+    """How a call to :meth:`Trainer.train` ended."""
+
+    status: str  # "finished", "early_stop", "max_steps"
+    epoch: int  # epochs completed
+    step: int  # optimiser steps taken in total
+    checkpoint: str
+    epochs: list[dict] = field(default_factory=list)  # per-epoch metrics
+    best_valid_ppl: float | None = None
+
+
+def sidecar_paths(checkpoint: str | os.PathLike) -> dict[str, Path]:
+    """Files written beside a checkpoint ``NAME.pt``: config, metrics log, learning curve."""
+    path = Path(checkpoint)
+    stem = path.with_suffix("") if path.suffix else path
+    return {"config": Path(f"{stem}.config.json"), "metrics": Path(f"{stem}.metrics.jsonl"),
+            "curve": Path(f"{stem}.curve.png")}
+
+
+def check_train_options(config: RunConfig) -> None:
+    """RunConfig.check() plus the training options it leaves open; one-line errors."""
+    _check_types(config)
+    config.check()
+    t = config.train
+    for name in ("decay_start", "plateau_patience", "early_stop", "checkpoint_every", "threads",
+                 "seed"):
+        value = getattr(t, name)
+        if value < 0:
+            raise LmlabError(f"--{name.replace('_', '-')} must be >= 0, got {value}")
+    if not 0 < t.nan_lr_factor < 1:
+        raise LmlabError(f"--nan-lr-factor must be in (0, 1), got {t.nan_lr_factor}")
+    if not (t.weight_decay >= 0 and math.isfinite(t.weight_decay)):
+        raise LmlabError(f"--weight-decay must be >= 0, got {t.weight_decay}")
+    if not math.isfinite(t.clip):
+        raise LmlabError(f"--clip must be finite, got {t.clip}")
+    if config.model.dropout != config.model.dropout:  # NaN passes the range check's negation
+        raise LmlabError("--dropout must be in [0, 1), got nan")
+    if not math.isfinite(config.model.init_range):
+        raise LmlabError(f"--init-range must be finite, got {config.model.init_range}")
+    resolve_device(t.device)
+
+
+def _check_types(config: RunConfig) -> None:
+    """Values from TOML or JSON must have the field's type (an int where an int is expected)."""
+    from dataclasses import fields
+
+    for section, obj in (("model", config.model), ("train", config.train)):
+        for f in fields(obj):
+            value = getattr(obj, f.name)
+            kind = str(f.type).replace(" ", "")
+            ok = {"int": isinstance(value, int) and not isinstance(value, bool),
+                  "float": isinstance(value, int | float) and not isinstance(value, bool),
+                  "bool": isinstance(value, bool),
+                  "str": isinstance(value, str),
+                  "str|None": value is None or isinstance(value, str)}.get(kind, True)
+            if not ok:
+                raise LmlabError(f"[{section}] {f.name} must be of type {kind}, got {value!r}")
+            if kind == "float":
+                setattr(obj, f.name, float(value))
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+class Trainer:
+    """One training run writing to the checkpoint ``out``.
+
+    ``resume=True`` continues the run saved in ``out`` (its configuration must match ``config``
+    except for :data:`RESUMABLE_CHANGES`; its vocabulary must match ``corpus``'s). ``step_hook``
+    is called as ``step_hook(trainer, step)`` after every optimiser step (tests use it to inject
+    faults); ``log`` receives one line per epoch; ``plot=False`` skips the learning-curve PNG.
+    """
+
+    def __init__(self, config: RunConfig, corpus: Corpus, out: str | os.PathLike, *,
+                 resume: bool = False, overwrite: bool = False, progress: bool = False,
+                 plot: bool = True, log: Callable[[str], None] | None = None,
+                 step_hook: Callable[[Trainer, int], None] | None = None) -> None:
+        check_train_options(config)
+        self.out = Path(out)
+        self.paths = sidecar_paths(self.out)
+        self.corpus = corpus
+        self.vocab: Vocabulary = corpus.vocab
+        self.progress = progress
+        self.plot = plot
+        self.log = log or (lambda line: None)
+        self.step_hook = step_hook
+        check_output_path(self.out)
+        data = None
+        if resume:
+            data = load_checkpoint(self.out)
+            config = self._resume_config(data, config)
+        elif self.out.exists() and not overwrite:
+            raise LmlabError("checkpoint exists; pass --resume to continue that run or "
+                             "--overwrite to start afresh", self.out)
+        config.model.vocab_size = len(self.vocab)
+        self.config = config
+        t = config.train
+        if t.threads:
+            torch.set_num_threads(t.threads)
+        self.device = resolve_device(t.device)
+        if self.device.type == "cuda":
+            torch.backends.cudnn.deterministic = True
+            torch.backends.cudnn.benchmark = False
+
+        seed_everything(t.seed)
+        if data is not None:
+            model, _, _ = model_from_checkpoint(data, self.out)
+        else:
+            from lmlab.neural.models import build_model
+
+            model = build_model(config.model)
+        self.model = model.to(self.device)
+        self.optimizer = self._make_optimizer()
+        self.inputs, self.targets = batchify(corpus.train, t.batch_size)
+        self.windows = bptt_windows(self.inputs.size(0), t.bptt)
+
+        # Run state (everything here is in the checkpoint).
+        self.lr = t.lr
+        self.best_valid: float | None = None
+        self.bad_epochs = 0  # epochs without improvement, for early stopping
+        self.plateau = 0  # the same, reset when the plateau rule decays the rate
+        self.nan_events = 0
+        self.finished: str | None = None
+        self.epoch = 0  # epochs completed
+        self.position = 0  # windows of the current epoch done
+        self.step = 0
+        self.state = None  # carried hidden state (None: start of an epoch)
+        self.loss_sum = 0.0  # sum of loss * tokens over the current epoch
+        self.loss_tokens = 0
+        self.history: dict = {"epochs": [], "step_loss": [], "grad_norm": [], "step_lr": [],
+                              "step_epoch": [], "events": [], "test": None}
+        self._snapshot: dict | None = None
+        self._last_curve = time.monotonic()
+        self._stop_requested = False
+        self._consistent = True
+        if data is not None:
+            self._restore(data)
+            self._snapshot = to_cpu(data)
+            self._rewrite_metrics()
+        else:
+            for p in self.paths.values():
+                check_output_path(p)
+
+    # -- configuration ----------------------------------------------------------------------------
+    def _resume_config(self, data: dict, requested: RunConfig) -> RunConfig:
+        saved = RunConfig.from_dict(data["config"], os.fspath(self.out))
+        if saved.model.model != requested.model.model:
+            raise LmlabError(f"checkpoint holds model type {saved.model.model}, not "
+                             f"{requested.model.model}; cannot resume it as one", self.out)
+        req, old = requested.to_dict(), saved.to_dict()
+        for section in ("model", "train"):
+            for key, value in req[section].items():
+                if key == "vocab_size":
+                    continue
+                if (section, key) in RESUMABLE_CHANGES:
+                    old[section][key] = value
+                elif old[section].get(key) != value:
+                    raise LmlabError(
+                        f"--{key.replace('_', '-')} {value!r} differs from the checkpoint's "
+                        f"{old[section].get(key)!r}; a resumed run keeps its configuration "
+                        f"(only {_resumable_flags()} may change)", self.out)
+        itos = data["vocab"]
+        if itos != self.vocab.itos:
+            raise LmlabError(f"checkpoint vocabulary ({len(itos)} words) differs from the one of "
+                             f"the training data ({len(self.vocab)} words): another data set?",
+                             self.out)
+        config = RunConfig.from_dict(old, os.fspath(self.out))
+        check_train_options(config)
+        return config
+
+    def _make_optimizer(self) -> torch.optim.Optimizer:
+        t = self.config.train
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        kind = {"sgd": torch.optim.SGD, "adam": torch.optim.Adam, "adamw": torch.optim.AdamW}
+        return kind[t.optimizer](params, lr=t.lr, weight_decay=t.weight_decay)
+
+    def _set_lr(self, lr: float) -> None:
+        self.lr = lr
+        for g in self.optimizer.param_groups:
+            g["lr"] = lr
+
+    # -- checkpoint state -------------------------------------------------------------------------
+    def state_dict(self) -> dict:
+        """Everything needed to continue exactly here (CPU copies)."""
+        h = self.history
+        return to_cpu({
+            "config": self.config.to_dict(),
+            "vocab": list(self.vocab.itos),
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "schedule": {"lr": self.lr, "best_valid": self.best_valid,
+                         "bad_epochs": self.bad_epochs, "plateau": self.plateau,
+                         "nan_events": self.nan_events, "finished": self.finished},
+            "rng": get_rng_state(),
+            "progress": {"epoch": self.epoch, "position": self.position, "step": self.step,
+                         "state": self.state, "loss_sum": self.loss_sum,
+                         "loss_tokens": self.loss_tokens},
+            "history": {"epochs": [dict(e) for e in h["epochs"]],
+                        "step_loss": torch.tensor(h["step_loss"], dtype=torch.float64),
+                        "grad_norm": torch.tensor(h["grad_norm"], dtype=torch.float64),
+                        "step_lr": torch.tensor(h["step_lr"], dtype=torch.float64),
+                        "step_epoch": torch.tensor(h["step_epoch"], dtype=torch.int64),
+                        "events": [dict(e) for e in h["events"]], "test": h["test"]},
+            "versions": {"torch": torch.__version__, "python": sys.version.split()[0]},
+        })
+
+    def _restore(self, data: dict, keep_events: bool = False) -> None:
+        try:
+            self.model.load_state_dict(data["model"])
+            self.optimizer.load_state_dict(data["optimizer"])
+            s, p, h = data["schedule"], data["progress"], data["history"]
+            self.best_valid, self.bad_epochs = s["best_valid"], s["bad_epochs"]
+            self.plateau, self.finished = s["plateau"], s["finished"]
+            self._set_lr(s["lr"])
+            self.epoch, self.position, self.step = p["epoch"], p["position"], p["step"]
+            self.state = to_device(p["state"], self.device)
+            self.loss_sum, self.loss_tokens = p["loss_sum"], p["loss_tokens"]
+            events = self.history["events"]
+            self.history = {"epochs": [dict(e) for e in h["epochs"]],
+                            "step_loss": h["step_loss"].tolist(),
+                            "grad_norm": h["grad_norm"].tolist(),
+                            "step_lr": h["step_lr"].tolist(),
+                            "step_epoch": h["step_epoch"].tolist(),
+                            "events": events if keep_events else [dict(e) for e in h["events"]],
+                            "test": h["test"]}
+            if not keep_events:
+                self.nan_events = s["nan_events"]
+            set_rng_state(data["rng"])
+        except (KeyError, TypeError, ValueError, RuntimeError) as err:
+            raise LmlabError(f"checkpoint cannot be resumed ({type(err).__name__}: "
+                             f"{str(err).splitlines()[0] if str(err) else ''})", self.out) from None
+        if self.position > len(self.windows):
+            raise LmlabError(f"checkpoint is at batch {self.position} of an epoch that has only "
+                             f"{len(self.windows)} here: another data set?", self.out)
+
+    def save(self, curve: bool = False) -> None:
+        """Write the checkpoint (atomically) and keep an in-memory copy for NaN rollback;
+        ``curve``: redraw the learning-curve PNG too."""
+        data = self.state_dict()
+        save_checkpoint(self.out, data)
+        self._snapshot = data
+        self._flush_metrics()
+        if curve and time.monotonic() - self._last_curve >= CURVE_EVERY_S:
+            self._write_curve()
+
+    # -- training ----------------------------------------------------------------------------------
+    def train(self, max_steps: int | None = None) -> TrainResult:
+        """Train until ``config.train.epochs`` epochs are done, early stopping, or ``max_steps``
+        optimiser steps in total; raises :class:`TrainingInterrupted` on Ctrl-C (after saving)."""
+        if max_steps is not None and max_steps < 0:
+            raise LmlabError(f"--max-steps must be >= 0, got {max_steps}")
+        if self._snapshot is None:
+            self._write_config()
+            self._start_metrics()
+            self.save()
+        else:
+            self._write_config()
+        with self._sigint_deferred():
+            try:
+                status = self._loop(max_steps)
+            except KeyboardInterrupt:
+                if self._consistent:
+                    self.save()
+                self._write_curve()
+                raise TrainingInterrupted(self.out, self.step) from None
+            finally:
+                self._flush_metrics()
+        self._write_curve()
+        return TrainResult(status, self.epoch, self.step, os.fspath(self.out),
+                           [dict(e) for e in self.history["epochs"]], self.best_valid)
+
+    def _loop(self, max_steps: int | None) -> str:
+        t = self.config.train
+        if self.finished == "early_stop":
+            return "early_stop"
+        while self.epoch < t.epochs:
+            if max_steps is not None and self.step >= max_steps:
+                return "max_steps"
+            bar = self._progress_bar()
+            epoch_start = time.perf_counter()
+            try:
+                while self.position < len(self.windows):
+                    if max_steps is not None and self.step >= max_steps:
+                        self.save()
+                        return "max_steps"
+                    self._train_step(bar)
+                    if self._stop_requested:
+                        raise KeyboardInterrupt
+                    if t.checkpoint_every and self.step % t.checkpoint_every == 0:
+                        self.save()
+            finally:
+                if bar is not None:
+                    bar.close()
+            self._consistent = False
+            stop = self._end_epoch(time.perf_counter() - epoch_start)
+            if stop:
+                self.finished = "early_stop"
+            self._consistent = True
+            self.save(curve=True)
+            if stop:
+                return "early_stop"
+            if self._stop_requested:
+                raise KeyboardInterrupt
+        self.finished = "finished"
+        return "finished"
+
+    def _train_step(self, bar) -> None:
+        t = self.config.train
+        start, end = self.windows[self.position]
+        x = self.inputs[start:end].to(self.device)
+        y = self.targets[start:end].to(self.device)
+        tic = time.perf_counter()
+        self._consistent = False
+        self.model.train()
+        state = self.state if self.state is not None else \
+            self.model.init_state(t.batch_size, self.device)
+        state = _detach(state)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss, new_state = self.model.loss(x, y, state)
+        loss_value = float(loss.detach())
+        grad_norm = float("nan")
+        if math.isfinite(loss_value):
+            loss.backward()
+            params = [p for p in self.model.parameters() if p.grad is not None]
+            grad_norm = float(torch.nn.utils.clip_grad_norm_(
+                params, t.clip if t.clip > 0 else float("inf")))
+        if not (math.isfinite(loss_value) and math.isfinite(grad_norm)):
+            self._consistent = True
+            self._nan_rollback(loss_value, grad_norm)
+            return
+        self.optimizer.step()
+        tokens = y.numel()
+        # A bidirectional model optimises (forward + backward + cloze) / 3: only its forward
+        # part is a language-model loss, so the epoch's training perplexity uses that part.
+        parts = {k: float(v) for k, v in (getattr(self.model, "last_loss_parts", None)
+                                          or {}).items()}
+        lm_loss = parts.get("forward", loss_value)
+        self.state = _detach(new_state)
+        self.position += 1
+        self.step += 1
+        self.loss_sum += lm_loss * tokens
+        self.loss_tokens += tokens
+        h = self.history
+        h["step_loss"].append(loss_value)
+        h["grad_norm"].append(grad_norm)
+        h["step_lr"].append(self.lr)
+        h["step_epoch"].append(self.epoch + 1)
+        self._consistent = True
+        elapsed = time.perf_counter() - tic
+        self._metric({"step": self.step, "epoch": self.epoch + 1, "loss": loss_value,
+                      "grad_norm": grad_norm, "lr": self.lr, **parts,
+                      "tokens_per_s": round(tokens / elapsed, 1) if elapsed > 0 else None})
+        if bar is not None:
+            bar.update(1)
+            avg = self.loss_sum / self.loss_tokens
+            bar.set_postfix(loss=f"{lm_loss:.3f}", ppl=f"{_exp(avg):.1f}",
+                            tok_s=f"{tokens / max(elapsed, 1e-9):.0f}", refresh=False)
+        if self.step_hook is not None:
+            self.step_hook(self, self.step)
+
+    def _nan_rollback(self, loss_value: float, grad_norm: float) -> None:
+        t = self.config.train
+        self.nan_events += 1
+        what = "loss" if not math.isfinite(loss_value) else "gradient norm"
+        where = f"epoch {self.epoch + 1}, step {self.step + 1}"
+        if self.nan_events > t.max_nan_retries:
+            value = loss_value if what == "loss" else grad_norm
+            raise LmlabError(f"training diverged: the {what} became {value} at {where} after "
+                             f"{t.max_nan_retries} rollback(s) (learning rate now {self.lr:.3g}); "
+                             "try a lower --lr or a --clip threshold")
+        new_lr = self.lr * t.nan_lr_factor
+        assert self._snapshot is not None
+        self._restore(self._snapshot, keep_events=True)
+        self._set_lr(new_lr)
+        event = {"event": "nan_rollback", "what": what, "at": where, "to_step": self.step,
+                 "lr": new_lr, "count": self.nan_events}
+        self.history["events"].append(event)
+        self._metric(event)
+        self.log(f"warning: {what} became non-finite at {where}; rolled back to step "
+                 f"{self.step}, learning rate now {new_lr:.4g}")
+
+    def _end_epoch(self, seconds: float) -> bool:
+        """Validate, record, update the learning rate; True when early stopping says stop."""
+        t = self.config.train
+        self.epoch += 1
+        train_ppl = _exp(self.loss_sum / self.loss_tokens) if self.loss_tokens else float("nan")
+        valid = self.evaluate(self.corpus.valid)
+        improved = self.best_valid is None or valid < self.best_valid
+        if improved:
+            self.best_valid = valid
+            self.bad_epochs = self.plateau = 0
+        else:
+            self.bad_epochs += 1
+            self.plateau += 1
+        record = {"epoch": self.epoch, "step": self.step, "lr": self.lr, "train_ppl": train_ppl,
+                  "valid_ppl": valid, "best_valid_ppl": self.best_valid}
+        self.history["epochs"].append(record)
+        self._metric({**record, "seconds": round(seconds, 3)})
+        self.log(f"epoch {self.epoch}/{t.epochs}: train ppl {train_ppl:.2f}, valid ppl "
+                 f"{valid:.2f}, lr {self.lr:.4g}, {seconds:.1f}s")
+        lr = self.lr
+        if t.decay_start > 0 and self.epoch >= t.decay_start:
+            lr *= t.lr_decay
+        patience = t.plateau_patience or (1 if t.decay_start == 0 else 0)
+        if patience and self.plateau >= patience:
+            lr *= t.lr_decay
+            self.plateau = 0
+        self._set_lr(lr)
+        self.position, self.state = 0, None
+        self.loss_sum, self.loss_tokens = 0.0, 0
+        return bool(t.early_stop and self.bad_epochs >= t.early_stop)
+
+    def evaluate(self, stream: TokenStream) -> float:
+        """Perplexity of ``stream`` with the shared protocol (one stream, batch size 1)."""
+        lm = NeuralLM(self.model, self.vocab, self.config, device=self.device)
+        return summarize(lm.logprobs(stream), stream).perplexity
+
+    def evaluate_test(self) -> dict | None:
+        """Score the test split (if any) with the shared protocol; recorded in the checkpoint."""
+        if self.corpus.test is None:
+            return None
+        stream = self.corpus.test
+        lm = NeuralLM(self.model, self.vocab, self.config, device=self.device)
+        result = summarize(lm.logprobs(stream), stream).to_dict()
+        self.history["test"] = {k: v for k, v in result.items() if not isinstance(v, float)
+                                or math.isfinite(v)}
+        self._metric({"test": self.history["test"], "step": self.step})
+        self.save()
+        return result
+
+    # -- Ctrl-C ---------------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def _sigint_deferred(self):
+        """First Ctrl-C: finish the current step, save, stop. A second one stops at once."""
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+
+        def handler(signum, frame):
+            if self._stop_requested:
+                raise KeyboardInterrupt
+            self._stop_requested = True
+            print("\nlmlab: stopping after this step (Ctrl-C again to stop now)",
+                  file=sys.stderr)
+
+        previous = signal.signal(signal.SIGINT, handler)
+        try:
+            yield
+        finally:
+            signal.signal(signal.SIGINT, previous)
+
+    # -- side files -----------------------------------------------------------------------------
+    def _write_config(self) -> None:
+        with atomic_output(self.paths["config"], "w") as f:
+            json.dump({"config": self.config.to_dict(), "checkpoint": self.out.name,
+                       "vocab_size": len(self.vocab), "data": self.corpus.folder}, f, indent=2)
+            f.write("\n")
+
+    def _start_metrics(self) -> None:
+        self._metrics_file = open(self.paths["metrics"], "w", encoding="utf-8")  # noqa: SIM115
+
+    def _rewrite_metrics(self) -> None:
+        """On resume: the log again from the checkpoint's history (drops steps after it)."""
+        h = self.history
+        with atomic_output(self.paths["metrics"], "w") as f:
+            by_step: dict[int, list[dict]] = {}
+            for e in h["epochs"]:
+                by_step.setdefault(e["step"], []).append(e)
+            for i, loss in enumerate(h["step_loss"]):
+                f.write(json.dumps({"step": i + 1, "epoch": h["step_epoch"][i], "loss": loss,
+                                    "grad_norm": h["grad_norm"][i], "lr": h["step_lr"][i]}) + "\n")
+                for e in by_step.get(i + 1, []):
+                    f.write(json.dumps(e) + "\n")
+            for e in h["events"]:
+                f.write(json.dumps(e) + "\n")
+            f.write(json.dumps({"event": "resume", "step": self.step}) + "\n")
+        self._metrics_file = open(self.paths["metrics"], "a", encoding="utf-8")  # noqa: SIM115
+
+    def _metric(self, record: dict) -> None:
+        f = getattr(self, "_metrics_file", None)
+        if f is not None:
+            f.write(json.dumps(record, allow_nan=False, default=str)
+                    if _finite(record) else json.dumps(_nulls(record)))
+            f.write("\n")
+
+    def _flush_metrics(self) -> None:
+        f = getattr(self, "_metrics_file", None)
+        if f is not None:
+            f.flush()
+
+    def close(self) -> None:
+        f = getattr(self, "_metrics_file", None)
+        if f is not None:
+            f.close()
+            self._metrics_file = None
+
+    def _write_curve(self) -> None:
+        self._last_curve = time.monotonic()
+        if not self.plot or (not self.history["epochs"] and not self.history["step_loss"]):
+            return
+        from lmlab.plots import learning_curve
+
+        m = self.config.model
+        learning_curve(self.history["epochs"], self.history["step_loss"], self.paths["curve"],
+                       title=f"{m.model} {m.layers}x{m.hidden} ({self.out.name})")
+
+    def _progress_bar(self):
+        if not self.progress:
+            return None
+        from tqdm import tqdm
+
+        return tqdm(total=len(self.windows), initial=self.position, unit="batch", leave=False,
+                    desc=f"epoch {self.epoch + 1}/{self.config.train.epochs}", file=sys.stderr,
+                    dynamic_ncols=True)
+
+
+def _resumable_flags() -> str:
+    return ", ".join(sorted(f"--{key.replace('_', '-')}" for _, key in RESUMABLE_CHANGES))
+
+
+def _detach(state):
+    from lmlab.neural.models import detach_state
+
+    return detach_state(state)
+
+
+def _exp(x: float) -> float:
+    return math.exp(x) if x < 700 else float("inf")
+
+
+def _finite(record: dict) -> bool:
+    return all(not isinstance(v, float) or math.isfinite(v) for v in record.values())
+
+
+def _nulls(record: dict) -> dict:
+    return {k: (None if isinstance(v, float) and not math.isfinite(v) else v)
+            for k, v in record.items()}

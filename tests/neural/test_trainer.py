@@ -1,0 +1,384 @@
+"""The trainer: truncated BPTT over a stream, schedules, NaN rollback, bit-for-bit resume,
+reproducibility, side files, and one-line errors for bad options and data. Tiny models only."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+
+from lmlab.errors import LmlabError
+from lmlab.metrics import summarize
+from lmlab.neural.checkpoint import load_checkpoint
+from lmlab.neural.config import ModelConfig, RunConfig, TrainConfig
+from lmlab.neural.data import DataError, batchify, load_corpus
+from lmlab.neural.lm import load_neural
+from lmlab.neural.trainer import Trainer, TrainingInterrupted, check_train_options, sidecar_paths
+from lmlab.synth import MarkovSource, sample_splits
+
+torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    d = tmp_path_factory.mktemp("synth")
+    splits = sample_splits(MarkovSource(order=2, vocab_size=10, seed=5),
+                           {"train": 120, "valid": 20, "test": 20}, seed=1)
+    for name, corpus in splits.items():
+        corpus.write(d / f"{name}.txt")
+    return d
+
+
+@pytest.fixture(scope="module")
+def corpus(data_dir):
+    return load_corpus(data_dir)
+
+
+def cfg(model="lstm", **train) -> RunConfig:
+    t = dict(epochs=2, bptt=6, batch_size=4, lr=0.5, optimizer="adam", clip=1.0, seed=7,
+             device="cpu", threads=1, decay_start=1, lr_decay=0.8)
+    t.update(train)
+    return RunConfig(ModelConfig(model=model, emsize=8, hidden=8, layers=2, dropout=0.2,
+                                 window=3),
+                     TrainConfig(**t))
+
+
+def train(config, corpus, out, max_steps=None, **kw):
+    kw.setdefault("plot", False)
+    trainer = Trainer(config, corpus, out, **kw)
+    try:
+        result = trainer.train(max_steps=max_steps)
+    finally:
+        trainer.close()
+    return trainer, result
+
+
+def assert_same_run(a: Trainer, b: Trainer) -> None:
+    for (name, p), (_, q) in zip(a.model.named_parameters(), b.model.named_parameters(),
+                                 strict=True):
+        assert torch.equal(p, q), name
+    assert a.history["epochs"] == b.history["epochs"]
+    assert a.history["step_loss"] == b.history["step_loss"]
+    assert a.history["grad_norm"] == b.history["grad_norm"]
+    assert a.lr == b.lr and a.step == b.step and a.epoch == b.epoch
+    sa, sb = a.optimizer.state_dict()["state"], b.optimizer.state_dict()["state"]
+    for k in sa:
+        for name, v in sa[k].items():
+            assert torch.equal(v, sb[k][name]), (k, name)
+
+
+def test_batches_cover_stream_and_windows(corpus, tmp_path):
+    trainer = Trainer(cfg(), corpus, tmp_path / "never-written.pt")
+    x, y = batchify(corpus.train, 4)
+    assert trainer.inputs.shape == x.shape == (len(corpus.train) // 4, 4)
+    assert trainer.windows[0] == (0, 6) and trainer.windows[-1][1] == x.size(0)
+    trainer.close()
+
+
+@pytest.mark.parametrize("model", ["lstm", "gru"])
+def test_resume_after_max_steps_is_bit_for_bit(corpus, tmp_path, model):
+    full, res = train(cfg(model), corpus, tmp_path / "full.pt")
+    n = len(full.windows)
+    assert res.status == "finished" and full.step == 2 * n
+    k = n + n // 2  # mid second epoch: hidden state, running sums and RNG carried
+    part, res = train(cfg(model), corpus, tmp_path / "part.pt", max_steps=k)
+    assert res.status == "max_steps" and part.step == k
+    data = load_checkpoint(tmp_path / "part.pt")
+    assert data["progress"]["step"] == k and data["progress"]["state"] is not None
+    resumed, res = train(cfg(model), corpus, tmp_path / "part.pt", resume=True)
+    assert res.status == "finished"
+    assert_same_run(full, resumed)
+    # the saved files agree too
+    a, b = load_checkpoint(tmp_path / "full.pt"), load_checkpoint(tmp_path / "part.pt")
+    for name, tensor in a["model"].items():
+        assert torch.equal(tensor, b["model"][name])
+    assert a["history"]["epochs"] == b["history"]["epochs"]
+    steps = [json.loads(line) for line in sidecar_paths(tmp_path / "part.pt")["metrics"]
+             .read_text().splitlines()]
+    assert [r["step"] for r in steps if "loss" in r] == list(range(1, 2 * n + 1))
+
+
+def test_interrupt_saves_and_resumes_bit_for_bit(corpus, tmp_path):
+    full, _ = train(cfg(), corpus, tmp_path / "full.pt")
+
+    def ctrl_c(trainer, step):
+        if step == 5:
+            raise KeyboardInterrupt
+
+    with pytest.raises(TrainingInterrupted) as stop:
+        train(cfg(), corpus, tmp_path / "int.pt", step_hook=ctrl_c)
+    assert "checkpoint saved to" in str(stop.value) and "--resume" in str(stop.value)
+    assert load_checkpoint(tmp_path / "int.pt")["progress"]["step"] == 5
+    resumed, _ = train(cfg(), corpus, tmp_path / "int.pt", resume=True)
+    assert_same_run(full, resumed)
+
+
+def test_resume_at_epoch_boundary_and_repeated(corpus, tmp_path):
+    full, _ = train(cfg(epochs=3), corpus, tmp_path / "full.pt")
+    n = len(full.windows)
+    out = tmp_path / "p.pt"
+    train(cfg(epochs=3), corpus, out, max_steps=n)  # exactly one epoch, before validation
+    train(cfg(epochs=3), corpus, out, max_steps=n + 3, resume=True)
+    resumed, _ = train(cfg(epochs=3), corpus, out, resume=True)
+    assert_same_run(full, resumed)
+
+
+def test_same_seed_same_parameters_other_seed_differs(corpus, tmp_path):
+    a, _ = train(cfg(epochs=1), corpus, tmp_path / "a.pt")
+    b, _ = train(cfg(epochs=1), corpus, tmp_path / "b.pt")
+    c, _ = train(cfg(epochs=1, seed=8), corpus, tmp_path / "c.pt")
+    assert_same_run(a, b)
+    assert not torch.equal(next(a.model.parameters()), next(c.model.parameters()))
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adam", "adamw"])
+@pytest.mark.parametrize("model", ["nnlm", "rnn_tanh", "irnn"])
+def test_optimisers_and_models_train(corpus, tmp_path, optimizer, model):
+    config = cfg(model, optimizer=optimizer, epochs=1, weight_decay=0.01)
+    if model != "nnlm":
+        config.model.layers = 1
+    trainer, result = train(config, corpus, tmp_path / "m.pt")
+    assert result.status == "finished"
+    assert all(math.isfinite(x) for x in trainer.history["step_loss"])
+    assert math.isfinite(result.epochs[0]["valid_ppl"])
+
+
+def test_validation_uses_the_shared_protocol(corpus, tmp_path):
+    trainer, result = train(cfg(epochs=1), corpus, tmp_path / "m.pt")
+    lm = load_neural(tmp_path / "m.pt")
+    lp = lm.logprobs(corpus.valid)
+    assert len(lp) == len(corpus.valid)  # every token, the first one too
+    expected = summarize(lp, corpus.valid).perplexity
+    assert result.epochs[0]["valid_ppl"] == pytest.approx(expected, rel=1e-9)
+    test = trainer.evaluate_test()
+    assert test["tokens"] == len(corpus.test)
+    assert load_checkpoint(tmp_path / "m.pt")["history"]["test"]["perplexity"] == \
+        pytest.approx(test["perplexity"])
+
+
+def test_zaremba_decay_schedule(corpus, tmp_path):
+    trainer, result = train(cfg(epochs=4, decay_start=2, lr_decay=0.5, lr=0.4), corpus,
+                            tmp_path / "m.pt")
+    assert [e["lr"] for e in result.epochs] == [0.4, 0.4, 0.2, 0.1]
+    assert trainer.lr == 0.05
+
+
+def fake_valid(monkeypatch, values):
+    seq = iter(values)
+    monkeypatch.setattr(Trainer, "evaluate", lambda self, stream: next(seq))
+
+
+def test_plateau_decay_and_early_stop(corpus, tmp_path, monkeypatch):
+    fake_valid(monkeypatch, [10.0, 11.0, 9.0, 9.5, 9.6, 9.7, 9.8])
+    config = cfg(epochs=7, decay_start=0, lr_decay=0.5, lr=0.4, early_stop=3)
+    trainer, result = train(config, corpus, tmp_path / "m.pt")
+    # plateau patience 1 (decay_start 0): decay after every epoch without improvement
+    assert [e["lr"] for e in result.epochs] == [0.4, 0.4, 0.2, 0.2, 0.1, 0.05]
+    assert result.status == "early_stop" and result.epoch == 6
+    assert result.best_valid_ppl == 9.0
+    again, result2 = train(config, corpus, tmp_path / "m.pt", resume=True)
+    assert result2.status == "early_stop" and again.step == trainer.step
+
+
+def test_grad_norm_logged_before_clipping(corpus, tmp_path):
+    config = cfg(optimizer="sgd", lr=1.0, clip=1e-3, epochs=1)
+    config.model.dropout = 0.0
+    seen = []
+
+    def hook(trainer, step):
+        if step == 1:
+            seen.append([p.detach().clone() for p in trainer.model.parameters()])
+
+    trainer = Trainer(config, corpus, tmp_path / "m.pt", step_hook=hook, plot=False)
+    before = [p.detach().clone() for p in trainer.model.parameters()]
+    trainer.train()
+    trainer.close()
+    norms = trainer.history["grad_norm"]
+    assert len(norms) == trainer.step and all(n > 1e-3 for n in norms)  # pre-clip norms
+    moved = math.sqrt(sum(float(((a - b) ** 2).sum()) for a, b in zip(seen[0], before,
+                                                                      strict=True)))
+    assert moved == pytest.approx(1e-3, rel=1e-3)  # SGD step of lr * clipped norm
+    lines = sidecar_paths(tmp_path / "m.pt")["metrics"].read_text().splitlines()
+    assert json.loads(lines[0])["grad_norm"] == norms[0]
+
+
+def nan_at(calls: set[int]):
+    """Patch a model's loss so the given calls (1-based) return NaN."""
+    def patch(trainer):
+        original = trainer.model.loss
+        count = [0]
+
+        def loss(inputs, targets, state):
+            count[0] += 1
+            value, state = original(inputs, targets, state)
+            return (value * float("nan") if count[0] in calls else value), state
+
+        trainer.model.loss = loss
+    return patch
+
+
+def test_nan_loss_rolls_back_and_lowers_lr(corpus, tmp_path):
+    config = cfg(epochs=2, decay_start=0, lr_decay=1.0, nan_lr_factor=0.5, lr=0.4)
+    trainer = Trainer(config, corpus, tmp_path / "m.pt", plot=False)
+    n = len(trainer.windows)
+    nan_at({n + 3})(trainer)  # third step of epoch 2: back to the end-of-epoch-1 checkpoint
+    result = trainer.train()
+    trainer.close()
+    assert result.status == "finished"
+    assert trainer.nan_events == 1
+    event = trainer.history["events"][0]
+    assert event["event"] == "nan_rollback" and event["to_step"] == n and event["lr"] == 0.2
+    assert trainer.step == 2 * n  # the rolled-back steps were redone
+    assert [e["lr"] for e in result.epochs] == [0.4, 0.2]
+    assert all(torch.isfinite(p).all() for p in trainer.model.parameters())
+
+
+def test_nan_gradient_rolls_back(corpus, tmp_path):
+    config = cfg(epochs=1, nan_lr_factor=0.25, lr=0.4, decay_start=0, lr_decay=1.0)
+    trainer = Trainer(config, corpus, tmp_path / "m.pt", plot=False)
+    weight = next(trainer.model.parameters())
+    fired = []
+
+    def poison(grad):
+        if not fired:
+            fired.append(1)
+            return grad * float("inf")
+        return grad
+
+    weight.register_hook(poison)
+    result = trainer.train()
+    trainer.close()
+    assert result.status == "finished" and trainer.nan_events == 1
+    assert trainer.history["events"][0]["what"] == "gradient norm"
+    assert trainer.lr == pytest.approx(0.1)
+
+
+def test_persistent_nan_gives_up(corpus, tmp_path):
+    config = cfg(epochs=1, max_nan_retries=2)
+    trainer = Trainer(config, corpus, tmp_path / "m.pt", plot=False)
+    nan_at(set(range(1, 1000)))(trainer)
+    with pytest.raises(LmlabError, match="training diverged.*after 2 rollback"):
+        trainer.train()
+    trainer.close()
+    assert load_checkpoint(tmp_path / "m.pt")["progress"]["step"] == 0  # still loadable
+
+
+def test_side_files(corpus, tmp_path):
+    out = tmp_path / "run.pt"
+    trainer, _ = train(cfg(epochs=2), corpus, out, plot=True)
+    paths = sidecar_paths(out)
+    config = json.loads(paths["config"].read_text())
+    assert config["config"]["model"]["hidden"] == 8
+    assert config["config"]["model"]["vocab_size"] == len(corpus.vocab)
+    records = [json.loads(line) for line in paths["metrics"].read_text().splitlines()]
+    assert sum("grad_norm" in r for r in records) == trainer.step
+    assert [r["epoch"] for r in records if "valid_ppl" in r] == [1, 2]
+    assert paths["curve"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    data = load_checkpoint(out)
+    assert data["vocab"] == corpus.vocab.itos
+    assert set(data) >= {"config", "vocab", "model", "optimizer", "schedule", "rng", "progress",
+                         "history", "format", "version"}
+
+
+def test_refuses_to_clobber_without_resume(corpus, tmp_path):
+    train(cfg(epochs=1), corpus, tmp_path / "m.pt")
+    with pytest.raises(LmlabError, match="exists.*--resume"):
+        Trainer(cfg(epochs=1), corpus, tmp_path / "m.pt")
+    Trainer(cfg(epochs=1), corpus, tmp_path / "m.pt", overwrite=True).close()
+
+
+def test_resume_mismatches(corpus, tmp_path, data_dir):
+    out = tmp_path / "m.pt"
+    train(cfg(epochs=1), corpus, out, max_steps=3)
+    with pytest.raises(LmlabError, match="model type lstm, not gru"):
+        Trainer(cfg("gru", epochs=1), corpus, out, resume=True)
+    other = cfg(epochs=1)
+    other.model.hidden = 12
+    with pytest.raises(LmlabError, match="--hidden 12 differs"):
+        Trainer(other, corpus, out, resume=True)
+    small = sample_splits(MarkovSource(order=2, vocab_size=6, seed=5),
+                          {"train": 100, "valid": 10}, seed=2)
+    d = tmp_path / "other"
+    d.mkdir()
+    for name, c in small.items():
+        c.write(d / f"{name}.txt")
+    with pytest.raises(LmlabError, match="vocabulary .* differs"):
+        Trainer(cfg(epochs=1), load_corpus(d), out, resume=True)
+    with pytest.raises(LmlabError, match="no such file"):
+        Trainer(cfg(epochs=1), corpus, tmp_path / "none.pt", resume=True)
+    # allowed change: more epochs
+    t, result = train(cfg(epochs=2), corpus, out, resume=True)
+    assert result.epoch == 2
+
+
+@pytest.mark.parametrize("section,key,value,match", [
+    ("train", "epochs", 0, "--epochs must be an integer >= 1"),
+    ("train", "bptt", 0, "--bptt"),
+    ("train", "lr", -1.0, "--lr must be a positive"),
+    ("train", "lr", float("nan"), "--lr"),
+    ("train", "clip", -1.0, "--clip"),
+    ("train", "lr_decay", 1.5, "--lr-decay"),
+    ("train", "nan_lr_factor", 1.0, "--nan-lr-factor"),
+    ("train", "optimizer", "rmsprop", "--optimizer"),
+    ("train", "early_stop", -1, "--early-stop"),
+    ("train", "device", "tpu", "--device must be"),
+    ("train", "batch_size", 2.5, "batch_size must be of type int"),
+    ("train", "lr", "fast", "lr must be of type float"),
+    ("model", "dropout", 1.0, "--dropout"),
+    ("model", "hidden", 0, "--hidden"),
+    ("model", "tied", "yes", "tied must be of type bool"),
+])
+def test_out_of_range_options(corpus, tmp_path, section, key, value, match):
+    config = cfg()
+    setattr(getattr(config, section), key, value)
+    with pytest.raises(LmlabError, match=match):
+        check_train_options(config)
+        Trainer(config, corpus, tmp_path / "m.pt", plot=False)
+    assert not (tmp_path / "m.pt").exists()
+
+
+def write(d, **files):
+    d.mkdir(exist_ok=True)
+    for name, text in files.items():
+        (d / f"{name}.txt").write_text(text)
+    return d
+
+
+@pytest.mark.parametrize("files,match", [
+    ({"train": "", "valid": "a b\n"}, "empty corpus"),
+    ({"train": "\n\n\n", "valid": "a\n"}, "no words"),
+    ({"train": "a b\n", "valid": ""}, "empty corpus"),
+    ({"valid": "a b\n"}, "no train.txt"),
+    ({"train": "a b\n"}, "no valid.txt"),
+])
+def test_data_without_tokens(tmp_path, files, match):
+    with pytest.raises(LmlabError, match=match):
+        load_corpus(write(tmp_path / "d", **files))
+
+
+def test_too_little_data_for_a_batch(tmp_path):
+    corpus = load_corpus(write(tmp_path / "d", train="a b\n", valid="a\n"))
+    with pytest.raises(DataError, match="cannot fill a batch of 4 rows"):
+        Trainer(cfg(), corpus, tmp_path / "m.pt")
+    with pytest.raises(LmlabError, match="no such data directory"):
+        load_corpus(tmp_path / "missing")
+
+
+def test_bidirectional_trains_and_resumes(corpus, tmp_path):
+    config = cfg(epochs=2)
+    config.model.bidirectional = True
+    full, result = train(config, corpus, tmp_path / "full.pt")
+    assert all(math.isfinite(e["train_ppl"]) and math.isfinite(e["valid_ppl"])
+               for e in result.epochs)
+    config = cfg(epochs=2)
+    config.model.bidirectional = True
+    train(config, corpus, tmp_path / "part.pt", max_steps=len(full.windows) + 2)
+    resumed, _ = train(config, corpus, tmp_path / "part.pt", resume=True)
+    assert_same_run(full, resumed)
+    lm = load_neural(tmp_path / "part.pt")
+    assert "forward direction only" in lm.describe()["summary"]
+    record = json.loads(sidecar_paths(tmp_path / "full.pt")["metrics"].read_text()
+                        .splitlines()[0])
+    assert {"forward", "backward", "cloze"} <= set(record)
