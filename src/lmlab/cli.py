@@ -7,6 +7,8 @@ non-zero exit status; only bugs show a traceback.
 from __future__ import annotations
 
 import argparse
+import importlib
+import importlib.util
 import json
 import math
 import sys
@@ -15,6 +17,11 @@ import time
 from lmlab.errors import LmlabError
 
 EXIT_USER_ERROR = 2
+# Commands that live with their subsystem: each module has ``add_parser(subparsers)`` and imports
+# nothing heavy (no torch) at import time, so every command starts fast.
+COMMAND_MODULES = [m for m in ("lmlab.compare", "lmlab.analysis.gradients_cli",
+                               "lmlab.analysis.embeddings_cli", "lmlab.analysis.ablation_cli")
+                   if importlib.util.find_spec(m) is not None]
 
 
 def _add_ngram(sub) -> None:
@@ -96,6 +103,8 @@ def build_parser() -> argparse.ArgumentParser:
     data.add_argument("name", nargs="?", help="corpus name (ptb, wikitext-2, ptb-char)")
     data.add_argument("--data-dir", help="folder holding the corpora (default: $LMLAB_DATA)")
     data.set_defaults(func=cmd_data)
+    for name in COMMAND_MODULES:
+        importlib.import_module(name).add_parser(sub)
     return p
 
 
