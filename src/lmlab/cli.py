@@ -168,6 +168,9 @@ def cmd_eval(args) -> int:
                 f.write(f"{i}\t{n}\t{lp / LN10:.6f}\t{_safe_exp(-lp / n):.4f}\n")
     d = {"model": args.model, "text": args.text, **result.to_dict(),
          "normalised": getattr(model, "normalised", True)}
+    # Bidirectional checkpoints: backward/cloze numbers BESIDE the left-to-right ones.
+    extra = model.extra_metrics(stream) if hasattr(model, "extra_metrics") else {}
+    d.update(extra)
     if args.json:
         # inf/nan (an MLE model on unseen text) are not JSON: write them as null.
         print(json.dumps({k: v if not isinstance(v, float) or math.isfinite(v) else None
@@ -186,6 +189,14 @@ def cmd_eval(args) -> int:
     if not d["normalised"]:
         print("note        stupid backoff scores are not probabilities: this 'perplexity' is not "
               "comparable to other models'")
+    if extra:
+        print("note        bidirectional model: the perplexity above is its forward "
+              "(left-to-right) direction's, comparable to any LM's")
+        print(f"backward    perplexity {_fmt(extra['backward_perplexity'])} (right-to-left LM)")
+        print(f"cloze       accuracy {_fmt(extra['cloze_accuracy'])}, perplexity "
+              f"{_fmt(extra['cloze_perplexity'])} (each word from both sides)")
+        print("note        backward and cloze numbers see words to the right of the predicted "
+              "one: NOT left-to-right LM scores, not comparable with perplexity")
     return 0
 
 

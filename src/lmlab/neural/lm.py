@@ -6,7 +6,8 @@ from chunk to chunk, so every token is predicted from its whole history and the 
 depend on any training batch size. The first input is ``</s>`` (see :mod:`lmlab.neural.data`), so
 the first word of the file is predicted too. A bidirectional model is scored with its forward
 (left-to-right) direction only: the backward direction sees the future and is not a language
-model of the text.
+model of the text. Its backward and cloze scores come separately, under their own names, from
+:meth:`NeuralLM.extra_metrics`.
 """
 
 from __future__ import annotations
@@ -117,6 +118,24 @@ class NeuralLM:
         d["parameters"] = sum(p.numel() for p in self.model.parameters())
         return d
 
+    def extra_metrics(self, stream: TokenStream) -> dict:
+        """Numbers beside the left-to-right ones: empty for a unidirectional model. A
+        bidirectional model adds, over the same stream (whole-stream context, batch 1):
+        ``backward_perplexity`` (right-to-left LM), ``cloze_accuracy`` and ``cloze_perplexity``
+        (each word predicted from both sides). These see words to the right of the one predicted:
+        they are NOT left-to-right LM scores and never replace ``perplexity``."""
+        from lmlab.neural.bidirectional import BidirectionalLM
+
+        if not isinstance(self.model, BidirectionalLM) or len(stream) == 0:
+            return {}
+        _, targets = stream_tensors(stream)
+        targets = targets.to(self.device)
+        backward = self.model.backward_logprobs(targets).double()
+        cloze_logp, pred = self.model.cloze_scores(targets)
+        return {"backward_perplexity": _exp(-float(backward.mean())),
+                "cloze_accuracy": float((pred == targets).double().mean()),
+                "cloze_perplexity": _exp(-float(cloze_logp.double().mean()))}
+
     # -- helpers --------------------------------------------------------------------------------
     def _eval(self):
         return _EvalMode(self.model)
@@ -168,6 +187,10 @@ def model_from_checkpoint(data: dict, path: str | os.PathLike = "checkpoint"
                          f"{config.model.model} model of its configuration "
                          f"({_first_line(err)})", path) from None
     return model, vocab, config
+
+
+def _exp(x: float) -> float:
+    return float(np.exp(x)) if x < 700 else float("inf")
 
 
 def _first_line(err: BaseException) -> str:
