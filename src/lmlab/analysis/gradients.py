@@ -1,0 +1,853 @@
+r"""Gradient dynamics of recurrent language models: how far back does the gradient reach?
+
+For a trained (checkpoint) or freshly initialised :class:`~lmlab.neural.models.RecurrentLM` and a
+batch of real text this module measures, per layer ``l`` and as a function of the distance
+``d = t - k``:
+
+* **loss gradients** ``‖∂L_t/∂h_k^(l)‖`` (Euclidean norm, total derivative through every path of
+  the network) for every ``k <= t`` and a few target positions ``t``, averaged over the targets
+  and the sequences of the batch; for LSTMs also ``‖∂L_t/∂c_k^(l)‖`` through the cell state
+  (``c_k`` as carried to step ``k+1``: the state is the pair ``(h_k, c_k)``, so this excludes
+  the same-step path ``h_k = o_k tanh(c_k)``, which ``∂L_t/∂h_k`` already covers).
+  ``L_t`` is the cross-entropy of the word predicted at position ``t``;
+* **Jacobian products** ``‖∏_{j=k+1..t} ∂s_j/∂s_{j-1}‖₂`` (exact spectral norm of the product of
+  the layer's per-step state Jacobians, the layer's input held fixed), where the recurrent state
+  ``s`` is ``h`` for RNN/GRU and ``(h, c)`` for LSTM (whose report also gives the ``c -> c`` block
+  of the product);
+* for the plain RNN cells (``rnn_tanh``, ``rnn_relu``, ``irnn``) the textbook bound
+  (Pascanu et al. 2013): with ``∂h_j/∂h_{j-1} = diag(σ'(a_j)) W_hh``,
+  ``‖∏ ∂h_j/∂h_{j-1}‖₂ <= (β_W β_h)^(t-k)`` where ``β_W = ‖W_hh‖₂`` and ``β_h`` is the largest
+  ``|σ'(a)|`` observed on the analysed batch (tanh: ``1 - tanh²(a)``; relu: 0 or 1). Every
+  measured product is checked against it (``bound_violations``, always 0);
+* a **decay rate**: the least-squares slope of ``ln(mean norm)`` against the distance over
+  ``d >= 1`` (nats per step: negative = vanishing, positive = exploding; ``e_fold_distance`` is
+  ``1/|rate|``).
+
+How: the recurrence is re-run step by step from the model's own weights (copied, in float64:
+``weight_ih_l{k}``, ``weight_hh_l{k}``, ``bias_ih_l{k}``, ``bias_hh_l{k}`` of the fused
+``nn.RNN``/``nn.LSTM``/``nn.GRU``, or of each single-layer module of a residual stack, where
+``h^(l) = RNN^(l)(h^(l-1)) + h^(l-1)``), keeping every ``h_k`` in the autograd graph, and
+``torch.autograd.grad`` of ``L_t`` (summed over the batch: sequences are independent) gives
+``∂L_t/∂h_k`` for all ``k`` and layers in one backward pass per target ``t``, on one retained
+graph. The step-by-step run reproduces the fused module (``reproduction_max_abs_diff`` in the
+report). Per-step Jacobians come from ``torch.func.jacrev`` (vmapped over the batch), and all
+products are accumulated in one pass backwards through time, renormalised after every step so
+that neither underflow nor overflow occurs (logs are accumulated).
+
+Analysis is done in eval mode (no dropout) on copies: the model's parameters, gradients, training
+flag and every random generator are left exactly as they were. ``spectral_radius`` rescales the
+copied ``W_hh`` of every layer (each gate's ``H x H`` block for LSTM/GRU) to that spectral radius
+(largest ``|eigenvalue|``): 0.5 shows vanishing, 1.0 the neutral regime, 1.5 explosion (an
+IRNN, ``W_hh = R·I`` with ReLU, shows ``R^d`` exactly).
+
+In a deep stack the two measurements differ by design: the Jacobian product is the layer's own
+recurrence, while ``∂L_t/∂h_k^(l)`` also flows through the layers above (and their recurrences),
+so it usually decays more slowly than the product of layer ``l`` alone.
+
+Cost and memory: the retained graph holds ``O(T · B · layers · gates · H)`` floats and the
+logits are decoded one target at a time (``O(B · V)``). Sequences are limited to
+:data:`MAX_SEQ_LEN` steps (longer ones are refused with an :class:`LmlabError`). Jacobian
+products cost ``O(T · W³)`` each (``W`` the state width): :func:`jacobian_plan` keeps as many
+(target, sequence) products as :data:`JACOBIAN_FLOP_BUDGET` allows (always the last target),
+takes the spectral norm at every distance for small states and on a grid of distances (every
+distance up to 20, then ~60 geometrically spaced; ``null`` elsewhere) for wide ones, and states
+wider than :data:`MAX_JACOBIAN_WIDTH` get the loss gradients only, with a note.
+
+Report (:func:`analyse`, written by :func:`write_report` as ``gradients.json`` and
+``gradients.png``): ``measured`` (mean Jacobian-product norm of layer 1 by distance, index =
+``t - k``), ``bound`` (plain RNN cells; ``null`` otherwise), ``decay_rate`` (of layer 1's loss
+gradient) and ``jacobian_decay_rate``, and ``per_layer``: ``grad_norm``/``grad_log_norm``,
+``jacobian_norm``/``jacobian_log_norm``/``jacobian_max_log_norm``, their decay rates,
+``spectral_radius_W``, ``spectral_norm_W``, ``beta_W``, ``beta_h``, ``bound``/``bound_log``,
+``bound_violations`` and, for LSTMs, ``cell_state`` (the same for ``c``). Logs are natural.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+from torch.nn import functional as F
+
+from lmlab.errors import LmlabError
+
+CELLS = ("rnn_tanh", "rnn_relu", "irnn", "lstm", "gru")
+BOUND_CELLS = ("rnn_tanh", "rnn_relu", "irnn")  # the bound (β_W β_h)^d applies to these
+MAX_SEQ_LEN = 400  # longest analysed sequence (memory grows linearly with it)
+MAX_SEQUENCES = 64
+MAX_JACOBIAN_WIDTH = 512  # exact Jacobian products up to this state width (LSTM: 2H)
+JACOBIAN_FLOP_BUDGET = 2e11  # matrix products per layer; fewer products beyond (jacobian_plan)
+SVD_EVERY_STEP_LIMIT = 2e9  # above (products x T x W³), spectral norms on a grid of distances
+BOUND_RTOL = 1e-9  # numerical slack of the bound check (float64)
+
+
+# ----------------------------------------------------------------------------------------------
+# The recurrence, step by step, from the model's weights
+# ----------------------------------------------------------------------------------------------
+
+
+@dataclass
+class LayerWeights:
+    """One recurrent layer in torch's layout (gates stacked: LSTM ``i, f, g, o``; GRU
+    ``r, z, n``)."""
+
+    kind: str  # "tanh", "relu", "lstm", "gru"
+    w_ih: Tensor
+    w_hh: Tensor
+    b_ih: Tensor
+    b_hh: Tensor
+
+    @property
+    def hidden(self) -> int:
+        return self.w_hh.shape[1]
+
+    @property
+    def width(self) -> int:
+        """Width of the recurrent state: ``h``, or ``(h, c)`` concatenated for LSTM."""
+        return 2 * self.hidden if self.kind == "lstm" else self.hidden
+
+    @property
+    def gates(self) -> int:
+        return self.w_hh.shape[0] // self.hidden
+
+
+def cell_step(kind: str, w: LayerWeights, x: Tensor, h: Tensor, c: Tensor | None
+              ) -> tuple[Tensor, Tensor | None, Tensor]:
+    """One step of one layer, exactly torch's equations: ``(h_t, c_t or None, pre-activation)``.
+    Works batched (``x`` [B, D], ``h`` [B, H]) and unbatched (``[D]``, ``[H]``)."""
+    if kind in ("tanh", "relu"):
+        a = x @ w.w_ih.T + w.b_ih + h @ w.w_hh.T + w.b_hh
+        return (torch.tanh(a) if kind == "tanh" else torch.relu(a)), None, a
+    if kind == "lstm":
+        g = x @ w.w_ih.T + w.b_ih + h @ w.w_hh.T + w.b_hh
+        i, f, z, o = g.chunk(4, dim=-1)
+        c_new = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(z)
+        return torch.sigmoid(o) * torch.tanh(c_new), c_new, g
+    if kind == "gru":
+        gi = x @ w.w_ih.T + w.b_ih
+        gh = h @ w.w_hh.T + w.b_hh
+        i_r, i_z, i_n = gi.chunk(3, dim=-1)
+        h_r, h_z, h_n = gh.chunk(3, dim=-1)
+        r = torch.sigmoid(i_r + h_r)
+        z = torch.sigmoid(i_z + h_z)
+        n = torch.tanh(i_n + r * h_n)
+        return (1 - z) * n + z * h, None, gi + gh
+    raise ValueError(f"unknown cell kind {kind!r}")
+
+
+@dataclass
+class Trace:
+    """What a step-by-step run keeps: per layer, per step (lists of [B, ...] tensors)."""
+
+    top: list[Tensor]  # top[t]: the output of the last layer at step t, [B, H]
+    inputs: list[list[Tensor]]  # inputs[l][t]: the input of layer l at step t
+    h: list[list[Tensor]]  # h[l][t]: recurrent hidden state after step t
+    c: list[list[Tensor]] | None  # LSTM cell states
+    pre: list[list[Tensor]]  # pre-activations (RNN: a_t; LSTM/GRU: gate pre-activations)
+    dec_w: Tensor
+    dec_b: Tensor
+
+    def logits_at(self, t: int) -> Tensor:
+        """[B, V] next-word logits at step ``t`` (decoded on demand: [T, B, V] can be large)."""
+        return self.top[t] @ self.dec_w.T + self.dec_b
+
+    @property
+    def logits(self) -> Tensor:
+        """[T, B, V], all steps."""
+        return torch.stack(self.top) @ self.dec_w.T + self.dec_b
+
+    def losses(self, targets: Tensor, chunk: int = 32) -> Tensor:
+        """[T, B] cross-entropy of every target, without gradient, decoded ``chunk`` steps at a
+        time."""
+        with torch.no_grad():
+            return torch.cat([token_losses(torch.stack(self.top[s:s + chunk]).detach()
+                                           @ self.dec_w.T + self.dec_b, targets[s:s + chunk])
+                              for s in range(0, len(self.top), chunk)])
+
+
+@dataclass
+class Stepwise:
+    """A RecurrentLM's forward pass as an explicit loop over layers and time (float64 copies)."""
+
+    cell: str
+    layers: list[LayerWeights]
+    residual: bool
+    embedding: Tensor  # [V, E]
+    dec_w: Tensor  # [V, H]
+    dec_b: Tensor  # [V]
+    rescaled: list[dict] = field(default_factory=list)
+
+    @property
+    def kind(self) -> str:
+        return self.layers[0].kind
+
+    @classmethod
+    def from_model(cls, model: nn.Module, dtype: torch.dtype = torch.float64) -> Stepwise:
+        """Copy the weights of ``model`` (a RecurrentLM over a fused or residual recurrence);
+        the model itself is not touched."""
+        from lmlab.neural.models import RecurrentLM
+
+        if not isinstance(model, RecurrentLM):
+            kind = getattr(getattr(model, "config", None), "model", type(model).__name__)
+            extra = (" (bidirectional models are not supported)"
+                     if getattr(getattr(model, "config", None), "bidirectional", False) else "")
+            raise LmlabError(f"gradient analysis needs a recurrent LM ({', '.join(CELLS)}), "
+                             f"not {kind}{extra}")
+        c = model.config
+        if c.model not in CELLS:
+            raise LmlabError(f"gradient analysis supports {', '.join(CELLS)}, not {c.model}")
+        if c.variant is not None:
+            raise LmlabError(f"gradient analysis supports the fused torch LSTM only, not the "
+                             f"{c.variant!r} variant")
+        rec = model.rnn
+        modules = list(rec.stack) if rec.residual else [rec.rnn]
+        kind = {"rnn_tanh": "tanh", "rnn_relu": "relu", "irnn": "relu", "lstm": "lstm",
+                "gru": "gru"}[c.model]
+        layers = []
+        with torch.no_grad():
+            for m in modules:
+                if not isinstance(m, nn.RNN | nn.LSTM | nn.GRU) or m.bidirectional \
+                        or m.batch_first or getattr(m, "proj_size", 0):
+                    raise LmlabError(f"gradient analysis cannot read a {type(m).__name__} "
+                                     "recurrence")
+                for k in range(m.num_layers):
+                    w_ih = getattr(m, f"weight_ih_l{k}").detach().to("cpu", dtype, copy=True)
+                    w_hh = getattr(m, f"weight_hh_l{k}").detach().to("cpu", dtype, copy=True)
+                    if m.bias:
+                        b_ih = getattr(m, f"bias_ih_l{k}").detach().to("cpu", dtype, copy=True)
+                        b_hh = getattr(m, f"bias_hh_l{k}").detach().to("cpu", dtype, copy=True)
+                    else:
+                        b_ih = w_ih.new_zeros(w_ih.shape[0])
+                        b_hh = w_hh.new_zeros(w_hh.shape[0])
+                    layers.append(LayerWeights(kind, w_ih, w_hh, b_ih, b_hh))
+            emb = model.embedding.weight.detach().to("cpu", dtype, copy=True)
+            dec_w = model.decoder.weight.detach().to("cpu", dtype, copy=True)
+            dec_b = (model.decoder.bias.detach().to("cpu", dtype, copy=True)
+                     if model.decoder.bias is not None else dec_w.new_zeros(dec_w.shape[0]))
+        return cls(c.model, layers, bool(rec.residual), emb, dec_w, dec_b)
+
+    def with_spectral_radius(self, radius: float) -> Stepwise:
+        """A copy whose recurrent matrices have spectral radius ``radius`` (each gate block of
+        LSTM/GRU separately); the original copy is unchanged."""
+        if not (isinstance(radius, int | float) and math.isfinite(radius) and radius > 0):
+            raise LmlabError(f"--spectral-radius must be a positive number, got {radius!r}")
+        layers, notes = [], []
+        for n, w in enumerate(self.layers):
+            H = w.hidden
+            blocks = []
+            for g in range(w.gates):
+                block = w.w_hh[g * H:(g + 1) * H]
+                rho = float(torch.linalg.eigvals(block).abs().max())
+                if not rho > 0:
+                    raise LmlabError(f"layer {n}: W_hh has spectral radius 0; it cannot be "
+                                     "rescaled")
+                blocks.append(block * (radius / rho))
+                notes.append({"layer": n, "gate": g, "from": rho, "to": float(radius)})
+            layers.append(LayerWeights(w.kind, w.w_ih, torch.cat(blocks), w.b_ih, w.b_hh))
+        return Stepwise(self.cell, layers, self.residual, self.embedding, self.dec_w, self.dec_b,
+                        notes)
+
+    def run(self, inputs: Tensor, track: bool = False,
+            perturb: dict[tuple[int, int, str], Tensor] | None = None) -> Trace:
+        """Run ``inputs`` ([T, B] word ids) from a zero state. ``track``: build the autograd graph
+        (the embedded inputs are made a leaf that requires grad, so every ``h_k`` is a node whose
+        gradient ``torch.autograd.grad`` can return). ``perturb[(layer, t, "h" or "c")]`` is added
+        to that state right after it is computed (finite-difference tests)."""
+        perturb = perturb or {}
+        x = self.embedding[inputs]  # [T, B, E]
+        if track:
+            x = x.detach().requires_grad_(True)
+        T, B = inputs.shape
+        layer_in = list(x.unbind(0))
+        all_in, all_h, all_c, all_pre = [], [], [], []
+        lstm = self.kind == "lstm"
+        for n, w in enumerate(self.layers):
+            h = x.new_zeros(B, w.hidden)
+            c = x.new_zeros(B, w.hidden) if lstm else None
+            hs, cs, pres = [], [], []
+            for t in range(T):
+                h, c, a = cell_step(w.kind, w, layer_in[t], h, c)
+                if lstm and track:
+                    # c_k as carried to the next step: a node of its own, so ∂L/∂c_k excludes
+                    # the same-step path into h_k = o_k tanh(c_k) (the state is (h_k, c_k)).
+                    c = c.clone()
+                if (n, t, "h") in perturb:
+                    h = h + perturb[(n, t, "h")]
+                if lstm and (n, t, "c") in perturb:
+                    c = c + perturb[(n, t, "c")]
+                hs.append(h)
+                cs.append(c)
+                pres.append(a)
+            all_in.append(layer_in)
+            all_h.append(hs)
+            all_c.append(cs)
+            all_pre.append(pres)
+            layer_in = [hh + xx for hh, xx in zip(hs, layer_in, strict=True)] if self.residual \
+                else hs
+        return Trace(layer_in, all_in, all_h, all_c if lstm else None, all_pre, self.dec_w,
+                     self.dec_b)
+
+
+def token_losses(logits: Tensor, targets: Tensor) -> Tensor:
+    """[T, B] cross-entropy (nats) of each target."""
+    return -F.log_softmax(logits, dim=-1).gather(-1, targets.unsqueeze(-1)).squeeze(-1)
+
+
+def loss_gradients(trace: Trace, targets: Tensor, t: int, retain: bool = True
+                   ) -> dict[str, list[list[Tensor]]]:
+    """``∂L_t/∂h_k^(l)`` (and ``∂L_t/∂c_k^(l)``) for every layer ``l`` and ``k <= t``, one
+    [B, H] tensor each, from a ``track=True`` trace; ``L_t`` is summed over the batch (the
+    sequences do not interact, so row ``b`` is sequence ``b``'s own gradient)."""
+    loss = token_losses(trace.logits_at(t), targets[t]).sum()
+    L = len(trace.h)
+    nodes = [trace.h[n][k] for n in range(L) for k in range(t + 1)]
+    if trace.c is not None:
+        nodes += [trace.c[n][k] for n in range(L) for k in range(t + 1)]
+    grads = torch.autograd.grad(loss, nodes, retain_graph=retain, allow_unused=True)
+    grads = [g if g is not None else torch.zeros_like(v) for g, v in zip(grads, nodes,
+                                                                          strict=True)]
+    per = t + 1
+    out = {"h": [grads[n * per:(n + 1) * per] for n in range(L)]}
+    if trace.c is not None:
+        out["c"] = [grads[(L + n) * per:(L + n + 1) * per] for n in range(L)]
+    return out
+
+
+def _state(trace: Trace, layer: int, t: int) -> Tensor:
+    h = trace.h[layer][t].detach()
+    if trace.c is None:
+        return h
+    return torch.cat([h, trace.c[layer][t].detach()], dim=-1)
+
+
+def step_jacobians(w: LayerWeights, state: Tensor, x: Tensor) -> Tensor:
+    """``∂s_t/∂s_{t-1}`` [B, W, W] of one layer at one step, for a batch of previous states
+    ``state`` [B, W] and layer inputs ``x`` [B, D] (the input held fixed)."""
+    H = w.hidden
+
+    def f(s: Tensor, xx: Tensor) -> Tensor:
+        if w.kind == "lstm":
+            h, c, _ = cell_step("lstm", w, xx, s[:H], s[H:])
+            return torch.cat([h, c])
+        return cell_step(w.kind, w, xx, s, None)[0]
+
+    return torch.func.vmap(torch.func.jacrev(f))(state, x.detach())
+
+
+def jacobian_products(sw: Stepwise, trace: Trace, layer: int, ends: list[int],
+                      sequences: list[int] | None = None, distances: set[int] | None = None
+                      ) -> dict[str, np.ndarray]:
+    """``ln ‖∏_{j=k+1..t} ∂s_j/∂s_{j-1}‖₂`` for every end ``t`` in ``ends``, every sequence of
+    ``sequences`` (default: the whole batch) and every ``k < t``: array ``log_norm``
+    [len(ends), len(sequences), max(ends)+1] indexed by distance ``t - k`` (NaN beyond ``t``, and
+    at distances not in ``distances`` when that is given). LSTM: also ``log_norm_cc``, the
+    ``c_t <- c_k`` block. One pass backwards through time computes each step's Jacobians once for
+    all products; the products are renormalised (Frobenius norm, logs accumulated) after every
+    step, and the exact spectral norm is taken where requested."""
+    w = sw.layers[layer]
+    seq = list(range(trace.h[layer][0].shape[0])) if sequences is None else list(sequences)
+    B = len(seq)
+    W, H = w.width, w.hidden
+    lstm = w.kind == "lstm"
+    n, D = len(ends), max(ends) + 1
+    log_norm = np.full((n, B, D), np.nan)
+    log_cc = np.full((n, B, D), np.nan) if lstm else None
+    dtype = trace.h[layer][0].dtype
+    P = torch.empty(0, B, W, W, dtype=dtype)
+    logscale = torch.empty(0, B, dtype=dtype)
+    rows: list[int] = []  # the index in ``ends`` of each product in P
+
+    def log_spectral(M: Tensor, scale: Tensor) -> np.ndarray:
+        norm = torch.linalg.matrix_norm(M, ord=2)
+        return (torch.where(norm > 0, norm.log(), -math.inf) + scale).numpy()
+
+    for j in range(max(ends), 0, -1):
+        for i in sorted(range(n), key=lambda i: ends[i]):
+            if ends[i] == j:
+                P = torch.cat([P, torch.eye(W, dtype=dtype).expand(1, B, W, W)])
+                logscale = torch.cat([logscale, torch.zeros(1, B, dtype=dtype)])
+                rows.append(i)
+                log_norm[i, :, 0] = 0.0
+                if lstm:
+                    log_cc[i, :, 0] = 0.0
+        if not rows:
+            continue
+        J = step_jacobians(w, _state(trace, layer, j - 1)[seq], trace.inputs[layer][j][seq])
+        P = P @ J.unsqueeze(0)  # now ∂s_t/∂s_{j-1}, up to exp(logscale)
+        fro = torch.linalg.matrix_norm(P)
+        positive = fro > 0
+        logscale = logscale + torch.where(positive, fro.log(), -math.inf)
+        P = P / torch.where(positive, fro, 1.0)[..., None, None]
+        due = [r for r, i in enumerate(rows) if distances is None
+               or ends[i] - (j - 1) in distances]
+        if not due:
+            continue
+        values = log_spectral(P[due], logscale[due])
+        cc = log_spectral(P[due][..., H:, H:], logscale[due]) if lstm else None
+        for m, r in enumerate(due):
+            i = rows[r]
+            log_norm[i, :, ends[i] - (j - 1)] = values[m]
+            if lstm:
+                log_cc[i, :, ends[i] - (j - 1)] = cc[m]
+    out = {"log_norm": log_norm}
+    if lstm:
+        out["log_norm_cc"] = log_cc
+    return out
+
+
+def jacobian_plan(seq_len: int, width: int, ends: list[int], batch: int
+                  ) -> tuple[list[int], list[int], set[int] | None]:
+    """Which products to compute within :data:`JACOBIAN_FLOP_BUDGET`: (ends, sequences,
+    distances at which to take the spectral norm, None = all). The last end (the longest reach)
+    is always kept; wide states get the norm on a grid of distances (all up to 20, then ~60
+    geometrically spaced)."""
+    per_product = 2.0 * seq_len * width ** 3
+    n = int(max(1, min(len(ends) * batch, JACOBIAN_FLOP_BUDGET // per_product)))
+    n_seq = min(batch, n)
+    n_ends = max(1, min(len(ends), n // n_seq))
+    chosen = ends[-n_ends:]
+    distances = None
+    if n_seq * n_ends * seq_len * width ** 3 > SVD_EVERY_STEP_LIMIT:
+        grid = np.unique(np.round(np.geomspace(1, seq_len - 1, 60)).astype(int))
+        distances = set(range(21)) | {int(d) for d in grid}
+    return chosen, list(range(n_seq)), distances
+
+
+# ----------------------------------------------------------------------------------------------
+# Aggregation
+# ----------------------------------------------------------------------------------------------
+
+
+def _finite_or_none(x: float) -> float | None:
+    return float(x) if math.isfinite(x) else None
+
+
+def _mean_by_distance(log_values: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``log_values`` [..., D] (NaN: no sample) -> per distance ln(mean), ln(max), count, with the
+    mean taken over the linear values (log-sum-exp, no overflow)."""
+    flat = log_values.reshape(-1, log_values.shape[-1])
+    have = ~np.isnan(flat)
+    count = have.sum(0)
+    filled = np.where(have, flat, -np.inf)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        top = filled.max(0)
+        safe_top = np.where(np.isfinite(top), top, 0.0)
+        s = np.exp(filled - safe_top).sum(0)
+        log_mean = np.where(np.isfinite(top), safe_top + np.log(s) - np.log(np.maximum(count, 1)),
+                            top)
+    log_mean = np.where(count > 0, log_mean, np.nan)
+    top = np.where(count > 0, top, np.nan)
+    return log_mean, top, count
+
+
+def count_bound_violations(log_norm: np.ndarray, bound_log: np.ndarray) -> tuple[int, int]:
+    """(violations, products checked): products ``log_norm`` [..., D] (NaN: none) above the
+    bound ``bound_log`` [D] beyond float64 slack (a zero bound, -inf, admits only zero)."""
+    have = ~np.isnan(log_norm)
+    b = np.broadcast_to(bound_log, log_norm.shape)
+    finite_b = np.isfinite(b)
+    slack = BOUND_RTOL * np.maximum(1.0, np.abs(np.where(finite_b, b, 0.0)))
+    with np.errstate(invalid="ignore"):
+        over = np.where(finite_b, log_norm > b + slack, log_norm > -np.inf)
+    return int((over & have).sum()), int(have.sum())
+
+
+def decay_rate(log_values: np.ndarray, first: int = 1) -> float | None:
+    """Least-squares slope of ``log_values`` (indexed by distance) over distances >= ``first``
+    with a finite value: nats per step (< 0: vanishing, > 0: exploding)."""
+    d = np.arange(len(log_values))
+    ok = np.isfinite(log_values) & (d >= first)
+    if ok.sum() < 2:
+        return None
+    slope = np.polyfit(d[ok].astype(float), log_values[ok], 1)[0]
+    return float(slope)
+
+
+def _curve(log_mean: np.ndarray) -> tuple[list, list]:
+    """(linear values, natural logs) for JSON: non-finite -> None (0 where the log is -inf)."""
+    lin, logs = [], []
+    for v in log_mean:
+        if v == -np.inf:
+            lin.append(0.0)
+            logs.append(None)
+        elif np.isfinite(v):
+            e = math.exp(v) if v < 709 else math.inf
+            lin.append(_finite_or_none(e))
+            logs.append(float(v))
+        else:
+            lin.append(None)
+            logs.append(None)
+    return lin, logs
+
+
+def _rate_entry(rate: float | None) -> dict:
+    return {"decay_rate": rate,
+            "e_fold_distance": (1 / abs(rate) if rate else None)}
+
+
+# ----------------------------------------------------------------------------------------------
+# The analysis
+# ----------------------------------------------------------------------------------------------
+
+
+def target_positions(seq_len: int, n_targets: int) -> list[int]:
+    """``n_targets`` positions spread evenly over the second half of the sequence, always
+    including the last one (so every distance up to ``seq_len - 1`` is measured)."""
+    if n_targets < 1:
+        raise LmlabError(f"--targets must be >= 1, got {n_targets}")
+    lo = seq_len // 2
+    pos = np.unique(np.round(np.linspace(seq_len - 1, lo, n_targets)).astype(int))
+    return sorted(int(p) for p in pos)
+
+
+def check_batch(inputs: Tensor, targets: Tensor) -> None:
+    if inputs.dim() != 2 or inputs.shape != targets.shape:
+        raise LmlabError(f"inputs and targets must both be [T, B], got {list(inputs.shape)} "
+                         f"and {list(targets.shape)}")
+    T, B = inputs.shape
+    if T < 2:
+        raise LmlabError(f"sequence length must be >= 2, got {T}")
+    if T > MAX_SEQ_LEN:
+        raise LmlabError(f"sequence length {T} exceeds the maximum of {MAX_SEQ_LEN} steps the "
+                         "gradient analysis keeps in memory; use a shorter --seq-len")
+    if not 1 <= B <= MAX_SEQUENCES:
+        raise LmlabError(f"number of sequences must be in 1..{MAX_SEQUENCES}, got {B}")
+
+
+def reproduction_error(model: nn.Module, sw: Stepwise, inputs: Tensor, max_sequences: int = 2
+                       ) -> float:
+    """Largest |difference| between the model's own logits (eval mode) and the step-by-step
+    run, on the first ``max_sequences`` sequences; the model's training flag is restored and no
+    random generator is used."""
+    inputs = inputs[:, :max_sequences]
+    was_training = model.training
+    try:
+        model.eval()
+        with torch.no_grad():
+            device = next(model.parameters()).device
+            ref, _ = model(inputs.to(device), None)
+            mine = sw.run(inputs).logits
+        return float((ref.double().cpu() - mine).abs().max())
+    finally:
+        model.train(was_training)
+
+
+def analyse(model: nn.Module, inputs: Tensor, targets: Tensor, *,
+            spectral_radius: float | None = None, n_targets: int = 4,
+            jacobians: bool = True) -> dict:
+    """The full measurement on one batch (``inputs``/``targets`` [T, B] ids, as
+    :func:`sample_batch` gives); returns a JSON-ready dict (see :func:`write_report`)."""
+    check_batch(inputs, targets)
+    inputs, targets = inputs.cpu().long(), targets.cpu().long()
+    T, B = inputs.shape
+    base = Stepwise.from_model(model)
+    V = base.embedding.shape[0]
+    if int(inputs.max()) >= V or int(targets.max()) >= V or int(inputs.min()) < 0:
+        raise LmlabError(f"word ids out of range for the model's vocabulary of {V}")
+    repro = reproduction_error(model, base, inputs)
+    sw = base.with_spectral_radius(spectral_radius) if spectral_radius is not None else base
+    ends = target_positions(T, n_targets)
+    lstm = sw.kind == "lstm"
+    L = len(sw.layers)
+
+    with torch.enable_grad():
+        trace = sw.run(inputs, track=True)
+        losses = trace.losses(targets)
+        # log-norms [ends, B, T] by distance, NaN where k > t
+        g_h = np.full((L, len(ends), B, T), np.nan)
+        g_c = np.full((L, len(ends), B, T), np.nan) if lstm else None
+        for i, t in enumerate(ends):
+            grads = loss_gradients(trace, targets, t, retain=i < len(ends) - 1)
+            for n in range(L):
+                for part, store in (("h", g_h), ("c", g_c)):
+                    if store is None:
+                        continue
+                    norms = torch.stack(grads[part][n]).norm(dim=-1)  # [t+1, B]
+                    with np.errstate(divide="ignore"):
+                        store[n, i, :, :t + 1] = np.log(norms.numpy()[::-1].T)
+        del grads
+
+    per_layer = []
+    for n, w in enumerate(sw.layers):
+        entry: dict = {"layer": n, "hidden": w.hidden}
+        lm, lmax, cnt = _mean_by_distance(g_h[n])
+        lin, logs = _curve(lm)
+        entry["grad_norm"] = lin
+        entry["grad_log_norm"] = logs
+        entry["grad_samples"] = cnt.tolist()
+        entry.update({f"grad_{k}": v for k, v in _rate_entry(decay_rate(lm)).items()})
+        if lstm:
+            lmc, _, _ = _mean_by_distance(g_c[n])
+            lin, logs = _curve(lmc)
+            entry["cell_state"] = {"grad_norm": lin, "grad_log_norm": logs,
+                                   **{f"grad_{k}": v for k, v in
+                                      _rate_entry(decay_rate(lmc)).items()}}
+        H = w.hidden
+        radii = [float(torch.linalg.eigvals(w.w_hh[g * H:(g + 1) * H]).abs().max())
+                 for g in range(w.gates)]  # per gate block for LSTM/GRU
+        entry["spectral_radius_W"] = radii[0] if w.gates == 1 else radii
+        entry["spectral_norm_W"] = float(torch.linalg.matrix_norm(w.w_hh, ord=2))
+        if jacobians and w.width <= MAX_JACOBIAN_WIDTH:
+            plan_ends, plan_seq, plan_d = jacobian_plan(T, w.width, ends, B)
+            jp = jacobian_products(sw, trace, n, plan_ends, plan_seq, plan_d)
+            entry["jacobian_products"] = {
+                "targets": plan_ends, "sequences": len(plan_seq),
+                "distances_evaluated": "all" if plan_d is None else len(plan_d)}
+            jm, jmax, _ = _mean_by_distance(jp["log_norm"])
+            lin, logs = _curve(jm)
+            entry["jacobian_norm"] = lin
+            entry["jacobian_log_norm"] = logs
+            entry["jacobian_max_log_norm"] = [_finite_or_none(v) if not np.isnan(v) else None
+                                              for v in jmax]
+            entry.update({f"jacobian_{k}": v for k, v in _rate_entry(decay_rate(jm)).items()})
+            if lstm:
+                cm, _, _ = _mean_by_distance(jp["log_norm_cc"])
+                lin, logs = _curve(cm)
+                entry["cell_state"].update(jacobian_cc_norm=lin, jacobian_cc_log_norm=logs,
+                                           **{f"jacobian_cc_{k}": v for k, v in
+                                              _rate_entry(decay_rate(cm)).items()})
+            if sw.cell in BOUND_CELLS:
+                pre = torch.stack(trace.pre[n]).detach()
+                if w.kind == "tanh":
+                    beta_h = float((1 - torch.tanh(pre) ** 2).max())
+                else:
+                    beta_h = float((pre > 0).any())
+                beta_w = entry["spectral_norm_W"]
+                rate = math.log(beta_w * beta_h) if beta_w * beta_h > 0 else -math.inf
+                d = np.arange(T, dtype=float)
+                with np.errstate(invalid="ignore"):
+                    blog = np.where(d == 0, 0.0, d * rate)
+                lin, logs = _curve(blog)
+                violations, checked = count_bound_violations(jp["log_norm"], blog)
+                entry.update(beta_W=beta_w, beta_h=beta_h, bound=lin, bound_log=logs,
+                             bound_log_rate=_finite_or_none(rate), bound_violations=violations,
+                             bound_checked=checked)
+        elif jacobians:
+            entry["jacobian_skipped"] = (f"state width {w.width} > {MAX_JACOBIAN_WIDTH}: exact "
+                                         "Jacobian products not computed")
+        per_layer.append(entry)
+
+    first = per_layer[0]
+    report = {
+        "cell": sw.cell,
+        "residual": sw.residual,
+        "num_layers": L,
+        "hidden": sw.layers[0].hidden,
+        "vocab_size": V,
+        "seq_len": T,
+        "sequences": B,
+        "targets": ends,
+        "spectral_radius": spectral_radius,
+        "rescaled": sw.rescaled,
+        "mean_loss": float(losses.mean()),
+        "reproduction_max_abs_diff": repro,
+        "distance": list(range(T)),
+        "measured": first.get("jacobian_norm", []),
+        "measured_is": ("mean spectral norm of the layer-1 state Jacobian product "
+                        "∏_{j=k+1..t} ∂s_j/∂s_{j-1} (s = h; LSTM: s = (h, c)) by distance t-k"),
+        "bound": first.get("bound", []) if sw.cell in BOUND_CELLS else None,
+        "bound_is": ("(β_W β_h)^(t-k), β_W = ‖W_hh‖₂, β_h = max |σ'(a)| on the batch"
+                     if sw.cell in BOUND_CELLS else "no bound for gated cells"),
+        "decay_rate": first["grad_decay_rate"],
+        "jacobian_decay_rate": first.get("jacobian_decay_rate"),
+        "per_layer": per_layer,
+    }
+    return report
+
+
+# ----------------------------------------------------------------------------------------------
+# Inputs: models, text, output files
+# ----------------------------------------------------------------------------------------------
+
+
+def fresh_model(cell: str, vocab_size: int, hidden: int = 64, layers: int = 1,
+                residual: bool = False, seed: int = 0, init_range: float = 0.1) -> nn.Module:
+    """A freshly initialised RecurrentLM (emsize = hidden), seeded without touching the global
+    random generators."""
+    from lmlab.neural.config import ModelConfig
+    from lmlab.neural.models import build_model
+
+    if cell not in CELLS:
+        raise LmlabError(f"--cell must be one of {', '.join(CELLS)}, got {cell!r}")
+    config = ModelConfig(model=cell, vocab_size=vocab_size, emsize=hidden, hidden=hidden,
+                         layers=layers, residual=residual, init_range=init_range)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return build_model(config)
+
+
+def sample_batch(ids: np.ndarray, seq_len: int, n_sequences: int, seed: int = 0
+                 ) -> tuple[Tensor, Tensor]:
+    """[T, B] inputs and targets: ``n_sequences`` windows of ``seq_len`` predicted tokens at
+    seeded random offsets of the stream ``ids`` (the input before the first token is ``</s>``)."""
+    from lmlab.corpus import EOS_ID
+
+    if not 2 <= seq_len <= MAX_SEQ_LEN:
+        raise LmlabError(f"--seq-len must be in 2..{MAX_SEQ_LEN} (the analysis keeps every step "
+                         f"in memory), got {seq_len}")
+    if not 1 <= n_sequences <= MAX_SEQUENCES:
+        raise LmlabError(f"--sequences must be in 1..{MAX_SEQUENCES}, got {n_sequences}")
+    ids = np.asarray(ids, dtype=np.int64)
+    if len(ids) < seq_len:
+        raise LmlabError(f"the text has {len(ids)} tokens, fewer than --seq-len {seq_len}")
+    rng = np.random.default_rng(seed)
+    starts = rng.integers(0, len(ids) - seq_len + 1, size=n_sequences)
+    inputs_all = np.concatenate([[EOS_ID], ids[:-1]])
+    inp = np.stack([inputs_all[s:s + seq_len] for s in starts], axis=1)
+    tgt = np.stack([ids[s:s + seq_len] for s in starts], axis=1)
+    return torch.from_numpy(inp), torch.from_numpy(tgt)
+
+
+def _json_safe(obj):
+    if isinstance(obj, dict):
+        return {k: _json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_json_safe(v) for v in obj]
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, np.generic):
+        return _json_safe(obj.item())
+    return obj
+
+
+def write_report(report: dict, out_dir: str | os.PathLike) -> dict[str, Path]:
+    """``out_dir/gradients.json`` and ``out_dir/gradients.png`` (created atomically)."""
+    from lmlab.fileio import atomic_output
+
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise LmlabError("exists and is not a directory", out)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise LmlabError(f"cannot create output directory ({err.strerror})", out) from None
+    paths = {"json": out / "gradients.json", "png": out / "gradients.png"}
+    with atomic_output(paths["json"], "w") as f:
+        json.dump(_json_safe(report), f, indent=1, allow_nan=False)
+        f.write("\n")
+    plot_report(report, paths["png"])
+    return paths
+
+
+def _xy(values: list | None) -> tuple[list[int], list[float]]:
+    pts = [(d, v) for d, v in enumerate(values or []) if v is not None]
+    return [p[0] for p in pts], [p[1] for p in pts]
+
+
+def plot_report(report: dict, path: str | os.PathLike, title: str | None = None) -> None:
+    """Left: ln‖∂L_t/∂h_k‖ by distance, per layer (LSTM: cell state dashed). Right: ln of the
+    Jacobian-product norms by distance, measured, and the bound (dashed) for plain RNNs."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    from lmlab.fileio import atomic_output
+
+    fig = Figure(figsize=(11, 4.2), dpi=100)
+    FigureCanvasAgg(fig)
+    left, right = fig.subplots(1, 2)
+    for e in report["per_layer"]:
+        n = e["layer"] + 1
+        rate = e.get("grad_decay_rate")
+        label = f"h, layer {n}" + (f" (rate {rate:+.3f}/step)" if rate is not None else "")
+        left.plot(*_xy(e["grad_log_norm"]), lw=1.5, label=label)
+        if "cell_state" in e:
+            left.plot(*_xy(e["cell_state"]["grad_log_norm"]), "--", lw=1.2,
+                      label=f"c, layer {n}")
+    left.set_xlabel("distance t - k")
+    left.set_ylabel("ln mean ‖∂L_t / ∂h_k‖")
+    left.set_title("loss gradient through time")
+    left.grid(True, alpha=0.3)
+    left.legend(fontsize=8)
+
+    measured, bounds = [], []
+    for e in report["per_layer"]:
+        n = e["layer"] + 1
+        if "jacobian_log_norm" not in e:
+            continue
+        xs, ys = _xy(e["jacobian_log_norm"])
+        right.plot(xs, ys, lw=1.5 if n == 1 else 1.0, label=f"measured, layer {n}")
+        measured += ys
+        if "cell_state" in e and "jacobian_cc_log_norm" in e["cell_state"]:
+            right.plot(*_xy(e["cell_state"]["jacobian_cc_log_norm"]), ":", lw=1.0,
+                       label=f"c→c block, layer {n}")
+        if e.get("bound_log"):
+            bx, by = _xy(e["bound_log"])
+            right.plot(bx, by, "--", lw=1.0, label=f"bound (β_W β_h)^d, layer {n}")
+            bounds += by
+    if measured:
+        # The bound can be hundreds of nats above the measurement: show the measured range and
+        # at most as much again of the bound.
+        lo, hi = min(measured), max(measured)
+        span = max(hi - lo, 1.0)
+        top = hi + 0.1 * span
+        if bounds:
+            top = max(top, min(max(bounds), hi + span) + 0.1 * span)
+        right.set_ylim(lo - 0.1 * span, top)
+    right.set_xlabel("distance t - k")
+    right.set_ylabel("ln ‖∏ ∂s_j / ∂s_{j-1}‖₂")
+    right.set_title("Jacobian products (exact spectral norm)")
+    right.grid(True, alpha=0.3)
+    if right.get_lines():
+        right.legend(fontsize=8)
+    r = report.get("spectral_radius")
+    fig.suptitle(title or (f"{report['cell']}{' residual' if report['residual'] else ''}, "
+                           f"{report['num_layers']}x{report['hidden']}, T={report['seq_len']}"
+                           + (f", W_hh rescaled to spectral radius {r}" if r else "")))
+    fig.tight_layout()
+    with atomic_output(path, "wb") as f:
+        fig.savefig(f, format="png")
+
+
+def load_text_ids(path: str | os.PathLike, vocab=None):
+    """(vocabulary, ids) of a text file: with ``vocab`` (a checkpoint's) encode with it, else
+    build the vocabulary from the text itself (fresh models)."""
+    from lmlab.corpus import read_corpus, read_training_corpus
+
+    if vocab is None:
+        vocab, stream = read_training_corpus(path)
+    else:
+        stream = read_corpus(path, vocab)
+    return vocab, stream.ids.astype(np.int64)
+
+
+def run(*, cell: str | None, text: str | os.PathLike, out: str | os.PathLike,
+        checkpoint: str | os.PathLike | None = None, spectral_radius: float | None = None,
+        residual: bool | None = None, layers: int | None = None, hidden: int | None = None,
+        seq_len: int = 200, seed: int = 0, sequences: int = 4, n_targets: int = 4) -> dict:
+    """What ``lmlab gradients`` does: load or build the model, sample the batch, analyse,
+    write ``gradients.json`` and ``gradients.png`` into ``out``; returns the report."""
+    if checkpoint is not None:
+        from lmlab.neural.lm import load_neural
+
+        lm = load_neural(checkpoint)
+        model, c = lm.model, lm.config.model
+        if cell is not None and cell != c.model:
+            raise LmlabError(f"--cell {cell} disagrees with the checkpoint's model {c.model}",
+                             checkpoint)
+        for flag, given, have in (("--hidden", hidden, c.hidden), ("--layers", layers, c.layers),
+                                  ("--residual", residual, c.residual)):
+            if given is not None and given != have:
+                raise LmlabError(f"{flag} {given} disagrees with the checkpoint's {have} (sizes "
+                                 "come from the checkpoint)", checkpoint)
+        vocab, ids = load_text_ids(text, lm.vocab)
+        source = {"checkpoint": os.fspath(checkpoint), "epoch": lm.meta.get("epoch"),
+                  "step": lm.meta.get("step")}
+    else:
+        if cell is None:
+            raise LmlabError("give --cell (or --checkpoint)")
+        vocab, ids = load_text_ids(text)
+        model = fresh_model(cell, len(vocab), hidden=hidden or 64, layers=layers or 1,
+                            residual=bool(residual), seed=seed)
+        source = {"fresh": True, "seed": seed, "init_range": model.config.init_range}
+    inputs, targets = sample_batch(ids, seq_len, sequences, seed)
+    report = analyse(model, inputs, targets, spectral_radius=spectral_radius,
+                     n_targets=n_targets)
+    report = {"source": source, "text": os.fspath(text), **report}
+    write_report(report, out)
+    return report
