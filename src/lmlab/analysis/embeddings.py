@@ -1,0 +1,697 @@
+"""Word embeddings of any lmlab model or vector file: neighbours, analogies, benchmark evaluation,
+export and plots.
+
+Sources (:func:`load_embeddings`, chosen by content, not by file name):
+
+* a neural checkpoint: the INPUT embeddings (``model.embedding``, every lmlab neural model has
+  one: NNLM, RNN/LSTM/GRU, bidirectional) or, with ``which="output"``, the OUTPUT embeddings
+  (the rows of the softmax matrix ``model.decoder.weight``; the same matrix when the model is
+  tied). ``<s>`` is left out: lmlab's neural models never read or predict it (the stream starts
+  with ``</s>``), so its row is only its random initialisation. ``<unk>`` and ``</s>`` stay;
+* a word2vec file, text or binary (gzip ok), e.g. the count-based PPMI+SVD baseline of
+  :mod:`lmlab.analysis.ppmi` or vectors from any other tool;
+* a folder holding ``vectors.tsv`` and ``metadata.tsv``, the pair :func:`write_tsv` writes for
+  embedding projectors.
+
+N-gram models (lmlab files, ARPA) have no embeddings: a one-line :class:`LmlabError` says so.
+
+Geometry: cosine similarity throughout. Analogies "A is to B as C is to ?" are answered with
+3CosAdd (argmax cos(d, b - a + c) over unit vectors, Mikolov et al. 2013) and 3CosMul
+(argmax cos'(d,b) cos'(d,c) / (cos'(d,a) + eps) with cos' = (1 + cos) / 2, Levy & Goldberg
+2014), the three question words excluded from the answers.
+
+Evaluation (:func:`evaluate`) runs gensim's own routines (``KeyedVectors.evaluate_word_analogies``
+and ``evaluate_word_pairs``) on the benchmark files gensim ships: Google analogies
+(``questions-words.txt``), WordSim-353 and SimLex-999. Case: by default the comparison is
+case-insensitive (gensim upper-cases the model's words and the questions' words, and where a
+model has several case variants of a word the first in its vocabulary order is used, i.e. the
+most frequent for lmlab models); PTB is all lower case, so otherwise "Athens Greece" would never
+match "athens greece". Coverage is the share of questions (pairs) whose words are all in the
+model's vocabulary; accuracy and correlations are over the covered ones only (gensim's
+convention), and ``accuracy_all`` also counts the uncovered questions as wrong.
+
+gensim is only needed for :func:`evaluate` and :meth:`Embeddings.to_keyed_vectors`; everything
+else is numpy. Without it the error names the extra: ``pip install 'lmlab[embeddings]'``.
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+import os
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from lmlab.errors import LmlabError
+
+GENSIM_HINT = "pip install 'lmlab[embeddings]'"
+WHICH = ("input", "output")
+FORMATS = ("word2vec", "word2vec-binary", "tsv")
+COSMUL_EPS = 1e-3  # Levy & Goldberg (2014); gensim's most_similar_cosmul uses 1e-6
+NO_EMBEDDINGS_NGRAM = "n-gram models have no word embeddings (give a neural checkpoint or a " \
+                      "word2vec file)"
+# the files gensim ships under gensim/test/test_data
+ANALOGY_FILE = "questions-words.txt"
+PAIR_FILES = {"wordsim353": "wordsim353.tsv", "simlex999": "simlex999.txt"}
+
+
+# ----------------------------------------------------------------------------------------------
+# The vectors
+# ----------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Embeddings:
+    """``vectors[i]`` is the embedding of ``words[i]`` (float32 [V, D])."""
+
+    words: list[str]
+    vectors: np.ndarray
+    source: str = "<memory>"
+    kind: str = "vectors"  # "input", "output", "word2vec", "tsv", "ppmi", ...
+    meta: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.words = list(self.words)
+        self.vectors = np.ascontiguousarray(self.vectors, dtype=np.float32)
+        if self.vectors.ndim != 2 or self.vectors.shape[0] != len(self.words):
+            raise LmlabError(f"{len(self.words)} words but vectors of shape "
+                             f"{self.vectors.shape}", self.source)
+        if not self.words:
+            raise LmlabError("no word vectors", self.source)
+        self.index: dict[str, int] = {}
+        for i, w in enumerate(self.words):
+            if w in self.index:
+                raise LmlabError(f"word {w!r} has two vectors", self.source)
+            self.index[w] = i
+        self._lower: dict[str, int] | None = None
+        self._unit: np.ndarray | None = None
+
+    def __len__(self) -> int:
+        return len(self.words)
+
+    @property
+    def dim(self) -> int:
+        return int(self.vectors.shape[1])
+
+    def describe(self) -> str:
+        what = self.meta.get("summary") or self.kind
+        return f"{what}, {len(self):,} words x {self.dim}"
+
+    @property
+    def unit(self) -> np.ndarray:
+        """Rows scaled to length 1 (an all-zero row stays zero: cosine 0 with everything)."""
+        if self._unit is None:
+            norms = np.linalg.norm(self.vectors, axis=1, keepdims=True)
+            self._unit = self.vectors / np.maximum(norms, np.float32(1e-12))
+        return self._unit
+
+    # -- words ----------------------------------------------------------------------------------
+    def lookup(self, word: str) -> int:
+        """Index of ``word``: exact, else its lower-case form (PTB and most LM corpora are lower
+        case); otherwise a one-line error suggesting close matches."""
+        i = self.index.get(word)
+        if i is None:
+            i = self.index.get(word.lower())
+        if i is None:
+            if self._lower is None:
+                self._lower = {}
+                for j, w in enumerate(self.words):
+                    self._lower.setdefault(w.lower(), j)
+            i = self._lower.get(word.lower())
+        if i is not None:
+            return i
+        close = difflib.get_close_matches(word, self.words, n=5, cutoff=0.6)
+        if word.lower() != word:
+            close += [w for w in difflib.get_close_matches(word.lower(), self.words, n=5,
+                                                           cutoff=0.6) if w not in close]
+        hint = f"; close matches: {', '.join(close[:5])}" if close else "; no close match"
+        raise LmlabError(f"{word!r} is not in the vocabulary ({len(self):,} words){hint}",
+                         self.source)
+
+    def vector(self, word: str) -> np.ndarray:
+        return self.vectors[self.lookup(word)]
+
+    def similarity(self, a: str, b: str) -> float:
+        return float(self.unit[self.lookup(a)] @ self.unit[self.lookup(b)])
+
+    # -- queries --------------------------------------------------------------------------------
+    def neighbors(self, word: str, k: int = 10) -> list[tuple[str, float]]:
+        """The ``k`` words of highest cosine similarity to ``word`` (itself excluded)."""
+        i = self.lookup(word)
+        return self._top(self.unit @ self.unit[i], k, {i})
+
+    def analogy(self, a: str, b: str, c: str, k: int = 5, method: str = "add",
+                eps: float = COSMUL_EPS) -> list[tuple[str, float]]:
+        """``a`` is to ``b`` as ``c`` is to ...? Top ``k`` answers, a, b and c excluded.
+
+        ``add`` (3CosAdd): cos(d, b^ - a^ + c^), the reported score. ``mul`` (3CosMul):
+        cos'(d,b) cos'(d,c) / (cos'(d,a) + eps), cos' = (1 + cos) / 2."""
+        ia, ib, ic = (self.lookup(w) for w in (a, b, c))
+        u = self.unit
+        if method == "add":
+            target = u[ib] - u[ia] + u[ic]
+            norm = float(np.linalg.norm(target))
+            scores = u @ (target / norm if norm > 0 else target)
+        elif method == "mul":
+            sa, sb, sc = ((1.0 + u @ u[i]) / 2.0 for i in (ia, ib, ic))
+            scores = sb * sc / (sa + np.float32(eps))
+        else:
+            raise LmlabError(f"analogy method must be add or mul, got {method!r}")
+        return self._top(scores, k, {ia, ib, ic})
+
+    def _top(self, scores: np.ndarray, k: int, exclude: set[int]) -> list[tuple[str, float]]:
+        if not isinstance(k, int) or k < 1:
+            raise LmlabError(f"--k must be an integer >= 1, got {k!r}")
+        scores = np.array(scores, dtype=np.float64)
+        scores[list(exclude)] = -np.inf
+        k = min(k, len(scores) - len(exclude))
+        if k <= 0:
+            return []
+        top = np.argpartition(-scores, k - 1)[:k] if k < len(scores) else np.arange(len(scores))
+        top = top[np.lexsort((top, -scores[top]))]  # best first, ties by vocabulary order
+        return [(self.words[j], float(scores[j])) for j in top]
+
+    # -- conversions ----------------------------------------------------------------------------
+    def to_keyed_vectors(self, drop_zero: bool = True):
+        """gensim ``KeyedVectors`` of these vectors, in the same word order. All-zero rows (a
+        word with no vector, e.g. no context in a count model) are left out: gensim would divide
+        by their zero norm."""
+        KeyedVectors = require_gensim()
+        keep = np.flatnonzero(np.any(self.vectors != 0, axis=1)) if drop_zero \
+            else np.arange(len(self))
+        kv = KeyedVectors(self.dim)  # not count=: that pre-allocates rows keyed None
+        kv.add_vectors([self.words[i] for i in keep], self.vectors[keep])
+        return kv
+
+    def pca(self, words: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        """2-D PCA coordinates [n, 2] of the unit vectors of ``words`` and the share of their
+        variance each of the two axes explains."""
+        x = self.unit[[self.lookup(w) for w in words]].astype(np.float64)
+        x = x - x.mean(axis=0)
+        u, s, _ = np.linalg.svd(x, full_matrices=False)
+        coords = u[:, :2] * s[:2]
+        if coords.shape[1] < 2:
+            coords = np.hstack([coords, np.zeros((len(words), 2 - coords.shape[1]))])
+        # deterministic signs: the largest coordinate of each axis is positive
+        signs = np.sign(coords[np.abs(coords).argmax(axis=0), [0, 1]])
+        coords = coords * np.where(signs == 0, 1.0, signs)
+        total = float((s ** 2).sum())
+        explained = (s[:2] ** 2) / total if total > 0 else np.zeros(min(2, len(s)))
+        return coords, np.pad(explained, (0, 2 - len(explained)))
+
+
+def require_gensim():
+    """gensim's ``KeyedVectors`` class, or a one-line error naming the extra to install."""
+    try:
+        from gensim.models import KeyedVectors
+    except ImportError:
+        raise LmlabError(f"this needs gensim, which is not installed: {GENSIM_HINT} (or pip "
+                         "install gensim)") from None
+    return KeyedVectors
+
+
+# ----------------------------------------------------------------------------------------------
+# Loading
+# ----------------------------------------------------------------------------------------------
+
+
+def load_embeddings(path: str | os.PathLike, which: str = "input") -> Embeddings:
+    """Embeddings from a neural checkpoint (``which``: input or output), a word2vec file (text
+    or binary, gzip ok) or a projector TSV folder; one-line errors for anything else."""
+    from lmlab.fileio import head_bytes
+    from lmlab.models import ZIP_MAGIC, is_torch_archive
+
+    if which not in WHICH:
+        raise LmlabError(f"--which must be input or output, got {which!r}")
+    path = Path(path)
+    if not path.exists():
+        raise LmlabError("no such file", path)
+    if path.is_dir():
+        if (path / "vectors.tsv").exists():
+            return _only_input(read_tsv(path), which)
+        raise LmlabError("is a directory without vectors.tsv, expected a checkpoint or a "
+                         "vector file", path)
+    head = head_bytes(path, 256)
+    if is_torch_archive(head):
+        return checkpoint_embeddings(path, which)
+    if head.startswith(ZIP_MAGIC):
+        from lmlab.ngram.model import is_ngram_file
+
+        if is_ngram_file(path):
+            raise LmlabError(NO_EMBEDDINGS_NGRAM, path)
+        raise LmlabError("a zip archive but neither a neural checkpoint nor an lmlab model",
+                         path)
+    stripped = head.lstrip()
+    if stripped.startswith(b"\\data\\"):
+        raise LmlabError(NO_EMBEDDINGS_NGRAM + "; this is an ARPA file", path)
+    from lmlab.mixture import is_mixture_file
+
+    if is_mixture_file(head):
+        raise LmlabError("a mixture of models has no word embeddings of its own; give one of "
+                         "its neural checkpoints", path)
+    return _only_input(read_word2vec(path), which)
+
+
+def _only_input(emb: Embeddings, which: str) -> Embeddings:
+    if which != "input":
+        raise LmlabError("--which output needs a neural checkpoint; a vector file holds one "
+                         "set of vectors", emb.source)
+    return emb
+
+
+def checkpoint_embeddings(path: str | os.PathLike, which: str = "input") -> Embeddings:
+    """Input or output embeddings of a neural checkpoint, ``<s>`` left out (never trained)."""
+    import torch
+
+    from lmlab.corpus import BOS
+    from lmlab.neural.lm import load_neural
+
+    lm = load_neural(path, device="cpu")
+    model = lm.model
+    embedding = getattr(model, "embedding", None)
+    if not isinstance(embedding, torch.nn.Embedding):
+        raise LmlabError(f"this {type(model).__name__} model has no word embeddings", path)
+    decoder = getattr(model, "decoder", None)
+    tied = decoder is not None and decoder.weight is embedding.weight
+    if which == "input":
+        weight = embedding.weight
+    else:
+        if not isinstance(decoder, torch.nn.Linear) or decoder.weight.shape[0] != len(lm.vocab):
+            raise LmlabError(f"this {type(model).__name__} model has no output embeddings", path)
+        weight = decoder.weight
+    vectors = weight.detach().cpu().float().numpy()
+    words = list(lm.vocab.itos)
+    keep = [i for i, w in enumerate(words) if w != BOS]
+    config = lm.config.model if lm.config is not None else None
+    name = config.model if config is not None else type(model).__name__
+    tag = "tied " if tied else ""
+    meta = {"checkpoint": os.fspath(path), "model": name, "which": which, "tied": tied,
+            "summary": f"{name} {tag}{which} embeddings"}
+    return Embeddings([words[i] for i in keep], vectors[keep], os.fspath(path), which, meta)
+
+
+# ----------------------------------------------------------------------------------------------
+# word2vec files
+# ----------------------------------------------------------------------------------------------
+
+
+def _check_words(emb: Embeddings) -> None:
+    for w in emb.words:
+        if not w or any(ch.isspace() for ch in w):
+            raise LmlabError(f"word {w!r} is empty or contains whitespace and cannot be "
+                             "written to a vector file", emb.source)
+
+
+def write_word2vec(emb: Embeddings, path: str | os.PathLike, binary: bool = False) -> None:
+    """The word2vec format (as the original C tool and gensim read and write it): a header line
+    ``COUNT DIM``, then per word either ``word v1 v2 ...`` (text; ``%.9g`` round-trips float32
+    exactly) or ``word`` + space + DIM little-endian float32 + newline (binary). Atomic; a
+    ``.gz`` name is compressed."""
+    from lmlab.fileio import atomic_output
+
+    _check_words(emb)
+    header = f"{len(emb)} {emb.dim}\n".encode()
+    with atomic_output(path, "wb") as f:
+        f.write(header)
+        if binary:
+            data = emb.vectors.astype("<f4")
+            for word, row in zip(emb.words, data, strict=True):
+                f.write(word.encode("utf-8") + b" " + row.tobytes() + b"\n")
+        else:
+            fmt = " ".join(["%.9g"] * emb.dim)
+            for word, row in zip(emb.words, emb.vectors.tolist(), strict=True):
+                f.write(f"{word} {fmt % tuple(row)}\n".encode())
+
+
+def read_word2vec(path: str | os.PathLike) -> Embeddings:
+    """Read a word2vec file, text or binary (told apart by content), plain or gzip."""
+    from lmlab.fileio import open_binary
+
+    with open_binary(path) as f:
+        try:
+            data = f.read()
+        except (OSError, EOFError) as err:
+            raise LmlabError(f"truncated or corrupt file ({err})", path) from None
+    end = data.find(b"\n")
+    header = data[:end if end >= 0 else len(data)]
+    parts = header.split()
+    try:
+        count, dim = (int(p) for p in parts)
+    except (ValueError, UnicodeDecodeError):
+        count = dim = -1
+    if len(parts) != 2 or count < 1 or dim < 1:
+        raise LmlabError("not a checkpoint or word-vector file: a word2vec file starts with a "
+                         "line 'COUNT DIM' (two positive integers)", path, 1)
+    body = data[end + 1:] if end >= 0 else b""
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError:
+        text = None
+    if text is not None:
+        try:
+            words, vectors = _parse_text(text, count, dim, path)
+            return Embeddings(words, vectors, os.fspath(path), "word2vec",
+                              {"format": "word2vec", "summary": "word2vec vectors"})
+        except LmlabError as text_error:
+            try:  # all-zero or otherwise UTF-8-looking binary data
+                words, vectors = _parse_binary(body, count, dim, path)
+            except LmlabError:
+                raise text_error from None
+    else:
+        words, vectors = _parse_binary(body, count, dim, path)
+    return Embeddings(words, vectors, os.fspath(path), "word2vec",
+                      {"format": "word2vec-binary", "summary": "word2vec vectors"})
+
+
+def _check_vectors(words: list[str], vectors: np.ndarray, path) -> None:
+    seen: dict[str, int] = {}
+    for i, w in enumerate(words):
+        if w in seen:
+            raise LmlabError(f"word {w!r} appears twice (vectors {seen[w] + 1} and {i + 1})",
+                             path)
+        seen[w] = i
+    bad = np.flatnonzero(~np.isfinite(vectors).all(axis=1))
+    if len(bad):
+        raise LmlabError(f"vector of {words[bad[0]]!r} has a non-finite value", path)
+
+
+def _parse_text(text: str, count: int, dim: int, path) -> tuple[list[str], np.ndarray]:
+    lines = text.split("\n")
+    while lines and not lines[-1].strip():
+        lines.pop()
+    if len(lines) != count:
+        raise LmlabError(f"header says {count} vectors but {len(lines)} lines follow", path)
+    words: list[str] = []
+    vectors = np.empty((count, dim), dtype=np.float32)
+    for i, line in enumerate(lines):
+        fields = line.rstrip("\r").rstrip(" ").split(" ")
+        if len(fields) != dim + 1 or not fields[0]:
+            raise LmlabError(f"expected a word and {dim} numbers, got {len(fields) - 1} values",
+                             path, i + 2)
+        try:
+            vectors[i] = np.asarray(fields[1:], dtype=np.float32)
+        except ValueError:
+            raise LmlabError("not a number among the values", path, i + 2) from None
+        words.append(fields[0])
+    _check_vectors(words, vectors, path)
+    return words, vectors
+
+
+def _parse_binary(body: bytes, count: int, dim: int, path) -> tuple[list[str], np.ndarray]:
+    width = 4 * dim
+    words: list[str] = []
+    vectors = np.empty((count, dim), dtype=np.float32)
+    pos, n = 0, len(body)
+    for i in range(count):
+        while pos < n and body[pos] in b"\n\r\t ":
+            pos += 1
+        space = body.find(b" ", pos)
+        if space < 0 or space + 1 + width > n:
+            raise LmlabError(f"truncated binary word2vec file: vector {i + 1} of {count} is "
+                             "incomplete", path)
+        try:
+            word = body[pos:space].decode("utf-8")
+        except UnicodeDecodeError:
+            raise LmlabError(f"word {i + 1} is not valid UTF-8 (a binary word2vec file with a "
+                             "wrong header?)", path) from None
+        if not word or "\n" in word:
+            raise LmlabError(f"malformed binary word2vec file at vector {i + 1}", path)
+        words.append(word)
+        vectors[i] = np.frombuffer(body, dtype="<f4", count=dim, offset=space + 1)
+        pos = space + 1 + width
+    if body[pos:].strip():
+        raise LmlabError(f"data after the {count} vectors the header announces", path)
+    _check_vectors(words, vectors, path)
+    return words, vectors
+
+
+# ----------------------------------------------------------------------------------------------
+# Projector TSV pair
+# ----------------------------------------------------------------------------------------------
+
+
+def write_tsv(emb: Embeddings, folder: str | os.PathLike) -> tuple[Path, Path]:
+    """``folder/vectors.tsv`` (one tab-separated vector per line, no header) and
+    ``folder/metadata.tsv`` (one word per line; a single column has no header), the pair the
+    TensorFlow Embedding Projector (projector.tensorflow.org) loads. ``folder`` is created if
+    missing (its parent must exist)."""
+    from lmlab.fileio import atomic_output
+
+    _check_words(emb)
+    folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise LmlabError("exists and is not a directory (--format tsv writes a folder)", folder)
+    parent = folder.parent if str(folder.parent) else Path(".")
+    if not parent.is_dir():
+        raise LmlabError("output directory does not exist", parent)
+    folder.mkdir(exist_ok=True)
+    vec_path, meta_path = folder / "vectors.tsv", folder / "metadata.tsv"
+    fmt = "\t".join(["%.9g"] * emb.dim)
+    with atomic_output(vec_path, "w") as f:
+        for row in emb.vectors.tolist():
+            f.write(fmt % tuple(row) + "\n")
+    with atomic_output(meta_path, "w") as f:
+        for w in emb.words:
+            f.write(w + "\n")
+    return vec_path, meta_path
+
+
+def read_tsv(folder: str | os.PathLike) -> Embeddings:
+    """Read the pair :func:`write_tsv` writes (a one-column metadata file, no header)."""
+    folder = Path(folder)
+    vec_path, meta_path = folder / "vectors.tsv", folder / "metadata.tsv"
+    if not meta_path.exists():
+        raise LmlabError("vectors.tsv without metadata.tsv (the words)", folder)
+    words = [w.rstrip("\r") for w in meta_path.read_text(encoding="utf-8").split("\n")]
+    while words and not words[-1]:
+        words.pop()
+    rows = [r for r in vec_path.read_text(encoding="utf-8").split("\n") if r.strip()]
+    if len(rows) != len(words):
+        raise LmlabError(f"{len(rows)} vectors but {len(words)} words in metadata.tsv", folder)
+    if not rows:
+        raise LmlabError("empty vectors.tsv", vec_path)
+    dim = len(rows[0].split("\t"))
+    vectors = np.empty((len(rows), dim), dtype=np.float32)
+    for i, r in enumerate(rows):
+        fields = r.split("\t")
+        if len(fields) != dim:
+            raise LmlabError(f"expected {dim} values, got {len(fields)}", vec_path, i + 1)
+        try:
+            vectors[i] = np.asarray(fields, dtype=np.float32)
+        except ValueError:
+            raise LmlabError("not a number among the values", vec_path, i + 1) from None
+    _check_vectors(words, vectors, folder)
+    return Embeddings(words, vectors, os.fspath(folder), "tsv", {"summary": "TSV vectors"})
+
+
+def export(emb: Embeddings, out: str | os.PathLike, fmt: str) -> list[Path]:
+    """Write ``emb`` as ``fmt`` (word2vec, word2vec-binary or tsv); the files written."""
+    if fmt == "word2vec":
+        write_word2vec(emb, out)
+    elif fmt == "word2vec-binary":
+        write_word2vec(emb, out, binary=True)
+    elif fmt == "tsv":
+        return list(write_tsv(emb, out))
+    else:
+        raise LmlabError(f"--format must be one of {', '.join(FORMATS)}, got {fmt!r}")
+    return [Path(out)]
+
+
+# ----------------------------------------------------------------------------------------------
+# Evaluation on the benchmark sets gensim ships
+# ----------------------------------------------------------------------------------------------
+
+
+def benchmark_path(name: str) -> Path:
+    """Path of a file under gensim's ``test/test_data`` (``gensim.test.utils.datapath``)."""
+    require_gensim()
+    from gensim.test.utils import datapath
+
+    path = Path(datapath(name))
+    if not path.exists():
+        raise LmlabError(f"gensim's copy of {name} is missing (a stripped gensim install?); "
+                         "give the file explicitly", path)
+    return path
+
+
+def check_analogy_file(path: str | os.PathLike) -> tuple[int, dict[str, int]]:
+    """Validate an analogy file in gensim's format (``: SECTION`` lines, then lines of four
+    words ``A B C D``); the number of questions, in all and per section."""
+    sections: dict[str, int] = {}
+    current = None
+    for lineno, line in enumerate(_text_lines(path), 1):
+        if not line.strip():
+            continue
+        if line.startswith(": "):
+            current = line[2:].strip()
+            if not current:
+                raise LmlabError("empty section name", path, lineno)
+            sections.setdefault(current, 0)
+            continue
+        if len(line.split()) != 4:
+            raise LmlabError("expected four words 'A B C D' or a ': SECTION' line", path, lineno)
+        if current is None:
+            raise LmlabError("question before the first ': SECTION' line", path, lineno)
+        sections[current] += 1
+    total = sum(sections.values())
+    if total == 0:
+        raise LmlabError("no analogy questions (expected ': SECTION' lines and lines of four "
+                         "words)", path)
+    return total, sections
+
+
+def check_pairs_file(path: str | os.PathLike) -> list[tuple[str, str]]:
+    """Validate a word-pair similarity file in gensim's format (``word1<TAB>word2<TAB>score``,
+    ``#`` comments); its word pairs."""
+    pairs = []
+    for lineno, line in enumerate(_text_lines(path), 1):
+        if not line.strip() or line.startswith("#"):
+            continue
+        fields = line.rstrip("\r\n").split("\t")
+        ok = len(fields) == 3 and all(f.strip() for f in fields[:2])
+        if ok:
+            try:
+                ok = math.isfinite(float(fields[2]))
+            except ValueError:
+                ok = False
+        if not ok:
+            raise LmlabError("expected 'word1<TAB>word2<TAB>score'", path, lineno)
+        pairs.append((fields[0], fields[1]))
+    if not pairs:
+        raise LmlabError("no word pairs (expected 'word1<TAB>word2<TAB>score' lines)", path)
+    return pairs
+
+
+def _text_lines(path: str | os.PathLike):
+    from lmlab.fileio import open_binary
+
+    with open_binary(path) as f:
+        try:
+            data = f.read()
+        except (OSError, EOFError) as err:
+            raise LmlabError(f"truncated or corrupt file ({err})", path) from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise LmlabError("not valid UTF-8 text", path) from None
+    return text.split("\n")
+
+
+def _finite(x) -> float | None:
+    x = float(x)
+    return x if math.isfinite(x) else None
+
+
+def evaluate(emb: Embeddings, analogies: str | os.PathLike | None = None,
+             pairs: dict[str, str | os.PathLike] | None = None,
+             case_insensitive: bool = True) -> dict:
+    """Analogy accuracy (3CosAdd, gensim ``evaluate_word_analogies``) and word-similarity
+    correlations (gensim ``evaluate_word_pairs``), each with its coverage. ``analogies``
+    defaults to Google's questions-words.txt and ``pairs`` to WordSim-353 and SimLex-999, all as
+    shipped with gensim. Every word of the model may be an answer (``restrict_vocab`` = the
+    whole vocabulary)."""
+    kv = emb.to_keyed_vectors()
+    if len(kv) == 0:
+        raise LmlabError("every vector is zero: nothing to evaluate", emb.source)
+    analogies = Path(analogies) if analogies is not None else benchmark_path(ANALOGY_FILE)
+    if pairs is None:
+        pairs = {name: benchmark_path(f) for name, f in PAIR_FILES.items()}
+    n_questions, per_section = check_analogy_file(analogies)
+    pair_lists = {name: check_pairs_file(p) for name, p in pairs.items()}
+    known = {w.upper() for w in kv.index_to_key} if case_insensitive else set(kv.index_to_key)
+    result: dict = {"source": emb.source, "kind": emb.kind, "words": len(emb), "dim": emb.dim,
+                    "words_evaluated": len(kv), "case_insensitive": case_insensitive}
+    _, sections = kv.evaluate_word_analogies(str(analogies), restrict_vocab=len(kv),
+                                             case_insensitive=case_insensitive)
+    total = sections[-1]
+    rows = []
+    groups = {"semantic": [0, 0, 0], "syntactic": [0, 0, 0]}  # questions, covered, correct
+    for s in sections[:-1]:
+        correct, covered = len(s["correct"]), len(s["correct"]) + len(s["incorrect"])
+        questions = per_section.get(s["section"], covered)
+        rows.append({"section": s["section"], "questions": questions, "covered": covered,
+                     "correct": correct, "accuracy": correct / covered if covered else None})
+        g = groups["syntactic" if s["section"].startswith("gram") else "semantic"]
+        g[0], g[1], g[2] = g[0] + questions, g[1] + covered, g[2] + correct
+    correct = len(total["correct"])
+    covered = correct + len(total["incorrect"])
+    result["analogies"] = {
+        "file": os.fspath(analogies), "method": "3CosAdd", "questions": n_questions,
+        "covered": covered, "coverage": covered / n_questions, "correct": correct,
+        "accuracy": correct / covered if covered else None,
+        "accuracy_all": correct / n_questions,
+        "groups": {k: {"questions": q, "covered": c, "correct": r,
+                       "accuracy": r / c if c else None} for k, (q, c, r) in groups.items()
+                   if q},
+        "sections": rows,
+    }
+    result["pairs"] = {}
+    for name, path in pairs.items():
+        fold = str.upper if case_insensitive else str
+        n = len(pair_lists[name])
+        covered_pairs = sum(fold(a) in known and fold(b) in known for a, b in pair_lists[name])
+        entry: dict = {"file": os.fspath(path), "pairs": n, "covered": covered_pairs,
+                       "coverage": covered_pairs / n, "spearman": None, "spearman_p": None,
+                       "pearson": None, "pearson_p": None}
+        if covered_pairs >= 3:  # a correlation needs a few points (gensim fails below 2)
+            with warnings.catch_warnings():  # scipy: constant input -> nan, reported as None
+                warnings.simplefilter("ignore")
+                pearson, spearman, _ = kv.evaluate_word_pairs(
+                    str(path), restrict_vocab=len(kv), case_insensitive=case_insensitive)
+            entry.update(spearman=_finite(spearman[0]), spearman_p=_finite(spearman[1]),
+                         pearson=_finite(pearson[0]), pearson_p=_finite(pearson[1]))
+        result["pairs"][name] = entry
+    return result
+
+
+# ----------------------------------------------------------------------------------------------
+# Plot
+# ----------------------------------------------------------------------------------------------
+
+
+def plot_words(emb: Embeddings, words: list[str], out: str | os.PathLike,
+               title: str | None = None) -> dict:
+    """PNG of a 2-D PCA of the chosen words' unit vectors, each point labelled; the
+    coordinates and explained variance. Drawn on matplotlib's Agg canvas (no pyplot)."""
+    from lmlab.fileio import atomic_output, check_output_path
+
+    unique = list(dict.fromkeys(words))
+    if len(unique) < 2:
+        raise LmlabError("give at least two different words to plot")
+    indices = [emb.lookup(w) for w in unique]  # errors before any drawing
+    resolved = [emb.words[i] for i in indices]
+    if len(set(resolved)) < len(resolved):
+        raise LmlabError("two of the words are the same vocabulary word (case)")
+    check_output_path(out)
+    coords, explained = emb.pca(resolved)
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(7, 6), dpi=100)
+    FigureCanvasAgg(fig)
+    ax = fig.subplots()
+    ax.scatter(coords[:, 0], coords[:, 1], s=18)
+    for (x, y), w in zip(coords, resolved, strict=True):
+        ax.annotate(w, (x, y), xytext=(3, 3), textcoords="offset points", fontsize=9)
+    ax.set_xlabel(f"PC1 ({100 * explained[0]:.1f}% of variance)")
+    ax.set_ylabel(f"PC2 ({100 * explained[1]:.1f}% of variance)")
+    ax.margins(x=0.18, y=0.08)  # room for the labels right of the points
+    ax.grid(True, alpha=0.3)
+    name = Path(emb.source).name
+    ax.set_title(title or f"{name} ({emb.describe()}): PCA of {len(resolved)} words",
+                 fontsize=9)
+    fig.subplots_adjust(left=0.1, right=0.97, bottom=0.09, top=0.93)
+    with atomic_output(out, "wb") as f:
+        fig.savefig(f, format="png")
+    return {"out": os.fspath(out), "explained_variance": [float(e) for e in explained],
+            "points": [{"word": w, "x": float(x), "y": float(y)}
+                       for w, (x, y) in zip(resolved, coords, strict=True)]}
+
+
+__all__ = ["Embeddings", "load_embeddings", "checkpoint_embeddings", "read_word2vec",
+           "write_word2vec", "read_tsv", "write_tsv", "export", "evaluate", "plot_words",
+           "require_gensim", "benchmark_path", "check_analogy_file", "check_pairs_file",
+           "GENSIM_HINT", "FORMATS", "WHICH"]
