@@ -25,6 +25,7 @@ from lmlab.corpus import SPECIALS, Vocabulary
 from lmlab.neural.checkpoint import save_checkpoint
 from lmlab.neural.config import ModelConfig, RunConfig
 from lmlab.neural.models import build_model
+from tests.cli_helpers import fails, ok
 
 torch.set_num_threads(1)
 # evaluation and the gensim parity checks need gensim (the `embeddings` and `test` extras); the
@@ -83,23 +84,6 @@ def crafted(tmp_path_factory):
     vectors = crafted_vectors()
     output = np.random.default_rng(5).normal(size=(len(WORDS) + 3, DIM)).astype(np.float32)
     return make_checkpoint(d / "crafted.pt", vectors, output=output), vectors, output
-
-
-def ok(capsys, *argv) -> str:
-    rc = main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    assert rc == 0, err
-    assert "Traceback" not in err
-    return out
-
-
-def fails(capsys, *argv) -> str:
-    rc = main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    assert rc == 2, (rc, err)
-    lines = err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("lmlab: error: "), err
-    return lines[0]
 
 
 def unit(x):

@@ -18,6 +18,7 @@ from lmlab.cli import main
 from lmlab.neural.checkpoint import load_checkpoint
 from lmlab.neural.trainer import sidecar_paths
 from lmlab.synth import MarkovSource, sample_splits
+from tests.cli_helpers import fails, ok
 
 torch.set_num_threads(1)
 
@@ -33,23 +34,6 @@ def data_dir(tmp_path_factory):
                                  {"train": 80, "valid": 10, "test": 15}, seed=0).items():
         c.write(d / f"{name}.txt")
     return d
-
-
-def ok(capsys, *argv) -> str:
-    rc = main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    assert rc == 0, err
-    assert "Traceback" not in err
-    return out
-
-
-def fails(capsys, *argv) -> str:
-    rc = main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    assert rc == 2, (rc, err)
-    lines = err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("lmlab: error: "), err
-    return lines[0]
 
 
 @pytest.fixture(scope="module")
