@@ -3,17 +3,28 @@
 
 The model is the same for every row but for its recurrent part: embedding V×H -> 2-layer LSTM
 (H units) -> linear H->V, mean cross-entropy, backward, gradient-norm clipping at 5, one SGD step;
-V = 10,000, batch 20, BPTT 35, the state carried (detached) between steps as in real training. The
-rows are ``torch.nn.LSTM`` (fused) and :class:`lmlab.neural.cells.VariantLSTM` for each variant.
+V = 10,000, batch 20, BPTT 35, the state carried (detached) between steps as in real training.
+Rows: ``fused`` is ``torch.nn.LSTM``; one row per variant of
+:class:`lmlab.neural.cells.VariantLSTM` as shipped; and, to show why the cell is built the way it
+is (``--techniques``, on by default in the full run), the vanilla cell by other techniques:
 
-The machine is shared and noisy, so the comparison is a RATIO measured back to back: the models are
-run in interleaved rounds (a block of steps each, order rotated every round), each round gives one
-ratio ``time(fused) / time(model)`` per model, and the table reports the median of those ratios
-(> 1: faster than fused) next to each model's median training tokens/s.
+* ``vanilla/loop``: a plain Python per-step loop cell (input projection hoisted into one product,
+  per-step gate math recorded by autograd, autograd's backward);
+* ``vanilla/mkl``: lmlab's sequence-level Function with every product on torch.mm (MKL), no oneDNN;
+* ``np/own``: np through lmlab's Function instead of torch's fused kernel.
+
+The machine is shared and noisy, so the comparison is a RATIO measured back to back: in each round
+every model trains ``--steps`` steps (order rotated every round), each round gives one ratio
+``time(fused) / time(model)`` per model, and the table shows the median of those ratios
+(> 1: faster than fused) with their interquartile range, each model's median training tokens/s, and
+best-step/best-step; "CPU ratio" is the same median ratio of process CPU time (user + sys, all
+threads), which other processes disturb much less than wall time: with ``--threads 1`` it
+approximates the uncontended wall-time ratio; with more threads it also counts threads spinning
+at barriers.
 
 Usage::
 
-    python benchmarks/lstm_cells.py                 # 2x200 and 2x650, all variants (a few min)
+    python benchmarks/lstm_cells.py                 # 2x200 and 2x650, all variants (~10 min)
     python benchmarks/lstm_cells.py --quick --json  # 2x200 only, vanilla + np + fgr; JSON on stdout
 
 Writes JSON (default ``benchmarks/results/lstm_cells.json``; ``--quick``: ``lstm_cells_quick.json``)
@@ -23,8 +34,10 @@ with the key ``vanilla_vs_fused_train_ratio`` (the smallest over the sizes measu
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import platform
+import resource
 import statistics
 import time
 from pathlib import Path
@@ -32,9 +45,45 @@ from pathlib import Path
 import torch
 from torch import nn
 
+import lmlab.neural.cells as cells
 from lmlab.neural.cells import VARIANTS, VariantLSTM
 
 VOCAB, BATCH, BPTT, LAYERS = 10_000, 20, 35, 2
+TECHNIQUES = ("vanilla/loop", "vanilla/mkl", "np/own")
+
+
+class LoopLSTM(nn.Module):
+    """Vanilla LSTM (peepholes) as a plain Python loop over time steps, differentiated by autograd;
+    the input projection of all steps is one product. A technique baseline, not used by lmlab."""
+
+    def __init__(self, size: int, layers: int) -> None:
+        super().__init__()
+        self.w_ih = nn.ParameterList(nn.Parameter(torch.empty(4 * size, size))
+                                     for _ in range(layers))
+        self.w_hh = nn.ParameterList(nn.Parameter(torch.empty(4 * size, size))
+                                     for _ in range(layers))
+        self.b = nn.ParameterList(nn.Parameter(torch.empty(4 * size)) for _ in range(layers))
+        self.p = nn.ParameterList(nn.Parameter(torch.empty(3, size)) for _ in range(layers))
+
+    def forward(self, x, state):
+        hs, cs = [], []
+        for k in range(len(self.w_ih)):
+            xp = torch.addmm(self.b[k], x.reshape(-1, x.size(-1)), self.w_ih[k].t())
+            xp = xp.view(x.size(0), x.size(1), -1)
+            h, c = state[0][k], state[1][k]
+            p_i, p_f, p_o = self.p[k]
+            outs = []
+            for t in range(x.size(0)):
+                i, f, z, o = torch.addmm(xp[t], h, self.w_hh[k].t()).chunk(4, 1)
+                i = torch.sigmoid(i + p_i * c)
+                f = torch.sigmoid(f + p_f * c)
+                c = f * c + i * torch.tanh(z)
+                h = torch.sigmoid(o + p_o * c) * torch.tanh(c)
+                outs.append(h)
+            x = torch.stack(outs)
+            hs.append(h)
+            cs.append(c)
+        return x, (torch.stack(hs), torch.stack(cs))
 
 
 class LM(nn.Module):
@@ -53,18 +102,38 @@ def build(kind: str, hidden: int, seed: int = 0) -> LM:
     torch.manual_seed(seed)
     if kind == "fused":
         rnn = nn.LSTM(hidden, hidden, LAYERS)
+    elif kind == "vanilla/loop":
+        rnn = LoopLSTM(hidden, LAYERS)
     else:
-        rnn = VariantLSTM(hidden, hidden, LAYERS, variant=kind)
+        rnn = VariantLSTM(hidden, hidden, LAYERS, variant=kind.split("/")[0])
     model = LM(rnn, hidden)
     for p in model.parameters():
         nn.init.uniform_(p, -0.1, 0.1)
     return model
 
 
+@contextlib.contextmanager
+def technique(kind: str):
+    """Switch lmlab's cell to the technique a row names, for the duration of its steps."""
+    saved = cells.ONEDNN, cells.FUSED_NP
+    cells.ONEDNN = kind != "vanilla/mkl"
+    cells.FUSED_NP = kind != "np/own"
+    try:
+        yield
+    finally:
+        cells.ONEDNN, cells.FUSED_NP = saved
+
+
+def cpu_seconds() -> float:
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
 class Trainer:
     """One model, its optimizer, data and carried state; ``steps(n)`` trains n steps."""
 
     def __init__(self, kind: str, hidden: int) -> None:
+        self.kind = kind
         self.model = build(kind, hidden)
         self.opt = torch.optim.SGD(self.model.parameters(), lr=0.1)
         gen = torch.Generator().manual_seed(1)
@@ -73,42 +142,58 @@ class Trainer:
         self.state = (h, h.clone())
         self.k = 0
 
-    def steps(self, n: int) -> float:
-        start = time.perf_counter()
-        for _ in range(n):
-            chunk = self.data[self.k % len(self.data)]
-            self.k += 1
-            inputs, targets = chunk[:-1], chunk[1:]
-            self.state = tuple(s.detach() for s in self.state)
-            logits, self.state = self.model(inputs, self.state)
-            loss = nn.functional.cross_entropy(logits.reshape(-1, VOCAB), targets.reshape(-1))
-            self.opt.zero_grad(set_to_none=True)
-            loss.backward()
-            nn.utils.clip_grad_norm_(self.model.parameters(), 5.0)
-            self.opt.step()
-        return time.perf_counter() - start
+    def steps(self, n: int) -> tuple[float, float]:
+        """Train n steps; (wall seconds, CPU seconds) per step."""
+        with technique(self.kind):
+            wall, cpu = time.perf_counter(), cpu_seconds()
+            for _ in range(n):
+                chunk = self.data[self.k % len(self.data)]
+                self.k += 1
+                inputs, targets = chunk[:-1], chunk[1:]
+                self.state = tuple(s.detach() for s in self.state)
+                logits, self.state = self.model(inputs, self.state)
+                loss = nn.functional.cross_entropy(logits.reshape(-1, VOCAB),
+                                                   targets.reshape(-1))
+                self.opt.zero_grad(set_to_none=True)
+                loss.backward()
+                nn.utils.clip_grad_norm_(self.model.parameters(), 5.0)
+                self.opt.step()
+            return (time.perf_counter() - wall) / n, (cpu_seconds() - cpu) / n
+
+
+def summary(fused: list[float], mine: list[float]) -> dict:
+    ratios = sorted(f / m for f, m in zip(fused, mine, strict=True))
+    q = len(ratios) // 4
+    return {"median": statistics.median(ratios), "q1": ratios[q], "q3": ratios[-1 - q],
+            "best_over_best": min(fused) / min(mine)}
 
 
 def measure(hidden: int, kinds: list[str], rounds: int, steps: int, warmup: int,
             log=print) -> dict:
+    """Interleaved rounds: in each, every model trains ``steps`` steps (order rotated), and each
+    model's time per step is compared with the fused one's of the same round."""
     trainers = {k: Trainer(k, hidden) for k in ["fused", *kinds]}
     for t in trainers.values():
         t.steps(warmup)
     names = list(trainers)
-    times: dict[str, list[float]] = {k: [] for k in names}
+    wall: dict[str, list[float]] = {k: [] for k in names}
+    cpu: dict[str, list[float]] = {k: [] for k in names}
     for r in range(rounds):
         order = names[r % len(names):] + names[:r % len(names)]
         for k in order:
-            times[k].append(trainers[k].steps(steps) / steps)
-        log(f"  {LAYERS}x{hidden} round {r + 1}/{rounds}: "
-            + " ".join(f"{k}={BATCH * BPTT / times[k][-1]:.0f}" for k in names))
+            w, c = trainers[k].steps(steps)
+            wall[k].append(w)
+            cpu[k].append(c)
+        if (r + 1) % max(1, rounds // 4) == 0 or r + 1 == rounds:
+            log(f"  {LAYERS}x{hidden} round {r + 1}/{rounds}: "
+                + " ".join(f"{k}={BATCH * BPTT / wall[k][-1]:.0f}" for k in names) + " tok/s")
     rows = {}
     for k in names:
-        ratios = [f / m for f, m in zip(times["fused"], times[k], strict=True)]
-        rows[k] = {"tokens_per_s": BATCH * BPTT / statistics.median(times[k]),
-                   "best_tokens_per_s": BATCH * BPTT / min(times[k]),
-                   "ratio_vs_fused": statistics.median(ratios),
-                   "ratio_min": min(ratios), "ratio_max": max(ratios)}
+        rows[k] = {"tokens_per_s": BATCH * BPTT / statistics.median(wall[k]),
+                   "best_tokens_per_s": BATCH * BPTT / min(wall[k]),
+                   "wall_ratio": summary(wall["fused"], wall[k]),
+                   "cpu_ratio": summary(cpu["fused"], cpu[k]),
+                   "ratio_vs_fused": summary(wall["fused"], wall[k])["median"]}
     return rows
 
 
@@ -119,15 +204,18 @@ def main() -> None:
     p.add_argument("--out", help="JSON file to write")
     p.add_argument("--sizes", type=int, nargs="+", help="hidden sizes (default 200 650)")
     p.add_argument("--variants", nargs="+", choices=VARIANTS)
-    p.add_argument("--rounds", type=int)
-    p.add_argument("--steps", type=int, help="training steps per model per round")
+    p.add_argument("--techniques", action=argparse.BooleanOptionalAction, default=None,
+                   help="add the technique rows (default: on, off with --quick)")
+    p.add_argument("--rounds", type=int, help="interleaved rounds (default 16, quick 10)")
+    p.add_argument("--steps", type=int, default=1, help="training steps per model per round")
     p.add_argument("--threads", type=int, default=2)
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     sizes = args.sizes or ([200] if args.quick else [200, 650])
     kinds = args.variants or (["vanilla", "np", "fgr"] if args.quick else list(VARIANTS))
-    rounds = args.rounds or (3 if args.quick else 5)
-    steps = args.steps or (3 if args.quick else 4)
+    if args.techniques if args.techniques is not None else not args.quick:
+        kinds += list(TECHNIQUES)
+    rounds = args.rounds or (10 if args.quick else 16)
     out = Path(args.out or ("benchmarks/results/lstm_cells_quick.json" if args.quick
                             else "benchmarks/results/lstm_cells.json"))
 
@@ -137,24 +225,27 @@ def main() -> None:
 
     results = {}
     for hidden in sizes:
-        log(f"{LAYERS}x{hidden}: V={VOCAB} B={BATCH} T={BPTT}, {args.threads} threads")
-        results[f"{LAYERS}x{hidden}"] = measure(hidden, kinds, rounds,
-                                                steps if hidden < 500 else max(1, steps // 2),
-                                                warmup=2, log=log)
-    table = ["| model | " + " | ".join(f"{s} tok/s | {s} ratio" for s in results) + " |",
-             "|---" * (1 + 2 * len(results)) + "|"]
+        log(f"{LAYERS}x{hidden}: V={VOCAB} B={BATCH} T={BPTT}, {args.threads} thread(s)")
+        results[f"{LAYERS}x{hidden}"] = measure(hidden, kinds, rounds, args.steps, warmup=2,
+                                                log=log)
+    head = "| model |"
+    for s in results:
+        head += f" {s} tok/s | {s} ratio (IQR) | best/best | CPU ratio |"
+    table = [head, "|" + "---|" * (head.count("|") - 1)]
     for k in ["fused", *kinds]:
-        cells = []
+        line = f"| {k} |"
         for rows in results.values():
-            r = rows[k]
-            cells.append(f"{r['tokens_per_s']:.0f} | {r['ratio_vs_fused']:.2f}x")
-        table.append(f"| {k} | " + " | ".join(cells) + " |")
+            r, w = rows[k], rows[k]["wall_ratio"]
+            line += (f" {r['tokens_per_s']:.0f} | {w['median']:.2f}x ({w['q1']:.2f}-{w['q3']:.2f})"
+                     f" | {w['best_over_best']:.2f}x | {r['cpu_ratio']['median']:.2f}x |")
+        table.append(line)
     doc = {
         "benchmark": "lstm_cells", "quick": args.quick, "torch": torch.__version__,
-        "threads": args.threads, "machine": platform.machine(),
+        "threads": args.threads, "machine": platform.machine(), "processor": platform.processor(),
         "vocab": VOCAB, "batch": BATCH, "bptt": BPTT, "layers": LAYERS,
-        "rounds": rounds, "steps_per_round": steps,
-        "ratio": "median over rounds of time(fused)/time(model) per step; > 1 is faster",
+        "rounds": rounds, "steps_per_round": args.steps,
+        "ratio": "median over rounds of time(fused)/time(model) per training step (> 1: faster);"
+                 " q1/q3: its quartiles; best_over_best: best fused step / best model step",
         "results": results,
         "vanilla_vs_fused_train_ratio": min(r["vanilla"]["ratio_vs_fused"]
                                             for r in results.values())
