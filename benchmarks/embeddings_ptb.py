@@ -116,7 +116,7 @@ def main(argv=None) -> int:
     for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ.setdefault(var, str(args.threads))  # before numpy loads
     from lmlab.analysis.embeddings import load_embeddings, require_gensim, write_word2vec
-    from lmlab.corpus import resolve_data_dir
+    from lmlab.datasets import find_corpus
     from lmlab.errors import LmlabError
 
     try:
@@ -139,7 +139,7 @@ def main(argv=None) -> int:
                 results.append(r)
         ppmi_meta = None
         if not args.no_ppmi:
-            ptb = resolve_data_dir("ptb", args.data)
+            ptb = find_corpus("ptb", args.data)
             if ptb is None:
                 print("note: no ptb/ under --data or $LMLAB_DATA: PPMI baseline skipped",
                       file=sys.stderr)

@@ -69,9 +69,9 @@ def synthetic_corpus(train_sentences: int, seed: int) -> tuple[Corpus, dict]:
 
 
 def ptb_corpus(data: str, lines: int) -> tuple[Corpus, dict]:
-    from lmlab.corpus import resolve_data_dir
+    from lmlab.datasets import find_corpus
 
-    folder = resolve_data_dir("ptb", data)
+    folder = find_corpus("ptb", data)
     if folder is None:
         raise LmlabError("no PTB folder: give --data DIR or set LMLAB_DATA")
 

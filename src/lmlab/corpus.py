@@ -14,7 +14,6 @@ import os
 from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
@@ -336,13 +335,3 @@ def read_training_corpus(path: str | os.PathLike, vocab: Vocabulary | None = Non
     if (stream.ids != EOS_ID).sum() == 0:
         raise LmlabError("training corpus contains no words", path)
     return vocab, stream
-
-
-def resolve_data_dir(name: str, data_dir: str | os.PathLike | None = None) -> Path | None:
-    """Locate a benchmark corpus folder (``ptb``, ``wikitext-2``...) under ``data_dir`` or
-    ``$LMLAB_DATA``; None when not available."""
-    root = data_dir or os.environ.get("LMLAB_DATA")
-    if not root:
-        return None
-    folder = Path(root) / name
-    return folder if (folder / "train.txt").exists() or (folder / "train.txt.gz").exists() else None

@@ -59,6 +59,16 @@ CORPORA = {
 }
 
 
+def find_corpus(name: str, data_dir: str | os.PathLike | None = None) -> Path | None:
+    """The folder of corpus ``name`` under ``data_dir`` or ``$LMLAB_DATA`` if it holds a training
+    file, else None (for callers that skip quietly; :func:`corpus_dir` raises instead)."""
+    root = data_dir or os.environ.get("LMLAB_DATA")
+    folder = Path(root) / name if root else None
+    if folder and ((folder / "train.txt").exists() or (folder / "train.txt.gz").exists()):
+        return folder
+    return None
+
+
 def data_root(data_dir: str | os.PathLike | None = None) -> Path:
     root = data_dir or os.environ.get("LMLAB_DATA")
     if not root:

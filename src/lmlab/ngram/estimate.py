@@ -87,5 +87,4 @@ def estimate(stream: TokenStream, vocab: Vocabulary, order: int, smoothing: Smoo
     with np.errstate(divide="ignore"):
         logp = [np.log10(p) for p in probs]
         bow = [np.log10(b) for b in backoffs]
-    return {"keys": [t.keys for t in tables], "logp": logp, "bow": bow,
-            "counts": [t.counts for t in tables]}
+    return {"keys": [t.keys for t in tables], "logp": logp, "bow": bow}

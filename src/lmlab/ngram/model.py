@@ -18,11 +18,11 @@ import zipfile
 import numpy as np
 from tqdm.auto import tqdm
 
-from lmlab.corpus import BOS_ID, UNK_ID, TokenStream, Vocabulary, read_training_corpus
+from lmlab.corpus import BOS_ID, TokenStream, Vocabulary, read_training_corpus
 from lmlab.errors import LmlabError
 from lmlab.fileio import atomic_output
 from lmlab.ngram.counts import count_ngrams, sentence_positions
-from lmlab.ngram.estimate import check_order, estimate, uniform_distribution
+from lmlab.ngram.estimate import check_order, estimate
 from lmlab.ngram.keyindex import KeyIndex
 from lmlab.ngram.smoothing import ALL_METHODS, make_smoothing
 
@@ -36,6 +36,11 @@ class _Tables:
 
     keys: list[np.ndarray]
     vocab: Vocabulary
+    meta: dict
+
+    def describe(self) -> dict:
+        return {"type": "ngram", **self.meta, "vocab_size": len(self.vocab),
+                "ngrams": [len(k) for k in self.keys]}
 
     @property
     def order(self) -> int:
@@ -90,10 +95,6 @@ class NGramModel(_Tables):
         self.meta = dict(meta or {})
         self.meta.setdefault("order", len(keys))
         self.normalised = self.meta.get("smoothing") != "stupid"
-
-    def describe(self) -> dict:
-        return {"type": "ngram", **self.meta, "vocab_size": len(self.vocab),
-                "ngrams": [len(k) for k in self.keys]}
 
     def log10probs(self, stream: TokenStream) -> np.ndarray:
         seq, dist = sentence_positions(stream)
@@ -160,10 +161,6 @@ class AddKModel(_Tables):
         self.context_totals = [np.array([counts[0].sum()], dtype=np.float64)] + [
             np.bincount(keys[n] // V, weights=counts[n], minlength=len(keys[n - 1]))
             for n in range(1, len(keys))]
-
-    def describe(self) -> dict:
-        return {"type": "ngram", **self.meta, "vocab_size": len(self.vocab),
-                "ngrams": [len(k) for k in self.keys]}
 
     def _logprob(self, count: np.ndarray, total: np.ndarray) -> np.ndarray:
         return np.log((count + self.k) / (total + self.k * (len(self.vocab) - 1)))
@@ -318,5 +315,4 @@ def _check_consistent(path, vocab: Vocabulary, arrays: dict) -> None:
             raise LmlabError(f"corrupt n-gram model: {name} arrays do not match the n-grams", path)
 
 
-__all__ = ["NGramModel", "AddKModel", "train_ngram", "load_ngram", "is_ngram_file", "UNK_ID",
-           "uniform_distribution"]
+__all__ = ["NGramModel", "AddKModel", "train_ngram", "load_ngram", "is_ngram_file"]
