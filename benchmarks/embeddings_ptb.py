@@ -1,4 +1,5 @@
-"""Word embeddings learnt on PTB: neural checkpoints next to a count-based PPMI+SVD baseline.
+"""Word embeddings learnt on PTB (or WikiText-2, ``--corpus wikitext-2``): neural checkpoints next
+to a count-based PPMI+SVD baseline built from the same training text.
 
 For every checkpoint given (input embeddings, and output embeddings where untied) and for PPMI +
 truncated SVD vectors built from the same PTB training text, prints the nearest neighbours of a
@@ -33,6 +34,8 @@ def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("checkpoints", nargs="*", help="neural checkpoints (or word2vec files)")
     p.add_argument("--data", help="folder holding ptb/ (default: $LMLAB_DATA)")
+    p.add_argument("--corpus", default="ptb", choices=("ptb", "wikitext-2"),
+                   help="corpus of the PPMI baseline (default ptb)")
     p.add_argument("--dim", type=int, default=200, help="PPMI+SVD dimension (default 200)")
     p.add_argument("--window", type=int, default=5, help="PPMI co-occurrence window")
     p.add_argument("--weighting", choices=("uniform", "harmonic"), default="uniform")
@@ -42,7 +45,8 @@ def parse_args(argv=None):
     p.add_argument("--k", type=int, default=8, help="neighbours per word")
     p.add_argument("--threads", type=int, default=1,
                    help="BLAS threads (default 1: shared machines oversubscribe badly)")
-    p.add_argument("--json", default="benchmarks/results/embeddings_ptb.json", metavar="PATH")
+    p.add_argument("--json", metavar="PATH",
+                   help="default benchmarks/results/embeddings_CORPUS.json")
     return p.parse_args(argv)
 
 
@@ -139,10 +143,10 @@ def main(argv=None) -> int:
                 results.append(r)
         ppmi_meta = None
         if not args.no_ppmi:
-            ptb = find_corpus("ptb", args.data)
+            ptb = find_corpus(args.corpus, args.data)
             if ptb is None:
-                print("note: no ptb/ under --data or $LMLAB_DATA: PPMI baseline skipped",
-                      file=sys.stderr)
+                print(f"note: no {args.corpus}/ under --data or $LMLAB_DATA: PPMI baseline "
+                      "skipped", file=sys.stderr)
             else:
                 from lmlab.analysis.ppmi import ppmi_embeddings
 
@@ -163,7 +167,7 @@ def main(argv=None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     report(results)
-    out = Path(args.json)
+    out = Path(args.json or f"benchmarks/results/embeddings_{args.corpus}.json")
     out.parent.mkdir(parents=True, exist_ok=True)
     import gensim
     import numpy

@@ -1,0 +1,132 @@
+"""``lmlab ablate``: runs x seeds with one shared configuration, resumable, summarised with
+Welch's t-test; tiny studies on the synthetic long-range language only."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from scipy import stats
+
+from lmlab.analysis import ablation, ablation_cli
+from lmlab.analysis.ablation import QUICK, StudyConfig, run_study, summarize
+from lmlab.errors import LmlabError
+from lmlab.neural.cells import VARIANTS
+from tests.cli_helpers import fails, ok
+
+
+@pytest.fixture(scope="module")
+def synth_dir(tmp_path_factory):
+    folder, extra = ablation_cli._synthetic_data(tmp_path_factory.mktemp("lr") / "data", 4,
+                                                 quick=True)
+    return folder, extra
+
+
+def quick(**kw) -> StudyConfig:
+    return StudyConfig(**{**QUICK, "max_train_tokens": 1500, **kw})
+
+
+def test_cli_variants_match_cells():
+    assert ablation_cli.VARIANTS == VARIANTS
+
+
+def test_study_writes_table_plot_and_tests(synth_dir, tmp_path):
+    folder, extra = synth_dir
+    summary = run_study(folder, tmp_path, quick(variants=["vanilla", "nfg", "cifg"]),
+                        log=lambda line: None, extra=extra)
+    for name in ("results.json", "results.md", "ablation.png", "study.json"):
+        assert (tmp_path / name).stat().st_size > 0
+    rows = {r["variant"]: r for r in summary["variants"]}
+    assert set(rows) == {"vanilla", "nfg", "cifg"} and len(summary["runs"]) == 6
+    # one gate fewer: 4 -> 3 gate blocks and one peephole vector fewer
+    assert rows["nfg"]["parameters"] < rows["vanilla"]["parameters"]
+    assert rows["vanilla"]["p_vs_vanilla"] is None
+    for v in ("nfg", "cifg"):
+        expected = stats.ttest_ind(rows[v]["test_ppl"], rows["vanilla"]["test_ppl"],
+                                   equal_var=False).pvalue
+        assert rows[v]["p_vs_vanilla"] == pytest.approx(expected)
+        assert rows[v]["test_ppl_mean"] > 1
+    assert summary["entropy_floor_ppl"] == pytest.approx(extra["entropy_floor_ppl"])
+    md = (tmp_path / "results.md").read_text()
+    assert "| nfg |" in md and "entropy floor" in md
+    saved = json.loads((tmp_path / "results.json").read_text())
+    assert saved["variants"] == json.loads(json.dumps(summary["variants"]))
+
+
+def test_finished_runs_are_not_redone_and_checkpoints_resume(synth_dir, tmp_path, monkeypatch):
+    folder, _ = synth_dir
+    study = quick(variants=["vanilla"], seeds=1)
+    # an interrupted run: a checkpoint after 2 steps, no result file
+    from lmlab.neural.data import load_corpus
+    from lmlab.neural.trainer import Trainer
+
+    (tmp_path / "runs").mkdir()
+    corpus = load_corpus(folder)
+    corpus.train = ablation._head(corpus.train, study.max_train_tokens)
+    t = Trainer(study.run_config("vanilla", 1), corpus, tmp_path / "runs" / "vanilla_s1.pt",
+                plot=False)
+    t.train(max_steps=2)
+    t.close()
+    resumed = run_study(folder, tmp_path, study, log=lambda line: None)
+    fresh = run_study(folder, tmp_path / "fresh", study, log=lambda line: None)
+    assert resumed["runs"][0]["test_ppl"] == pytest.approx(fresh["runs"][0]["test_ppl"],
+                                                           rel=1e-6)
+    assert resumed["runs"][0]["steps"] == fresh["runs"][0]["steps"]
+
+    def boom(*args, **kwargs):
+        raise AssertionError("a finished run was run again")
+
+    monkeypatch.setattr(ablation, "run_one", boom)
+    again = run_study(folder, tmp_path, study, log=lambda line: None)
+    assert again["runs"] == resumed["runs"]
+
+
+def test_other_settings_in_the_same_folder_are_refused(synth_dir, tmp_path):
+    folder, _ = synth_dir
+    run_study(folder, tmp_path, quick(variants=["np"], seeds=1), log=lambda line: None)
+    with pytest.raises(LmlabError, match="other settings .*hidden"):
+        run_study(folder, tmp_path, quick(variants=["np"], seeds=1, hidden=8),
+                  log=lambda line: None)
+
+
+def test_summarize_by_hand():
+    runs = [{"variant": v, "seed": s, "parameters": 10, "test_ppl": t, "valid_ppl": t + 1,
+             "train_ppl": t - 1, "train_tokens_per_s": 100.0, "epochs": 1}
+            for v, s, t in [("vanilla", 1, 10.0), ("vanilla", 2, 12.0), ("nog", 1, 20.0),
+                            ("nog", 2, 24.0)]]
+    rows = {r["variant"]: r for r in summarize(runs, StudyConfig(), {})["variants"]}
+    assert rows["vanilla"]["test_ppl_mean"] == 11.0
+    assert rows["nog"]["test_ppl_std"] == pytest.approx(2 ** 1.5)
+    assert rows["nog"]["p_vs_vanilla"] == pytest.approx(
+        stats.ttest_ind([20.0, 24.0], [10.0, 12.0], equal_var=False).pvalue)
+
+
+def test_cli_synthetic_quick_and_summary_only(tmp_path, capsys):
+    out = ok(capsys, "ablate", "--synthetic", "--quick", "--distance", "3", "--out", tmp_path,
+             "--variants", "vanilla", "noaf", "--seeds", "2", "--max-train-tokens", "800")
+    assert "| noaf |" in out and "entropy floor" in out.lower()
+    again = ok(capsys, "ablate", "--synthetic", "--quick", "--distance", "3", "--out", tmp_path,
+               "--variants", "vanilla", "noaf", "--seeds", "2", "--max-train-tokens", "800",
+               "--summary-only", "--json")
+    assert {r["variant"] for r in json.loads(again)} == {"vanilla", "noaf"}
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--variants", "xyz"], "invalid choice"),
+    (["--seeds", "0"], "--seeds must be an integer >= 1"),
+    (["--hidden", "0"], "--hidden must be"),
+    (["--summary-only"], "no finished runs"),
+])
+def test_cli_errors(tmp_path, capsys, argv, message):
+    if message == "invalid choice":
+        with pytest.raises(SystemExit):
+            ok(capsys, "ablate", "--synthetic", "--out", tmp_path, *argv)
+        assert message in capsys.readouterr().err
+        return
+    assert message in fails(capsys, "ablate", "--synthetic", "--quick", "--out", tmp_path,
+                            *argv)
+
+
+def test_cli_missing_data_dir(tmp_path, capsys):
+    assert "no such data directory" in fails(capsys, "ablate", "--data", tmp_path / "nope",
+                                             "--out", tmp_path / "o")
