@@ -130,3 +130,10 @@ def test_cli_errors(tmp_path, capsys, argv, message):
 def test_cli_missing_data_dir(tmp_path, capsys):
     assert "no such data directory" in fails(capsys, "ablate", "--data", tmp_path / "nope",
                                              "--out", tmp_path / "o")
+
+
+def test_queued_run_does_not_start_after_interruption(synth_dir, tmp_path):
+    folder, _ = synth_dir
+    (tmp_path / ablation.STOP).touch()
+    assert ablation.run_one(folder, str(tmp_path), "vanilla", 1, quick()) is None
+    assert not list(tmp_path.glob("vanilla_s1*"))

@@ -91,6 +91,11 @@ QUICK = {"seeds": 2, "emsize": 16, "hidden": 16, "epochs": 1, "bptt": 10, "batch
          "max_train_tokens": 3000, "lr": 0.01, "jobs": 1}
 
 
+# Created in the runs folder when a study is interrupted: runs already handed to a worker process
+# then return at once instead of starting.
+STOP = ".stop"
+
+
 def run_name(variant: str, seed: int) -> str:
     return f"{variant}_s{seed}"
 
@@ -106,6 +111,8 @@ def run_one(data: str, runs_dir: str, variant: str, seed: int,
     from lmlab.neural.trainer import Trainer, TrainingInterrupted
 
     torch.set_num_threads(study.threads)
+    if (Path(runs_dir) / STOP).exists():  # the study was interrupted while this run waited
+        return None
     name = run_name(variant, seed)
     ckpt = Path(runs_dir) / f"{name}.pt"
     corpus = load_corpus(data)
@@ -220,23 +227,32 @@ def _execute(data: str, runs_dir: str, todo: list, study: StudyConfig, log, prog
         from concurrent.futures import ProcessPoolExecutor, as_completed
 
         ctx = multiprocessing.get_context("spawn")  # fresh interpreters: CUDA- and fork-safe
+        stop = Path(runs_dir) / STOP
+        stop.unlink(missing_ok=True)
         pool = ProcessPoolExecutor(study.jobs, mp_context=ctx)
         try:
             futures = [pool.submit(run_one, data, runs_dir, v, s, study) for v, s in todo]
             for future in as_completed(futures):
                 _report(future.result(), log, bar)
-        except KeyboardInterrupt:
-            # The workers got the same Ctrl-C and save their checkpoints; wait for them.
+        except (KeyboardInterrupt, StudyInterrupted):
+            # The workers got the same Ctrl-C and save their checkpoints: wait for them, and
+            # keep them from starting the runs already queued to them.
+            stop.touch()
             pool.shutdown(wait=True, cancel_futures=True)
+            stop.unlink(missing_ok=True)
             raise _interrupted() from None
         pool.shutdown()
     finally:
         bar.close()
 
 
-def _interrupted() -> LmlabError:
-    return LmlabError("interrupted; finished runs and checkpoints are kept: the same command "
-                      "resumes the study")
+class StudyInterrupted(LmlabError):
+    """Ctrl-C stopped the study; its finished runs and checkpoints are kept."""
+
+
+def _interrupted() -> StudyInterrupted:
+    return StudyInterrupted("interrupted; finished runs and checkpoints are kept: the same "
+                            "command resumes the study")
 
 
 def _report(record: dict | None, log, bar) -> None:
