@@ -289,6 +289,7 @@ def summarize(records: list[dict], study: StudyConfig, extra: dict) -> dict:
         for key in ("valid_ppl", "test_ppl", "train_ppl", "train_tokens_per_s", "epochs"):
             row[f"{key}_mean"], row[f"{key}_std"] = _mean_std([r[key] for r in rs])
         row["p_vs_vanilla"] = None
+        row["test_ppl_median"] = statistics.median(tests) if tests else None
         if variant != "vanilla" and len(base) >= 2 and len(tests) >= 2:
             p = float(stats.ttest_ind(tests, base, equal_var=False).pvalue)
             row["p_vs_vanilla"] = p if math.isfinite(p) else None
@@ -305,7 +306,11 @@ def write_summary(summary: dict, out: Path) -> None:
 
 
 def _fmt(mean, std, digits=2) -> str:
-    return "-" if mean is None else f"{mean:.{digits}f} ± {std:.{digits}f}"
+    if mean is None:
+        return "-"
+    if abs(mean) >= 1e5:  # a diverged run: the digits mean nothing
+        return f"{mean:.2g} ± {std:.2g}"
+    return f"{mean:.{digits}f} ± {std:.{digits}f}"
 
 
 def markdown_table(summary: dict) -> str:
@@ -314,22 +319,30 @@ def markdown_table(summary: dict) -> str:
              f"{s['epochs']} epoch(s), {s['optimizer']} lr {s['lr']}, BPTT {s['bptt']}, batch "
              f"{s['batch_size']}, {s['seeds']} seed(s); mean ± std over seeds. p: Welch's "
              "t-test of test perplexity against vanilla.", ""]
+    devices: dict[str, int] = {}
+    for r in summary["runs"]:
+        devices[r.get("device", "?")] = devices.get(r.get("device", "?"), 0) + 1
+    lines[0] += (" Runs per device: " + ", ".join(f"{d} {n}" for d, n in devices.items())
+                 + " (tokens/s are each run's own, under whatever else that machine ran).")
     if "entropy_floor_ppl" in summary:
         lines += [f"Source entropy floor: perplexity {summary['entropy_floor_ppl']:.3f}.", ""]
-    lines += ["| variant | valid ppl | test ppl | Δ test vs vanilla | p | params | train tok/s |",
-              "|---|---|---|---|---|---|---|"]
+    lines += ["| variant | runs | valid ppl | test ppl | test median | Δ test vs vanilla | p | "
+              "params | train tok/s |", "|---|---|---|---|---|---|---|---|---|"]
     vanilla = next((r for r in summary["variants"] if r["variant"] == "vanilla"), None)
     for r in summary["variants"]:
         delta = "-"
         if vanilla and vanilla["test_ppl_mean"] is not None and r["test_ppl_mean"] is not None \
                 and r is not vanilla:
-            delta = f"{r['test_ppl_mean'] - vanilla['test_ppl_mean']:+.2f}"
+            diff = r["test_ppl_mean"] - vanilla["test_ppl_mean"]
+            delta = f"{diff:+.2g}" if abs(diff) >= 1e5 else f"{diff:+.2f}"
         p = "-" if r["p_vs_vanilla"] is None else f"{r['p_vs_vanilla']:.3g}"
         speed = "-" if r["train_tokens_per_s_mean"] is None else \
             f"{r['train_tokens_per_s_mean']:,.0f}"
-        lines.append(f"| {r['variant']} | {_fmt(r['valid_ppl_mean'], r['valid_ppl_std'])} | "
-                     f"{_fmt(r['test_ppl_mean'], r['test_ppl_std'])} | {delta} | {p} | "
-                     f"{r['parameters']:,} | {speed} |")
+        median = "-" if r["test_ppl_median"] is None else _fmt(r["test_ppl_median"], 0.0)
+        lines.append(f"| {r['variant']} | {r['runs']} | "
+                     f"{_fmt(r['valid_ppl_mean'], r['valid_ppl_std'])} | "
+                     f"{_fmt(r['test_ppl_mean'], r['test_ppl_std'])} | {median.split(' ±')[0]} | "
+                     f"{delta} | {p} | {r['parameters']:,} | {speed} |")
     return "\n".join(lines) + "\n"
 
 
