@@ -15,16 +15,14 @@ from lmlab.errors import LmlabError
 from lmlab.mixture import Mixture, em_weights, interpolate, mix
 from lmlab.models import load_model
 from lmlab.ngram.model import train_ngram
-from lmlab.synth import MarkovSource, sample_splits
+from lmlab.synth import MarkovSource, write_splits
 
 
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory):
     root = tmp_path_factory.mktemp("mix")
-    splits = sample_splits(MarkovSource(order=3, vocab_size=15, seed=3),
-                           {"train": 1500, "valid": 300, "test": 300}, seed=1)
-    for name, c in splits.items():
-        c.write(root / f"{name}.txt")
+    write_splits(MarkovSource(order=3, vocab_size=15, seed=3), root,
+                 {"train": 1500, "valid": 300, "test": 300}, seed=1)
     for order, method in [(1, "wb"), (3, "kn")]:
         train_ngram(root / "train.txt", order=order, smoothing=method,
                     verbose=False).save(root / f"m{order}.lm")

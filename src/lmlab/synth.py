@@ -467,3 +467,14 @@ def sample_splits(source: MarkovSource | LongRangeSource, sizes: Mapping[str, in
     seed = _int_arg("seed", seed, 0)
     return {name: source.sample(n, seed=int(np.random.SeedSequence([seed, i]).generate_state(1)[0]))
             for i, (name, n) in enumerate(sizes.items())}
+
+
+def write_splits(source: MarkovSource | LongRangeSource, folder: str | os.PathLike,
+                 sizes: Mapping[str, int], seed: int = 0) -> dict[str, SyntheticCorpus]:
+    """:func:`sample_splits`, each split written to ``folder/NAME.txt`` (the layout every lmlab
+    training command reads); returns the splits."""
+    os.makedirs(folder, exist_ok=True)
+    splits = sample_splits(source, sizes, seed=seed)
+    for name, corpus in splits.items():
+        corpus.write(os.path.join(folder, f"{name}.txt"))
+    return splits

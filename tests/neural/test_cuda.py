@@ -15,7 +15,7 @@ from lmlab.neural.data import load_corpus
 from lmlab.neural.lm import load_neural
 from lmlab.neural.models import build_model
 from lmlab.neural.trainer import Trainer
-from lmlab.synth import MarkovSource, sample_splits
+from lmlab.synth import MarkovSource, write_splits
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
 
@@ -23,10 +23,8 @@ pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA d
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory):
     d = tmp_path_factory.mktemp("synth")
-    splits = sample_splits(MarkovSource(order=2, vocab_size=10, seed=5),
-                           {"train": 150, "valid": 20, "test": 20}, seed=1)
-    for name, c in splits.items():
-        c.write(d / f"{name}.txt")
+    write_splits(MarkovSource(order=2, vocab_size=10, seed=5), d,
+                 {"train": 150, "valid": 20, "test": 20}, seed=1)
     return load_corpus(d)
 
 

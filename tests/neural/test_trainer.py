@@ -16,7 +16,7 @@ from lmlab.neural.config import ModelConfig, RunConfig, TrainConfig
 from lmlab.neural.data import DataError, batchify, load_corpus
 from lmlab.neural.lm import load_neural
 from lmlab.neural.trainer import Trainer, TrainingInterrupted, check_train_options, sidecar_paths
-from lmlab.synth import MarkovSource, sample_splits
+from lmlab.synth import MarkovSource, sample_splits, write_splits
 
 torch.set_num_threads(1)
 
@@ -24,10 +24,8 @@ torch.set_num_threads(1)
 @pytest.fixture(scope="module")
 def data_dir(tmp_path_factory):
     d = tmp_path_factory.mktemp("synth")
-    splits = sample_splits(MarkovSource(order=2, vocab_size=10, seed=5),
-                           {"train": 120, "valid": 20, "test": 20}, seed=1)
-    for name, corpus in splits.items():
-        corpus.write(d / f"{name}.txt")
+    write_splits(MarkovSource(order=2, vocab_size=10, seed=5), d,
+                 {"train": 120, "valid": 20, "test": 20}, seed=1)
     return d
 
 

@@ -102,13 +102,11 @@ def _synthetic_data(folder: Path, distance: int, quick: bool) -> tuple[str, dict
     """Write (once) the long-range corpus; return its folder and its entropy floor."""
     import math
 
-    from lmlab.synth import LongRangeSource, sample_splits
+    from lmlab.synth import LongRangeSource, write_splits
 
     source = LongRangeSource(distance=distance, n_keys=10, n_fillers=20, seed=0)
     sizes = {k: (v // 20 if quick else v) for k, v in SYNTH_SENTENCES.items()}
     if not all((folder / f"{split}.txt").exists() for split in sizes):
-        folder.mkdir(parents=True, exist_ok=True)
-        for split, corpus in sample_splits(source, sizes, seed=1).items():
-            corpus.write(folder / f"{split}.txt")
+        write_splits(source, folder, sizes, seed=1)
     return str(folder), {"source": source.name, "distance": distance,
                          "entropy_floor_ppl": math.exp(source.entropy_nats())}
