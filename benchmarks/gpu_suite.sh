@@ -3,13 +3,14 @@
 #
 #   benchmarks/gpu_suite.sh OUT DATA [SECONDS]
 #
-# DATA holds ptb/ and wikitext-2/. First the CUDA tests (tests/neural/test_cuda.py) and a smoke
-# run; if either fails the script stops at once. Then, concurrently (one process per run, one CPU
+# DATA holds ptb/ and wikitext-2/. First the CUDA tests (tests/neural/test_cuda.py): if they fail,
+# the script stops at once. Then, concurrently (one process per run, one CPU
 # thread each; CUDA MPS lets their small kernels share the GPU when the driver offers it): the PTB
 # experiments of benchmarks/ptb_neural.py (Zaremba small and medium, GRU, tanh RNN, NNLM, deep vs
 # residual, bidirectional), the WikiText-2 LSTM and NNLM, and the LSTM ablation study on PTB and on
 # the synthetic long-range language. At SECONDS (default 480) after the start every run still going
-# gets Ctrl-C (each saves a resumable checkpoint and its metrics log). Then:
+# gets Ctrl-C (each saves a resumable checkpoint and its metrics log). Then (about a minute more):
+# the bidirectional cloze scores and the NNLM + MKN-5 mixtures of the finished runs, and
 #   OUT/results.tgz      logs, metrics, configs, curves, results.json of everything (no checkpoints)
 #   OUT/emb_NAME.npz     input (and output) embeddings of the runs the embedding study uses, float16
 set -u
@@ -83,6 +84,22 @@ for study in ablate_ptb ablate_synth; do
     >>"$R/$study.out" 2>&1
 done
 rm -rf "$R"/ablate_*/runs/*.pt
+# Scores that need the checkpoints, which do not come back: cloze vs forward-only, and the
+# mixtures of the NNLMs with a modified-KN 5-gram (EM weights on valid, scored on test).
+P="$R/ptb_neural"
+if [ -f "$P/lstm_forward.result.json" ] && [ -f "$P/lstm_bidirectional.result.json" ]; then
+  python3 benchmarks/bidirectional_cloze.py "$P/lstm_forward.pt" "$P/lstm_bidirectional.pt" \
+    --test "$DATA/ptb/test.txt" --json "$R/bidirectional_cloze.json" >"$R/cloze.out" 2>&1
+fi
+python3 -m lmlab.cli ngram train "$DATA/ptb/train.txt" --order 5 --smoothing mkn \
+  -o /tmp/mkn5.lm >"$R/mixtures.out" 2>&1
+for n in nnlm_w5 nnlm_w5_wide nnlm_w4_wide; do
+  [ -f "$P/$n.result.json" ] || continue
+  python3 -m lmlab.cli interpolate /tmp/mkn5.lm "$P/$n.pt" --valid "$DATA/ptb/valid.txt" \
+    -o "$R/mix_mkn5_$n.json" >>"$R/mixtures.out" 2>&1 &&
+  python3 -m lmlab.cli eval "$R/mix_mkn5_$n.json" "$DATA/ptb/test.txt" --json \
+    >"$R/mix_mkn5_$n.test.json" 2>>"$R/mixtures.out"
+done
 python3 - "$R/ptb_neural" "$OUT" <<'EOF' >"$R/embeddings_export.log" 2>&1
 import sys
 from pathlib import Path
