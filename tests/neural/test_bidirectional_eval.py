@@ -16,7 +16,7 @@ from lmlab.metrics import summarize
 from lmlab.models import load_model
 from lmlab.neural.bidirectional import BidirectionalLM
 from lmlab.neural.data import stream_tensors
-from lmlab.synth import MarkovSource, sample_splits
+from lmlab.synth import MarkovSource, write_splits
 
 torch.set_num_threads(1)
 
@@ -29,9 +29,8 @@ EXTRA = ("backward_perplexity", "cloze_accuracy", "cloze_perplexity")
 @pytest.fixture(scope="module")
 def data_dir(tmp_path_factory):
     d = tmp_path_factory.mktemp("bieval")
-    for name, c in sample_splits(MarkovSource(order=2, vocab_size=8, seed=4),
-                                 {"train": 60, "valid": 10, "test": 15}, seed=0).items():
-        c.write(d / f"{name}.txt")
+    write_splits(MarkovSource(order=2, vocab_size=8, seed=4), d,
+                 {"train": 60, "valid": 10, "test": 15}, seed=0)
     return d
 
 

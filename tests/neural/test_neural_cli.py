@@ -17,7 +17,7 @@ import torch
 from lmlab.cli import main
 from lmlab.neural.checkpoint import load_checkpoint
 from lmlab.neural.trainer import sidecar_paths
-from lmlab.synth import MarkovSource, sample_splits
+from lmlab.synth import MarkovSource, write_splits
 from tests.cli_helpers import fails, ok
 
 torch.set_num_threads(1)
@@ -30,9 +30,8 @@ TINY = ["--emsize", "8", "--hidden", "8", "--layers", "1", "--bptt", "5", "--bat
 @pytest.fixture(scope="module")
 def data_dir(tmp_path_factory):
     d = tmp_path_factory.mktemp("cli")
-    for name, c in sample_splits(MarkovSource(order=2, vocab_size=8, seed=4),
-                                 {"train": 80, "valid": 10, "test": 15}, seed=0).items():
-        c.write(d / f"{name}.txt")
+    write_splits(MarkovSource(order=2, vocab_size=8, seed=4), d,
+                 {"train": 80, "valid": 10, "test": 15}, seed=0)
     return d
 
 
