@@ -18,26 +18,9 @@ import argparse
 import json
 import math
 
-import torch
-
 from lmlab.corpus import read_corpus
 from lmlab.metrics import summarize
-from lmlab.neural.data import stream_tensors
 from lmlab.neural.lm import load_neural
-
-
-@torch.no_grad()
-def next_word_accuracy(lm, stream, chunk: int = 256) -> float:
-    """Top-1 accuracy of a left-to-right model over the stream (batch 1, state carried)."""
-    inputs, targets = stream_tensors(stream)
-    model = lm.model.eval()
-    state = model.init_state(1, lm.device)
-    correct = 0
-    for start in range(0, len(targets), chunk):
-        x = inputs[start:start + chunk].view(-1, 1).to(lm.device)
-        logits, state = model(x, state)
-        correct += int((logits.argmax(-1).view(-1).cpu() == targets[start:start + chunk]).sum())
-    return correct / len(targets)
 
 
 def main(argv=None) -> int:
@@ -53,7 +36,7 @@ def main(argv=None) -> int:
         raise SystemExit("the two checkpoints have different vocabularies")
     result = {
         "forward_only": {"perplexity": summarize(fwd.logprobs(stream), stream).perplexity,
-                         "next_word_accuracy": next_word_accuracy(fwd, stream),
+                         "next_word_accuracy": fwd.next_word_accuracy(stream),
                          "parameters": sum(q.numel() for q in fwd.model.parameters())},
         "bidirectional": {"forward_perplexity": summarize(bi.logprobs(stream), stream).perplexity,
                           **bi.extra_metrics(stream),

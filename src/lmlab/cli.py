@@ -173,8 +173,9 @@ def cmd_eval(args) -> int:
     d.update(extra)
     if args.json:
         # inf/nan (an MLE model on unseen text) are not JSON: write them as null.
-        print(json.dumps({k: v if not isinstance(v, float) or math.isfinite(v) else None
-                          for k, v in d.items()}, allow_nan=False))
+        from lmlab.fileio import json_safe
+
+        print(json.dumps(json_safe(d), allow_nan=False))
         return 0
     desc = model.describe()
     summary = desc.get("summary") or f"{desc.get('smoothing', '')}, order {desc.get('order', '?')}"

@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from lmlab.errors import LmlabError
+from lmlab.fileio import json_safe
 
 
 @dataclass
@@ -74,7 +75,7 @@ class Comparison:
     pairs: list[dict]  # one per model after the first, against the first
 
     def to_dict(self) -> dict:
-        return _json_safe({"text": self.text, "tokens": self.scores[0].tokens,
+        return json_safe({"text": self.text, "tokens": self.scores[0].tokens,
                            "reference": self.scores[0].path,
                            "models": [s.to_dict() for s in self.scores], "pairs": self.pairs})
 
@@ -205,17 +206,6 @@ def _short_names(paths: list[str]) -> list[str]:
 
 
 # -- output -------------------------------------------------------------------------------------
-
-def _json_safe(obj):
-    """inf/nan are not JSON: null instead (as ``lmlab eval --json``)."""
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
-    if isinstance(obj, dict):
-        return {k: _json_safe(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [_json_safe(v) for v in obj]
-    return obj
-
 
 def _num(x: float, digits: int = 2) -> str:
     return f"{x:,.{digits}f}" if math.isfinite(x) else str(x)

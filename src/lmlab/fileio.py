@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import gzip
 import io
+import math
 import os
 import tempfile
 import zlib
@@ -117,3 +118,15 @@ def _yield_stream(binary: IO[bytes], mode: str) -> Iterator[IO]:
     yield wrapper
     wrapper.flush()
     wrapper.detach()  # leave the binary stream open: atomic_output still fsyncs and closes it
+
+
+def json_safe(obj):
+    """``obj`` with every inf/nan float (not JSON) replaced by null, through dicts and lists: the
+    convention of every ``--json`` output and JSON file lmlab writes."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [json_safe(v) for v in obj]
+    return obj

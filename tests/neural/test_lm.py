@@ -3,6 +3,7 @@ every token predicted), next-word distributions, loading checkpoints through lml
 
 from __future__ import annotations
 
+import math
 import subprocess
 import sys
 
@@ -52,6 +53,18 @@ def test_logprobs_every_token_independent_of_chunking(model):
     for chunk in (1, 7, 50):
         lp = NeuralLM(net, vocab, config, chunk=chunk).logprobs(s)
         np.testing.assert_allclose(lp, ref, rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("model", ["lstm", "nnlm"])
+def test_next_word_accuracy_is_the_argmax_of_next_logprobs(model):
+    net, vocab, config = tiny(model)
+    s = stream(vocab, SENTS[:5])
+    lm = NeuralLM(net, vocab, config, chunk=4)
+    # the stream is continuous: sentence k's context includes every sentence before it
+    words = [vocab.itos[i] for i in s.ids]
+    hits = sum(int(np.argmax(lm.next_logprobs(words[:t])) == s.ids[t]) for t in range(len(s)))
+    assert lm.next_word_accuracy(s) == pytest.approx(hits / len(s))
+    assert math.isnan(lm.next_word_accuracy(stream(vocab, [])))
 
 
 def test_first_token_is_predicted_after_eos():

@@ -28,7 +28,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from lmlab.errors import LmlabError
-from lmlab.fileio import atomic_output
+from lmlab.fileio import atomic_output, json_safe
 from lmlab.neural.cells import VARIANTS, check_variant
 
 
@@ -143,7 +143,7 @@ def run_one(data: str, runs_dir: str, variant: str, seed: int,
     finally:
         trainer.close()
     with atomic_output(Path(runs_dir) / f"{name}.json", "w") as f:
-        json.dump(_finite(record), f, indent=1)
+        json.dump(json_safe(record), f, indent=1)
     return record
 
 
@@ -166,11 +166,6 @@ def _train_seconds(metrics: Path) -> float:
             if "seconds" in record and "valid_ppl" in record:
                 total += record["seconds"] or 0.0
     return total
-
-
-def _finite(record: dict) -> dict:
-    return {k: (None if isinstance(v, float) and not math.isfinite(v) else v)
-            for k, v in record.items()}
 
 
 def run_study(data: str | os.PathLike, out: str | os.PathLike, study: StudyConfig, *,
@@ -299,7 +294,7 @@ def summarize(records: list[dict], study: StudyConfig, extra: dict) -> dict:
 
 def write_summary(summary: dict, out: Path) -> None:
     with atomic_output(out / "results.json", "w") as f:
-        json.dump(summary, f, indent=1)
+        json.dump(json_safe(summary), f, indent=1)
     with atomic_output(out / "results.md", "w") as f:
         f.write(markdown_table(summary))
     plot_study(summary, out / "ablation.png")

@@ -14,10 +14,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 
 from lmlab.errors import LmlabError
+from lmlab.fileio import json_safe
 from lmlab.neural.config import MODEL_TYPES, OPTIMIZERS, RunConfig
 
 # flag dest -> (section, field)
@@ -157,7 +157,7 @@ def cmd_train(args) -> int:
               "valid_ppl": result.epochs[-1]["valid_ppl"] if result.epochs else None,
               "test": test}
     if args.json:
-        print(json.dumps(_json_safe(report), allow_nan=False))
+        print(json.dumps(json_safe(report), allow_nan=False))
         return 0
     print(f"{result.status}: {result.epoch} epoch(s), {result.step} steps; checkpoint "
           f"{args.out}")
@@ -167,11 +167,3 @@ def cmd_train(args) -> int:
         print(f"test perplexity  {test['perplexity']:.4f} ({test['tokens']} tokens, "
               f"{test['oov']} OOV; excluding OOV {test['perplexity_excl_oov']:.4f})")
     return 0
-
-
-def _json_safe(obj):
-    if isinstance(obj, dict):
-        return {k: _json_safe(v) for k, v in obj.items()}
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    return obj

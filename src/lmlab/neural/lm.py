@@ -67,20 +67,32 @@ class NeuralLM:
     # -- protocol -------------------------------------------------------------------------------
     def logprobs(self, stream: TokenStream) -> np.ndarray:
         """ln p of every predicted token of ``stream``, the stream fed continuously (batch 1)."""
+        out = np.empty(len(stream), dtype=np.float64)
+        for start, end, logits, y in self._stream_logits(stream):
+            lp = torch.log_softmax(logits.double(), dim=-1)
+            out[start:end] = lp.gather(1, y.view(-1, 1))[:, 0].cpu().numpy()
+        return out
+
+    def next_word_accuracy(self, stream: TokenStream) -> float:
+        """Share of the predicted tokens of ``stream`` that are the model's most probable word
+        (same stream and state as :meth:`logprobs`)."""
+        correct = sum(int((logits.argmax(-1) == y).sum())
+                      for _, _, logits, y in self._stream_logits(stream))
+        return correct / len(stream) if len(stream) else float("nan")
+
+    def _stream_logits(self, stream: TokenStream):
+        """The evaluation protocol's loop: ``(start, end, logits [n, V], targets [n])`` per chunk
+        of the stream, fed with batch size 1 and the state carried from chunk to chunk."""
         if len(stream) == 0:
-            return np.zeros(0, dtype=np.float64)
+            return
         inputs, targets = stream_tensors(stream)
-        out = np.empty(len(targets), dtype=np.float64)
         with self._eval():
             state = self.model.init_state(1, self.device)
             for start in range(0, len(targets), self.chunk):
                 end = min(start + self.chunk, len(targets))
                 x = inputs[start:end].view(-1, 1).to(self.device)
                 logits, state = self.model(x, state)
-                lp = torch.log_softmax(logits[:, 0].double(), dim=-1)
-                y = targets[start:end].to(self.device).view(-1, 1)
-                out[start:end] = lp.gather(1, y)[:, 0].cpu().numpy()
-        return out
+                yield start, end, logits[:, 0], targets[start:end].to(self.device)
 
     def next_logprobs(self, context: list[str]) -> np.ndarray:
         """ln p over vocabulary ids of the word after ``context`` (a sentence prefix): the model is

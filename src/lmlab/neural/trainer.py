@@ -47,7 +47,7 @@ import torch
 
 from lmlab.corpus import TokenStream, Vocabulary
 from lmlab.errors import LmlabError
-from lmlab.fileio import atomic_output, check_output_path
+from lmlab.fileio import atomic_output, check_output_path, json_safe
 from lmlab.metrics import summarize
 from lmlab.neural.checkpoint import (
     get_rng_state,
@@ -565,7 +565,7 @@ class Trainer:
         f = getattr(self, "_metrics_file", None)
         if f is not None:
             f.write(json.dumps(record, allow_nan=False, default=str)
-                    if _finite(record) else json.dumps(_nulls(record)))
+                    if _finite(record) else json.dumps(json_safe(record)))
             f.write("\n")
 
     def _flush_metrics(self) -> None:
@@ -616,7 +616,3 @@ def _exp(x: float) -> float:
 def _finite(record: dict) -> bool:
     return all(not isinstance(v, float) or math.isfinite(v) for v in record.values())
 
-
-def _nulls(record: dict) -> dict:
-    return {k: (None if isinstance(v, float) and not math.isfinite(v) else v)
-            for k, v in record.items()}
