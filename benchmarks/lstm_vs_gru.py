@@ -135,10 +135,14 @@ def read_long_range(folder: Path) -> dict:
 def table(result: dict) -> str:
     lines = []
     if result.get("speed"):
-        lines += ["| model | parameters | train tok/s | inference tok/s |", "|---|---|---|---|"]
+        lines += ["| model | parameters | train tok/s | x LSTM | inference tok/s | x LSTM |",
+                  "|---|---|---|---|---|---|"]
+        base = result["speed"]["lstm 2x200"]
         for name, r in result["speed"].items():
             lines.append(f"| {name} | {r['parameters']:,} | {r['train_tokens_per_s']:,.0f} | "
-                         f"{r['infer_tokens_per_s']:,.0f} |")
+                         f"{r['train_tokens_per_s'] / base['train_tokens_per_s']:.2f} | "
+                         f"{r['infer_tokens_per_s']:,.0f} | "
+                         f"{r['infer_tokens_per_s'] / base['infer_tokens_per_s']:.2f} |")
         lines.append("")
     if result.get("ptb"):
         lines += ["| PTB run (13 epochs, Zaremba small) | parameters | test ppl | best valid | "
