@@ -10,6 +10,8 @@ is (``--techniques``, on by default in the full run), the vanilla cell by other 
 
 * ``vanilla/loop``: a plain Python per-step loop cell (input projection hoisted into one product,
   per-step gate math recorded by autograd, autograd's backward);
+* ``vanilla/ops``: lmlab's sequence-level Function with each step's elementwise work as torch ops
+  instead of the compiled kernel (what runs where no C compiler is available);
 * ``vanilla/mkl``: lmlab's sequence-level Function with every product on torch.mm (MKL), no oneDNN;
 * ``np/own``: np through lmlab's Function instead of torch's fused kernel.
 
@@ -46,10 +48,11 @@ import torch
 from torch import nn
 
 import lmlab.neural.cells as cells
+from lmlab.neural import kernel
 from lmlab.neural.cells import VARIANTS, VariantLSTM
 
 VOCAB, BATCH, BPTT, LAYERS = 10_000, 20, 35, 2
-TECHNIQUES = ("vanilla/loop", "vanilla/mkl", "np/own")
+TECHNIQUES = ("vanilla/loop", "vanilla/ops", "vanilla/mkl", "np/own")
 
 
 class LoopLSTM(nn.Module):
@@ -115,13 +118,14 @@ def build(kind: str, hidden: int, seed: int = 0) -> LM:
 @contextlib.contextmanager
 def technique(kind: str):
     """Switch lmlab's cell to the technique a row names, for the duration of its steps."""
-    saved = cells.ONEDNN, cells.FUSED_NP
+    saved = cells.ONEDNN, cells.FUSED_NP, cells.KERNEL
     cells.ONEDNN = kind != "vanilla/mkl"
     cells.FUSED_NP = kind != "np/own"
+    cells.KERNEL = kind != "vanilla/ops"
     try:
         yield
     finally:
-        cells.ONEDNN, cells.FUSED_NP = saved
+        cells.ONEDNN, cells.FUSED_NP, cells.KERNEL = saved
 
 
 def cpu_seconds() -> float:
@@ -242,6 +246,7 @@ def main() -> None:
     doc = {
         "benchmark": "lstm_cells", "quick": args.quick, "torch": torch.__version__,
         "threads": args.threads, "machine": platform.machine(), "processor": platform.processor(),
+        "lstm_kernel_compiled": kernel.library() is not None,
         "vocab": VOCAB, "batch": BATCH, "bptt": BPTT, "layers": LAYERS,
         "rounds": rounds, "steps_per_round": args.steps,
         "ratio": "median over rounds of time(fused)/time(model) per training step (> 1: faster);"

@@ -10,8 +10,10 @@ import pytest
 import torch
 from torch import nn
 
+import lmlab.neural.cell_steps as cell_steps
 import lmlab.neural.cells as cells
 from lmlab.errors import LmlabError
+from lmlab.neural import kernel
 from lmlab.neural.cells import VARIANTS, VariantLSTM, reference_lstm
 
 T, B, IN, H, L = 6, 3, 5, 4, 2
@@ -61,6 +63,9 @@ def assert_close_all(got, want, atol, rtol=0.0):
         torch.testing.assert_close(a.double(), b.double(), atol=atol, rtol=rtol, msg=f"item {k}")
 
 
+KERNELS = [True, False] if kernel.library() is not None else [False]
+
+
 def use_backend(monkeypatch, onednn: bool) -> None:
     """Products by oneDNN at every size (where torch has it), or by torch.addmm throughout."""
     monkeypatch.setattr(cells, "ONEDNN", onednn)
@@ -71,7 +76,7 @@ def use_backend(monkeypatch, onednn: bool) -> None:
 def test_onednn_modes(monkeypatch):
     x = torch.zeros(1, 1, 1)
     use_backend(monkeypatch, True)
-    want = cells._onednn_ops() is not None
+    want = cell_steps.onednn_ops() is not None
     assert cells._onednn_modes(x, 8) == (want, want)
     assert cells._onednn_modes(x.double(), 8) == (False, False)
     use_backend(monkeypatch, False)
@@ -93,10 +98,13 @@ def test_matches_reference_float64(variant, fused_np, monkeypatch):
     assert_close_all(fast, ref, atol=1e-12)
 
 
+@pytest.mark.parametrize("use_kernel", KERNELS)
 @pytest.mark.parametrize("onednn", [True, False])
 @pytest.mark.parametrize("variant,fused_np", CASES)
-def test_float32_fast_path_matches_float64_reference(variant, fused_np, onednn, monkeypatch):
+def test_float32_fast_path_matches_float64_reference(variant, fused_np, onednn, use_kernel,
+                                                     monkeypatch):
     use_backend(monkeypatch, onednn)
+    monkeypatch.setattr(cells, "KERNEL", use_kernel)
     monkeypatch.setattr(cells, "FUSED_NP", fused_np)
     model = make(variant, dtype=torch.float32, hidden=16)
     x, state = inputs(variant, dtype=torch.float32, hidden=16)
@@ -141,10 +149,12 @@ def copy_from_torch(lstm: nn.LSTM, model: VariantLSTM) -> None:
             b.copy_((getattr(lstm, f"bias_ih_l{k}") + getattr(lstm, f"bias_hh_l{k}"))[order])
 
 
+@pytest.mark.parametrize("use_kernel", KERNELS)
 @pytest.mark.parametrize("fused_np", [True, False])
 @pytest.mark.parametrize("onednn", [True, False])
-def test_np_reproduces_torch_lstm(onednn, fused_np, monkeypatch):
+def test_np_reproduces_torch_lstm(onednn, fused_np, use_kernel, monkeypatch):
     use_backend(monkeypatch, onednn)
+    monkeypatch.setattr(cells, "KERNEL", use_kernel)
     monkeypatch.setattr(cells, "FUSED_NP", fused_np)
     torch.manual_seed(3)
     lstm = nn.LSTM(IN, 12, 3)
@@ -354,9 +364,11 @@ def test_dropout_matches_reference_layerwise():
     torch.testing.assert_close(got, want, atol=1e-12, rtol=0)
 
 
+@pytest.mark.parametrize("use_kernel", KERNELS)
 @pytest.mark.parametrize("variant,fused_np", CASES)
-def test_two_chunks_equal_one_call(variant, fused_np, monkeypatch):
+def test_two_chunks_equal_one_call(variant, fused_np, use_kernel, monkeypatch):
     monkeypatch.setattr(cells, "FUSED_NP", fused_np)
+    monkeypatch.setattr(cells, "KERNEL", use_kernel)
     model = make(variant, dtype=torch.float32, hidden=8)
     x, state = inputs(variant, dtype=torch.float32, hidden=8, steps=9)
     with torch.no_grad():

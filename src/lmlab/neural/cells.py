@@ -56,16 +56,16 @@ call, and ``(h, c)`` is returned. Pass ``state=(h, c, a)`` with ``a`` ``[L, B, 3
 and two chunks give exactly one call's result. Other variants accept only ``(h, c)``.
 
 How it is fast (technique chosen by measurement, see ``benchmarks/lstm_cells.py``): each layer is
-one sequence-level ``torch.autograd.Function`` (:class:`_LSTMLayer`). The input projection of all
-time steps is one matrix product; each step is one matrix product plus about ten in-place
-elementwise ops on preallocated buffers, with no autograd graph. The backward pass is written by
-hand: every coefficient of the gradient recursion that does not depend on the incoming gradient
-(``σ'``, ``tanh'``, the peephole terms) is computed for all steps at once, so a step of
-backpropagation through time is one matrix product and four elementwise ops; the weight gradients
-are one matrix product each over all steps at the end. ``tanh(u)`` is computed as ``1 - 2σ(-2u)``
-(the same function; torch's CPU tanh kernel is several times slower than its sigmoid), so one
-sigmoid call covers the i, f and z gates. Large products go to oneDNN (see ``ONEDNN`` below).
-``np`` is exactly ``torch.nn.LSTM`` and by default runs on torch's own fused kernel (``FUSED_NP``).
+one sequence-level ``torch.autograd.Function`` (:class:`_LSTMLayer`) with a hand-written backward
+pass and no per-step autograd graph. The input projection of all time steps is one matrix product;
+each step is one recurrent matrix product in torch plus one call of a small compiled C kernel
+(:mod:`lmlab.neural.kernel`) that does the step's elementwise work (gates, cell, output) in one
+pass; backwards, each step is one kernel call (the gradients of the pre-activations and the cell)
+and one product, and the weight gradients are one product each over all steps at the end. Where
+the kernel cannot be built (no C compiler) or for other dtypes and devices, the same steps run as
+about ten torch elementwise ops each (:mod:`lmlab.neural.cell_steps`). Large products go to oneDNN
+(see ``ONEDNN`` below). ``np`` is exactly ``torch.nn.LSTM`` and by default runs on torch's own
+fused kernel (``FUSED_NP``).
 :func:`reference_lstm` is the same model as a plain per-step loop straight from the equations, for
 the tests.
 """
@@ -78,6 +78,8 @@ import torch
 from torch import Tensor, nn
 
 from lmlab.errors import LmlabError
+from lmlab.neural import cell_steps as steps
+from lmlab.neural import kernel
 
 VARIANTS = ("vanilla", "nig", "nfg", "nog", "niaf", "noaf", "np", "cifg", "fgr")
 
@@ -131,62 +133,25 @@ class _Spec:
         self.p_sig = slice(first, first + self.n_sig) if self.peep else None
 
 
-# Matrix products. torch's fused CPU nn.LSTM runs on oneDNN; torch.mm/addmm call MKL, which on
-# some CPUs (AMD EPYC, where this was measured) is much slower than oneDNN for these shapes once H
-# is a few hundred, and a little faster below (1 thread: a step's [20,650]x[650,2600] product
-# takes 1.1-1.4 ms in MKL, 0.85-0.9 ms in oneDNN; at H=200 MKL is ~10% faster). The oneDNN
-# linear ops used are torch's own (private; inductor uses them); when missing or failing a
-# self-check, or for anything but float32 on CPU, the layer uses torch.addmm. ``ONEDNN = False``
-# forces torch.addmm. The per-step recurrent products switch to oneDNN (weight pre-packed once
-# per pass) from H >= ONEDNN_STEP_MIN_H, the whole-sequence products from H >= ONEDNN_SEQ_MIN_H.
+# Matrix products (see lmlab.neural.cell_steps): oneDNN's linear ops where they are faster than
+# torch.mm/addmm (MKL) on the CPU, float32 only. ``ONEDNN = False`` forces torch.addmm. The
+# per-step recurrent products switch to oneDNN from H >= ONEDNN_STEP_MIN_H, the whole-sequence
+# products from H >= ONEDNN_SEQ_MIN_H (thresholds measured in benchmarks/lstm_cells.py).
 ONEDNN = True
 ONEDNN_STEP_MIN_H = 256
 ONEDNN_SEQ_MIN_H = 512
 # np is exactly torch.nn.LSTM: by default it runs on torch's own fused kernel (torch.lstm, oneDNN's
 # RNN primitive on CPU) instead of _LSTMLayer; False runs it through _LSTMLayer like the others.
 FUSED_NP = True
-_dnn_ops: tuple | None | bool = False  # False: not probed yet
-
-
-def _onednn_ops() -> tuple | None:
-    """``(linear, linear_add, reorder)`` if torch's oneDNN linear ops work here, else None."""
-    global _dnn_ops
-    if _dnn_ops is False:
-        _dnn_ops = None
-        try:
-            if torch.backends.mkldnn.is_available():
-                ops = torch.ops.mkldnn
-                lin, lin_add = ops._linear_pointwise.default, ops._linear_pointwise.binary
-                reorder = ops._reorder_linear_weight.default
-                gen = torch.Generator().manual_seed(0)
-                x, w = torch.rand(3, 5, generator=gen), torch.rand(4, 5, generator=gen)
-                b, other = torch.rand(4, generator=gen), torch.rand(3, 4, generator=gen)
-                ok = (torch.allclose(lin(x, w, b, "none", [], ""), torch.addmm(b, x, w.t()),
-                                     atol=1e-5)
-                      and torch.allclose(lin(x.t(), other.t(), None, "none", [], ""),
-                                         x.t() @ other, atol=1e-5)
-                      and torch.allclose(lin_add(x, other, reorder(w, 3), None, "add"),
-                                         torch.addmm(other, x, w.t()), atol=1e-5))
-                if ok:
-                    _dnn_ops = (lin, lin_add, reorder)
-        except (AttributeError, RuntimeError):
-            _dnn_ops = None
-    return _dnn_ops
-
-
+# The per-step elementwise work in one compiled call (lmlab.neural.kernel) where it can be built;
+# False forces the torch-op path.
+KERNEL = True
 def _onednn_modes(x: Tensor, hidden: int) -> tuple[bool, bool]:
     """Whether (the per-step products, the whole-sequence products) use oneDNN."""
     if not (ONEDNN and x.device.type == "cpu" and x.dtype == torch.float32
-            and torch.backends.mkldnn.enabled and _onednn_ops() is not None):
+            and torch.backends.mkldnn.enabled and steps.onednn_ops() is not None):
         return False, False
     return hidden >= ONEDNN_STEP_MIN_H, hidden >= ONEDNN_SEQ_MIN_H
-
-
-def _mm(a: Tensor, b: Tensor, dnn: bool) -> Tensor:
-    """``a @ b`` (2-D)."""
-    if dnn:
-        return _dnn_ops[0](a, b.t(), None, "none", [], "")
-    return torch.mm(a, b)
 
 
 class _LSTMLayer(torch.autograd.Function):
@@ -206,104 +171,14 @@ class _LSTMLayer(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, h0, c0, a0, w_ih, w_hh, b, p, w_gg, spec: _Spec):
         T, B, _ = x.shape
-        H, G = spec.H, spec.G
-        col, sig, tail = spec.col, spec.sig, spec.tail
+        H = spec.H
         step_dnn, seq_dnn = _onednn_modes(x, H)
-        one, minus_two = x.new_tensor(1.0), x.new_tensor(-2.0)
-        x2 = x.reshape(T * B, -1)
-        w_in, b_in, w_rec = w_ih, b, w_hh
-        if spec.z_tanh:  # z_t = tanh(z̄) = 1 - 2 σ(-2 z̄): scale the z rows by -2 (exact)
-            w_in, b_in, w_rec = w_ih.clone(), b.clone(), w_hh.clone()
-            for w in (w_in, b_in, w_rec):
-                w[col["z"]].mul_(minus_two)
-        # Pre-activations of every step from the input: one product. A[t] then receives the
-        # activations step by step, so afterwards A holds (o, i, f, z) of every step.
-        if seq_dnn:
-            A = _dnn_ops[0](x2, w_in, b_in, "none", [], "").view(T, B, G * H)
-        else:
-            A = torch.addmm(b_in, x2, w_in.t()).view(T, B, G * H)
-        w_rec = _dnn_ops[2](w_rec, B) if step_dnn else w_rec.t()
-        act_sig = tail if spec.z_tanh else sig  # columns that go through one sigmoid
-        C = x.new_empty(T + 1, B, H)  # C[0] = c0, C[t+1] = c_t
-        C[0] = c0
-        out = x.new_empty(T, B, H)
-        S = x.new_empty(T, B, H) if spec.h_tanh else None  # σ(-2 c_t): tanh(c_t) = 1 - 2 S[t]
-        tmp = x.new_empty(B, H) if spec.cifg else None
-        has_i, has_f, has_o = spec.has["i"], spec.has["f"], spec.has["o"]
-        # per-step views, made once
-        Al, Cl, Ol = A.unbind(0), C.unbind(0), out.unbind(0)
-        Sl = S.unbind(0) if S is not None else None
-        A_act, Az = A[..., act_sig].unbind(0), A[..., col["z"]].unbind(0)
-        Ai = A[..., col["i"]].unbind(0) if has_i else None
-        Af = A[..., col["f"]].unbind(0) if has_f else None
-        Ao = A[..., col["o"]].unbind(0) if has_o else None
-        A3 = A[..., : 3 * H].unbind(0) if spec.fgr else None
-        if spec.fgr:
-            w_gg_t = _dnn_ops[2](w_gg, B) if step_dnn else w_gg.t()
-        if spec.peep:
-            p_sig = p[spec.p_sig]  # [n_sig, H]
-            p_o = p[spec.p_o] if spec.p_o is not None else None
-            C_u = C[:-1].unsqueeze(2).unbind(0)  # c_{t-1} as [B, 1, H]
-            A_peep = A[..., sig].view(T, B, spec.n_sig, H).unbind(0)
-        else:
-            p_sig = p_o = None
-        h0 = h0.contiguous()
-        h = h0
-        for t in range(T):
-            c_prev, c, a = Cl[t], Cl[t + 1], Al[t]
-            if step_dnn:  # pre-activations in a fresh g; activations go to A[t]
-                g = _dnn_ops[1](h, a, w_rec, None, "add")
-                if spec.fgr:
-                    prev = A3[t - 1] if t > 0 else a0
-                    if prev is not None:
-                        g[:, : 3 * H].add_(_dnn_ops[0](prev, w_gg_t, None, "none", [], ""))
-                if p_sig is not None:
-                    g[:, sig].view(B, spec.n_sig, H).addcmul_(C_u[t], p_sig)
-                torch.sigmoid(g[:, act_sig], out=A_act[t])
-                if not spec.z_tanh:
-                    Az[t].copy_(g[:, col["z"]])
-                o_pre = g[:, col["o"]] if has_o else None
-            else:  # pre-activations and activations in place in A[t]
-                a.addmm_(h, w_rec)
-                if spec.fgr:
-                    prev = A3[t - 1] if t > 0 else a0
-                    if prev is not None:
-                        A3[t].addmm_(prev, w_gg_t)
-                if p_sig is not None:
-                    A_peep[t].addcmul_(C_u[t], p_sig)
-                A_act[t].sigmoid_()
-                o_pre = Ao[t] if has_o else None
-            z = Az[t]
-            if spec.z_tanh:
-                torch.add(one, z, alpha=-2, out=z)
-            if spec.cifg:
-                torch.sub(z, c_prev, out=tmp)
-                torch.addcmul(c_prev, Ai[t], tmp, out=c)
-            elif has_i and has_f:
-                torch.mul(Af[t], c_prev, out=c)
-                c.addcmul_(Ai[t], z)
-            elif has_i:  # nfg
-                torch.addcmul(c_prev, Ai[t], z, out=c)
-            else:  # nig
-                torch.addcmul(z, Af[t], c_prev, out=c)
-            if spec.h_tanh:
-                st = Sl[t]
-                torch.mul(c, minus_two, out=st)
-                st.sigmoid_()
-            h = Ol[t]
-            if has_o:
-                o = Ao[t]
-                if p_o is not None:
-                    o_pre.addcmul_(c, p_o)
-                torch.sigmoid(o_pre, out=o)
-                if spec.h_tanh:  # o ⊙ tanh(c) = o - 2 o ⊙ σ(-2c)
-                    torch.addcmul(o, o, st, value=-2, out=h)
-                else:
-                    torch.mul(o, c, out=h)
-            else:  # nog: tanh(c) = 1 - 2 σ(-2c)
-                torch.add(one, st, alpha=-2, out=h)
+        use_kernel = KERNEL and kernel.usable(x)
+        run = steps.forward_kernel if use_kernel else steps.forward_ops
+        out, A, C, S = run(x, h0.contiguous(), c0, a0, w_ih, w_hh, b, p, w_gg, spec, step_dnn,
+                           seq_dnn)
         ctx.spec = spec
-        ctx.modes = step_dnn, seq_dnn
+        ctx.modes = step_dnn, seq_dnn, use_kernel
         ctx.save_for_backward(x, h0, a0, w_ih, w_hh, p, w_gg, out, A, C, S)
         hN = out[T - 1].clone()
         cN = C[T].clone()
@@ -315,141 +190,33 @@ class _LSTMLayer(torch.autograd.Function):
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, d_out, d_hN, d_cN, d_aN):
-        spec, (step_dnn, seq_dnn) = ctx.spec, ctx.modes
+        spec, (step_dnn, seq_dnn, use_kernel) = ctx.spec, ctx.modes
         x, h0, a0, w_ih, w_hh, p, w_gg, out, A, C, S = ctx.saved_tensors
         T, B, _ = x.shape
         H, G, col = spec.H, spec.G, spec.col
-        has_i, has_f, has_o = spec.has["i"], spec.has["f"], spec.has["o"]
-        one = x.new_tensor(1.0)
-        d_out = torch.zeros_like(out) if d_out is None else d_out.contiguous()
-        C_prev, C_t = C[:-1], C[1:]
-        act = {g: A[..., col[g]] for g in spec.gates}
-
-        # --- coefficients of the gradient recursion, for all steps at once -------------------
-        n_s = G - 1  # the sigmoid gates (o, i, f present) are the first G-1 blocks, z the last
-        D = torch.addcmul(A[..., : n_s * H], A[..., : n_s * H], A[..., : n_s * H], value=-1)
-        dsig = {g: D[..., col[g]] for g in spec.gates if g != "z"}  # σ'(ḡ) = g (1 - g)
-        TC = torch.add(one, S, alpha=-2) if spec.h_tanh else C_t  # tanh(c_t) (noaf: c_t)
-        # dh -> dō: K_o = act(c) σ'(ō); dh -> dc_t directly: K_hc = o act'(c)
-        dtanh_c = torch.addcmul(one, TC, TC, value=-1) if spec.h_tanh else None
-        if has_o:
-            K_o = TC * dsig["o"]
-            K_hc = act["o"] * dtanh_c if spec.h_tanh else act["o"]
-        else:
-            K_o, K_hc = None, dtanh_c
-        p_o = p[spec.p_o] if spec.peep and spec.p_o is not None else None
-        K_h = torch.addcmul(K_hc, K_o, p_o) if p_o is not None else K_hc  # all dh -> dc_t
-        # dc_t -> pre-activations of the tail gates (i, f, z), one [B, n_tail, H] block per step
-        K_c = x.new_empty(T, B, spec.n_tail, H)
-        k = 0
-        if has_i:
-            if spec.cifg:
-                torch.mul(act["z"] - C_prev, dsig["i"], out=K_c[:, :, k])
-            else:
-                torch.mul(act["z"], dsig["i"], out=K_c[:, :, k])
-            k += 1
-        if has_f:
-            torch.mul(C_prev, dsig["f"], out=K_c[:, :, k])
-            k += 1
-        Kz = K_c[:, :, k]
-        if spec.z_tanh:
-            torch.addcmul(one, act["z"], act["z"], value=-1, out=Kz)
-            if has_i:
-                Kz.mul_(act["i"])
-        elif has_i:
-            Kz.copy_(act["i"])
-        else:
-            Kz.fill_(1)
-        # dc_t -> dc_{t-1}: through f_t and the i/f peepholes
-        if has_f:
-            K_cc = act["f"].clone()
-        elif spec.cifg:
-            K_cc = torch.sub(one, act["i"])
-        else:  # nfg: f_t = 1
-            K_cc = torch.ones_like(C_prev)
-        if spec.peep:
-            p_sig = p[spec.p_sig]
-            for j in range(spec.n_sig):
-                K_cc.addcmul_(K_c[:, :, j], p_sig[j])
-
-        # --- backward through time ----------------------------------------------------------
-        if step_dnn:
-            w_back = _dnn_ops[2](w_hh.t().contiguous(), B)
-            w_gg_back = _dnn_ops[2](w_gg.t().contiguous(), B) if spec.fgr else None
         needs = ctx.needs_input_grad
-        dG = x.new_empty(T, B, G * H)
-        dGl = dG.unbind(0)
-        dG_tail = dG[..., spec.tail].view(T, B, spec.n_tail, H).unbind(0)
-        dG_o = dG[..., col["o"]].unbind(0) if has_o else None
-        d_outl = d_out.unbind(0)
-        K_hl, K_cl, K_ccl = K_h.unbind(0), K_c.unbind(0), K_cc.unbind(0)
-        K_ol = K_o.unbind(0) if has_o else None
-        dh = d_out[T - 1] if d_hN is None else d_out[T - 1] + d_hN
-        dh_buf = None if step_dnn else x.new_empty(B, H)
-        dc = d_cN.clone() if d_cN is not None else x.new_zeros(B, H)
-        dct = x.new_empty(B, H)
-        dct_u = dct.unsqueeze(1)
-        da = None
-        if spec.fgr:
-            if d_aN is not None and d_aN.numel():
-                da = d_aN
-            dao = x.new_empty(B, 3 * H)
-            p_i, p_f = p_sig[0], p_sig[1]
-            dG3 = dG[..., : 3 * H].unbind(0)
-            dGi, dGf = dG[..., col["i"]].unbind(0), dG[..., col["f"]].unbind(0)
-            dG_if = dG[..., H: 3 * H].unbind(0)
-            D_l = D.unbind(0)
-            K_hcl, act_f = K_hc.unbind(0), act["f"].unbind(0)
-        for t in range(T - 1, -1, -1):
-            g = dGl[t]
-            if not spec.fgr:
-                if has_o:
-                    torch.mul(dh, K_ol[t], out=dG_o[t])
-                if K_h is None:
-                    torch.add(dc, dh, out=dct)
-                else:
-                    torch.addcmul(dc, dh, K_hl[t], out=dct)
-                torch.mul(dct_u, K_cl[t], out=dG_tail[t])
-                torch.mul(dct, K_ccl[t], out=dc)
-            else:
-                go = dG_o[t]
-                if da is not None:  # gradient from the next step's gate recurrence
-                    torch.mul(da, D_l[t], out=dao)
-                    torch.addcmul(dao[:, :H], dh, K_ol[t], out=go)
-                else:
-                    torch.mul(dh, K_ol[t], out=go)
-                torch.addcmul(dc, dh, K_hcl[t], out=dct)
-                dct.addcmul_(go, p_o)
-                torch.mul(dct_u, K_cl[t], out=dG_tail[t])
-                if da is not None:
-                    dG_if[t].add_(dao[:, H:])
-                torch.mul(dct, act_f[t], out=dc)
-                dc.addcmul_(dGi[t], p_i)
-                dc.addcmul_(dGf[t], p_f)
-                if t > 0 or a0 is not None:
-                    if step_dnn:
-                        da = _dnn_ops[0](dG3[t], w_gg_back, None, "none", [], "")
-                    else:
-                        da = torch.mm(dG3[t], w_gg)
-            if t > 0:
-                if step_dnn:
-                    dh = _dnn_ops[1](g, d_outl[t - 1], w_back, None, "add")
-                else:
-                    dh = torch.addmm(d_outl[t - 1], g, w_hh, out=dh_buf)
-            elif needs[1]:
-                dh = _mm(g, w_hh, step_dnn)
-            else:
-                dh = None
+        d_out = torch.zeros_like(out) if d_out is None else d_out.contiguous()
+        run = steps.backward_kernel if use_kernel else steps.backward_ops
+        dG, dh, dc, da = run(x, h0, a0, w_hh, p, w_gg, A, C, S, d_out, d_hN, d_cN, d_aN, spec,
+                             step_dnn, needs[1])
+        C_prev, C_t = C[:-1], C[1:]
 
         # --- parameter and input gradients: one product over all steps each ------------------
         dG2 = dG.view(T * B, G * H)
-        dx = _mm(dG2, w_ih, seq_dnn).view_as(x) if needs[0] else None
-        dw_ih = _mm(dG2.t(), x.reshape(T * B, -1), seq_dnn) if needs[4] else None
+        dx = steps.mm(dG2, w_ih, seq_dnn).view_as(x) if needs[0] else None
         db = dG2.sum(0) if needs[6] else None
-        dw_hh = None
+        products = []  # (columns of dG, input over all steps) of each weight gradient
+        if needs[4]:
+            products.append((G * H, x.reshape(T * B, -1)))
         if needs[5]:  # h_{t-1} for all t: [h0, out[:-1]]
-            h_prev = torch.cat([h0.unsqueeze(0), out[:-1]]).view(T * B, H)
-            dw_hh = _mm(dG2.t(), h_prev, seq_dnn)
+            products.append((G * H, torch.cat([h0.unsqueeze(0), out[:-1]]).view(T * B, H)))
+        if spec.fgr and needs[8]:  # gate activations (o, i, f) of the previous step for all t
+            a_first = a0.unsqueeze(0) if a0 is not None else x.new_zeros(1, B, 3 * H)
+            products.append((3 * H, torch.cat([a_first, A[:-1, :, : 3 * H]]).view(T * B, 3 * H)))
+        grads = iter(steps.weight_grads(dG2, products, seq_dnn))
+        dw_ih = next(grads) if needs[4] else None
+        dw_hh = next(grads) if needs[5] else None
+        dw_gg = next(grads) if spec.fgr and needs[8] else None
         dp = None
         if spec.peep and needs[7]:
             dp = torch.empty_like(p)
@@ -457,15 +224,7 @@ class _LSTMLayer(torch.autograd.Function):
                 dp[spec.p_o] = (dG[..., col["o"]] * C_t).sum((0, 1))
             dG_sig = dG[..., spec.sig].view(T, B, spec.n_sig, H)
             dp[spec.p_sig] = (dG_sig * C_prev.unsqueeze(2)).sum((0, 1))
-        dw_gg = da0 = None
-        if spec.fgr:
-            if needs[8]:
-                # gate activations of the previous step for all t: [a0 or 0, A[:-1] (o, i, f)]
-                a_prev = torch.cat([a0.unsqueeze(0) if a0 is not None else x.new_zeros(1, B, 3 * H),
-                                    A[:-1, :, : 3 * H]]).view(T * B, 3 * H)
-                dw_gg = _mm(dG[..., : 3 * H].reshape(T * B, 3 * H).t(), a_prev, seq_dnn)
-            if a0 is not None and needs[3]:
-                da0 = da
+        da0 = da if spec.fgr and a0 is not None and needs[3] else None
         return dx, dh, dc if needs[2] else None, da0, dw_ih, dw_hh, db, dp, dw_gg, None
 
 

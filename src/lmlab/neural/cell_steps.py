@@ -1,0 +1,394 @@
+"""The step loops of one LSTM layer (:class:`lmlab.neural.cells._LSTMLayer`) and the matrix
+products they use.
+
+Two implementations of the same steps: ``forward_ops``/``backward_ops`` with torch elementwise ops
+(any dtype and device), and ``forward_kernel``/``backward_kernel``, where each step's elementwise
+work is one call of the compiled kernel (:mod:`lmlab.neural.kernel`; float32 on the CPU). Both
+keep the matrix products in torch and save the same tensors for the backward pass: ``A [T, B, G*H]``
+the gate activations of every step (packed order ``o, i, f, z``), ``C [T+1, B, H]`` the cells
+(``C[0] = c0``), ``S [T, B, H]`` ``σ(-2 c_t)`` (so ``tanh(c_t) = 1 - 2 S``; None for noaf) and
+``out [T, B, H]``. The backward loops return ``dG [T, B, G*H]``, the gradients of the
+pre-activations of every step, from which the layer computes its parameter gradients.
+
+"""
+
+from __future__ import annotations
+
+import ctypes
+
+import torch
+from torch import Tensor
+
+from lmlab.neural import kernel
+
+# Matrix products. torch's fused CPU nn.LSTM runs on oneDNN; torch.mm/addmm call MKL, which on
+# some CPUs (AMD EPYC, where this was measured) is much slower than oneDNN for these shapes once H
+# is a few hundred, and a little faster below (1 thread: a step's [20,650]x[650,2600] product
+# takes 1.1-1.4 ms in MKL, 0.85-0.9 ms in oneDNN; at H=200 MKL is ~10% faster). The oneDNN
+# linear ops used are torch's own (private; inductor uses them); when missing or failing a
+# self-check, or for anything but float32 on CPU, the layer uses torch.addmm (which of the two
+# a layer uses is decided by lmlab.neural.cells._onednn_modes).
+
+_dnn_ops: tuple | None | bool = False  # False: not probed yet
+
+
+def onednn_ops() -> tuple | None:
+    """``(linear, linear_add, reorder)`` if torch's oneDNN linear ops work here, else None."""
+    global _dnn_ops
+    if _dnn_ops is False:
+        _dnn_ops = None
+        try:
+            if torch.backends.mkldnn.is_available():
+                ops = torch.ops.mkldnn
+                lin, lin_add = ops._linear_pointwise.default, ops._linear_pointwise.binary
+                reorder = ops._reorder_linear_weight.default
+                gen = torch.Generator().manual_seed(0)
+                x, w = torch.rand(3, 5, generator=gen), torch.rand(4, 5, generator=gen)
+                b, other = torch.rand(4, generator=gen), torch.rand(3, 4, generator=gen)
+                ok = (torch.allclose(lin(x, w, b, "none", [], ""), torch.addmm(b, x, w.t()),
+                                     atol=1e-5)
+                      and torch.allclose(lin(x.t(), other.t(), None, "none", [], ""),
+                                         x.t() @ other, atol=1e-5)
+                      and torch.allclose(lin_add(x, other, reorder(w, 3), None, "add"),
+                                         torch.addmm(other, x, w.t()), atol=1e-5))
+                if ok:
+                    _dnn_ops = (lin, lin_add, reorder)
+        except (AttributeError, RuntimeError):
+            _dnn_ops = None
+    return _dnn_ops
+
+
+def mm(a: Tensor, b: Tensor, dnn: bool) -> Tensor:
+    """``a @ b`` (2-D)."""
+    if dnn:
+        return _dnn_ops[0](a, b.t(), None, "none", [], "")
+    return torch.mm(a, b)
+
+
+def weight_grads(dG: Tensor, inputs: list[Tensor], dnn: bool) -> list[Tensor]:
+    """``dG[:, :n].T @ inp`` for each ``inp`` ``[N, n_in]`` of ``inputs`` (``n`` its
+    matching number of pre-activation columns): the weight gradients over all steps, contiguous.
+    oneDNN's linear op wants its first operand contiguous and takes a transposed second one, so
+    ``dG.T`` is made contiguous once and shared (a transposed result would cost a copy when autograd
+    stores it as ``.grad``); torch.mm (MKL) takes transposes as they are."""
+    if dnn:
+        dGT = dG.t().contiguous()
+        return [_dnn_ops[0](dGT[:n], inp.t(), None, "none", [], "") for n, inp in inputs]
+    return [torch.mm(dG[:, :n].t(), inp) for n, inp in inputs]
+
+
+def forward_ops(x, h0, c0, a0, w_ih, w_hh, b, p, w_gg, spec, step_dnn, seq_dnn):
+    """The forward steps as torch ops: ``(out, A, C, S)``."""
+    T, B, _ = x.shape
+    H, G = spec.H, spec.G
+    col, sig, tail = spec.col, spec.sig, spec.tail
+    one, minus_two = x.new_tensor(1.0), x.new_tensor(-2.0)
+    x2 = x.reshape(T * B, -1)
+    w_in, b_in, w_rec = w_ih, b, w_hh
+    if spec.z_tanh:  # z_t = tanh(z̄) = 1 - 2 σ(-2 z̄): scale the z rows by -2 (exact)
+        w_in, b_in, w_rec = w_ih.clone(), b.clone(), w_hh.clone()
+        for w in (w_in, b_in, w_rec):
+            w[col["z"]].mul_(minus_two)
+    # Pre-activations of every step from the input: one product. A[t] then receives the
+    # activations step by step, so afterwards A holds (o, i, f, z) of every step.
+    if seq_dnn:
+        A = _dnn_ops[0](x2, w_in, b_in, "none", [], "").view(T, B, G * H)
+    else:
+        A = torch.addmm(b_in, x2, w_in.t()).view(T, B, G * H)
+    w_rec = _dnn_ops[2](w_rec, B) if step_dnn else w_rec.t()
+    act_sig = tail if spec.z_tanh else sig  # columns that go through one sigmoid
+    C = x.new_empty(T + 1, B, H)  # C[0] = c0, C[t+1] = c_t
+    C[0] = c0
+    out = x.new_empty(T, B, H)
+    S = x.new_empty(T, B, H) if spec.h_tanh else None  # σ(-2 c_t): tanh(c_t) = 1 - 2 S[t]
+    tmp = x.new_empty(B, H) if spec.cifg else None
+    has_i, has_f, has_o = spec.has["i"], spec.has["f"], spec.has["o"]
+    # per-step views, made once
+    Al, Cl, Ol = A.unbind(0), C.unbind(0), out.unbind(0)
+    Sl = S.unbind(0) if S is not None else None
+    A_act, Az = A[..., act_sig].unbind(0), A[..., col["z"]].unbind(0)
+    Ai = A[..., col["i"]].unbind(0) if has_i else None
+    Af = A[..., col["f"]].unbind(0) if has_f else None
+    Ao = A[..., col["o"]].unbind(0) if has_o else None
+    A3 = A[..., : 3 * H].unbind(0) if spec.fgr else None
+    if spec.fgr:
+        w_gg_t = _dnn_ops[2](w_gg, B) if step_dnn else w_gg.t()
+    if spec.peep:
+        p_sig = p[spec.p_sig]  # [n_sig, H]
+        p_o = p[spec.p_o] if spec.p_o is not None else None
+        C_u = C[:-1].unsqueeze(2).unbind(0)  # c_{t-1} as [B, 1, H]
+        A_peep = A[..., sig].view(T, B, spec.n_sig, H).unbind(0)
+    else:
+        p_sig = p_o = None
+    h0 = h0.contiguous()
+    h = h0
+    for t in range(T):
+        c_prev, c, a = Cl[t], Cl[t + 1], Al[t]
+        if step_dnn:  # pre-activations in a fresh g; activations go to A[t]
+            g = _dnn_ops[1](h, a, w_rec, None, "add")
+            if spec.fgr:
+                prev = A3[t - 1] if t > 0 else a0
+                if prev is not None:
+                    g[:, : 3 * H].add_(_dnn_ops[0](prev, w_gg_t, None, "none", [], ""))
+            if p_sig is not None:
+                g[:, sig].view(B, spec.n_sig, H).addcmul_(C_u[t], p_sig)
+            torch.sigmoid(g[:, act_sig], out=A_act[t])
+            if not spec.z_tanh:
+                Az[t].copy_(g[:, col["z"]])
+            o_pre = g[:, col["o"]] if has_o else None
+        else:  # pre-activations and activations in place in A[t]
+            a.addmm_(h, w_rec)
+            if spec.fgr:
+                prev = A3[t - 1] if t > 0 else a0
+                if prev is not None:
+                    A3[t].addmm_(prev, w_gg_t)
+            if p_sig is not None:
+                A_peep[t].addcmul_(C_u[t], p_sig)
+            A_act[t].sigmoid_()
+            o_pre = Ao[t] if has_o else None
+        z = Az[t]
+        if spec.z_tanh:
+            torch.add(one, z, alpha=-2, out=z)
+        if spec.cifg:
+            torch.sub(z, c_prev, out=tmp)
+            torch.addcmul(c_prev, Ai[t], tmp, out=c)
+        elif has_i and has_f:
+            torch.mul(Af[t], c_prev, out=c)
+            c.addcmul_(Ai[t], z)
+        elif has_i:  # nfg
+            torch.addcmul(c_prev, Ai[t], z, out=c)
+        else:  # nig
+            torch.addcmul(z, Af[t], c_prev, out=c)
+        if spec.h_tanh:
+            st = Sl[t]
+            torch.mul(c, minus_two, out=st)
+            st.sigmoid_()
+        h = Ol[t]
+        if has_o:
+            o = Ao[t]
+            if p_o is not None:
+                o_pre.addcmul_(c, p_o)
+            torch.sigmoid(o_pre, out=o)
+            if spec.h_tanh:  # o ⊙ tanh(c) = o - 2 o ⊙ σ(-2c)
+                torch.addcmul(o, o, st, value=-2, out=h)
+            else:
+                torch.mul(o, c, out=h)
+        else:  # nog: tanh(c) = 1 - 2 σ(-2c)
+            torch.add(one, st, alpha=-2, out=h)
+    return out, A, C, S
+
+
+def backward_ops(x, h0, a0, w_hh, p, w_gg, A, C, S, d_out, d_hN, d_cN, d_aN, spec, step_dnn,
+                  need_dh0):
+    """Backward through time as torch ops: ``(dG, dh0, dc0, da0)``, ``dG`` the gradients of the
+    pre-activations of every step."""
+    T, B, _ = x.shape
+    H, G, col = spec.H, spec.G, spec.col
+    has_i, has_f, has_o = spec.has["i"], spec.has["f"], spec.has["o"]
+    one = x.new_tensor(1.0)
+    C_prev, C_t = C[:-1], C[1:]
+    act = {g: A[..., col[g]] for g in spec.gates}
+
+    # --- coefficients of the gradient recursion, for all steps at once -------------------
+    n_s = G - 1  # the sigmoid gates (o, i, f present) are the first G-1 blocks, z the last
+    D = torch.addcmul(A[..., : n_s * H], A[..., : n_s * H], A[..., : n_s * H], value=-1)
+    dsig = {g: D[..., col[g]] for g in spec.gates if g != "z"}  # σ'(ḡ) = g (1 - g)
+    TC = torch.add(one, S, alpha=-2) if spec.h_tanh else C_t  # tanh(c_t) (noaf: c_t)
+    # dh -> dō: K_o = act(c) σ'(ō); dh -> dc_t directly: K_hc = o act'(c)
+    dtanh_c = torch.addcmul(one, TC, TC, value=-1) if spec.h_tanh else None
+    if has_o:
+        K_o = TC * dsig["o"]
+        K_hc = act["o"] * dtanh_c if spec.h_tanh else act["o"]
+    else:
+        K_o, K_hc = None, dtanh_c
+    p_o = p[spec.p_o] if spec.peep and spec.p_o is not None else None
+    K_h = torch.addcmul(K_hc, K_o, p_o) if p_o is not None else K_hc  # all dh -> dc_t
+    # dc_t -> pre-activations of the tail gates (i, f, z), one [B, n_tail, H] block per step
+    K_c = x.new_empty(T, B, spec.n_tail, H)
+    k = 0
+    if has_i:
+        if spec.cifg:
+            torch.mul(act["z"] - C_prev, dsig["i"], out=K_c[:, :, k])
+        else:
+            torch.mul(act["z"], dsig["i"], out=K_c[:, :, k])
+        k += 1
+    if has_f:
+        torch.mul(C_prev, dsig["f"], out=K_c[:, :, k])
+        k += 1
+    Kz = K_c[:, :, k]
+    if spec.z_tanh:
+        torch.addcmul(one, act["z"], act["z"], value=-1, out=Kz)
+        if has_i:
+            Kz.mul_(act["i"])
+    elif has_i:
+        Kz.copy_(act["i"])
+    else:
+        Kz.fill_(1)
+    # dc_t -> dc_{t-1}: through f_t and the i/f peepholes
+    if has_f:
+        K_cc = act["f"].clone()
+    elif spec.cifg:
+        K_cc = torch.sub(one, act["i"])
+    else:  # nfg: f_t = 1
+        K_cc = torch.ones_like(C_prev)
+    if spec.peep:
+        p_sig = p[spec.p_sig]
+        for j in range(spec.n_sig):
+            K_cc.addcmul_(K_c[:, :, j], p_sig[j])
+
+    # --- backward through time ----------------------------------------------------------
+    if step_dnn:
+        # R for dh = dG R: not pre-packed (packing a transposed [H, G*H] weight costs more than
+        # the 35 products it would speed up); the square fgr matrix is packed (unpacked is slow)
+        w_back = w_hh.t()
+        w_gg_back = _dnn_ops[2](w_gg.t().contiguous(), B) if spec.fgr else None
+    dG = x.new_empty(T, B, G * H)
+    dGl = dG.unbind(0)
+    dG_tail = dG[..., spec.tail].view(T, B, spec.n_tail, H).unbind(0)
+    dG_o = dG[..., col["o"]].unbind(0) if has_o else None
+    d_outl = d_out.unbind(0)
+    K_hl, K_cl, K_ccl = K_h.unbind(0), K_c.unbind(0), K_cc.unbind(0)
+    K_ol = K_o.unbind(0) if has_o else None
+    dh = d_out[T - 1] if d_hN is None else d_out[T - 1] + d_hN
+    dh_buf = None if step_dnn else x.new_empty(B, H)
+    dc = d_cN.clone() if d_cN is not None else x.new_zeros(B, H)
+    dct = x.new_empty(B, H)
+    dct_u = dct.unsqueeze(1)
+    da = None
+    if spec.fgr:
+        if d_aN is not None and d_aN.numel():
+            da = d_aN
+        dao = x.new_empty(B, 3 * H)
+        p_i, p_f = p_sig[0], p_sig[1]
+        dG3 = dG[..., : 3 * H].unbind(0)
+        dGi, dGf = dG[..., col["i"]].unbind(0), dG[..., col["f"]].unbind(0)
+        dG_if = dG[..., H: 3 * H].unbind(0)
+        D_l = D.unbind(0)
+        K_hcl, act_f = K_hc.unbind(0), act["f"].unbind(0)
+    for t in range(T - 1, -1, -1):
+        g = dGl[t]
+        if not spec.fgr:
+            if has_o:
+                torch.mul(dh, K_ol[t], out=dG_o[t])
+            if K_h is None:
+                torch.add(dc, dh, out=dct)
+            else:
+                torch.addcmul(dc, dh, K_hl[t], out=dct)
+            torch.mul(dct_u, K_cl[t], out=dG_tail[t])
+            torch.mul(dct, K_ccl[t], out=dc)
+        else:
+            go = dG_o[t]
+            if da is not None:  # gradient from the next step's gate recurrence
+                torch.mul(da, D_l[t], out=dao)
+                torch.addcmul(dao[:, :H], dh, K_ol[t], out=go)
+            else:
+                torch.mul(dh, K_ol[t], out=go)
+            torch.addcmul(dc, dh, K_hcl[t], out=dct)
+            dct.addcmul_(go, p_o)
+            torch.mul(dct_u, K_cl[t], out=dG_tail[t])
+            if da is not None:
+                dG_if[t].add_(dao[:, H:])
+            torch.mul(dct, act_f[t], out=dc)
+            dc.addcmul_(dGi[t], p_i)
+            dc.addcmul_(dGf[t], p_f)
+            if t > 0 or a0 is not None:
+                if step_dnn:
+                    da = _dnn_ops[0](dG3[t], w_gg_back, None, "none", [], "")
+                else:
+                    da = torch.mm(dG3[t], w_gg)
+        if t > 0:
+            if step_dnn:
+                dh = _dnn_ops[1](g, d_outl[t - 1], w_back, None, "add")
+            else:
+                dh = torch.addmm(d_outl[t - 1], g, w_hh, out=dh_buf)
+        elif need_dh0:
+            dh = mm(g, w_hh, step_dnn)
+        else:
+            dh = None
+    return dG, dh, dc, da
+
+
+def forward_kernel(x, h0, c0, a0, w_ih, w_hh, b, p, w_gg, spec, step_dnn, seq_dnn):
+    """The forward steps with the compiled kernel: ``(out, A, C, S)``. Each step is the
+    recurrent product in torch (pre-activations into ``A[t]`` or a fresh tensor) and one kernel
+    call that turns them into the activations, ``c_t`` and ``h_t``."""
+    T, B, _ = x.shape
+    H, G = spec.H, spec.G
+    x2 = x.reshape(T * B, -1)
+    if seq_dnn:
+        A = _dnn_ops[0](x2, w_ih, b, "none", [], "").view(T, B, G * H)
+    else:
+        A = torch.addmm(b, x2, w_ih.t()).view(T, B, G * H)
+    w_rec = _dnn_ops[2](w_hh, B) if step_dnn else w_hh.t()
+    C = x.new_empty(T + 1, B, H)
+    C[0] = c0
+    out = x.new_empty(T, B, H)
+    S = x.new_empty(T, B, H) if spec.h_tanh else None
+    plan = kernel.make_plan(spec, A, C, S, out, p)
+    step, plan_ref = kernel.library().lstm_forward_step, ctypes.byref(plan)
+    Al, Ol = A.unbind(0), out.unbind(0)
+    if spec.fgr:
+        A3 = A[..., : 3 * H].unbind(0)
+        w_gg_t = _dnn_ops[2](w_gg, B) if step_dnn else w_gg.t()
+    h = h0
+    for t in range(T):
+        if step_dnn:
+            g = _dnn_ops[1](h, Al[t], w_rec, None, "add")
+        else:
+            g = Al[t].addmm_(h, w_rec)
+        if spec.fgr:
+            prev = A3[t - 1] if t > 0 else a0
+            if prev is not None:
+                if step_dnn:
+                    g[:, : 3 * H].add_(_dnn_ops[0](prev, w_gg_t, None, "none", [], ""))
+                else:
+                    g[:, : 3 * H].addmm_(prev, w_gg_t)
+        step(plan_ref, t, g.data_ptr())
+        h = Ol[t]
+    return out, A, C, S
+
+
+def backward_kernel(x, h0, a0, w_hh, p, w_gg, A, C, S, d_out, d_hN, d_cN, d_aN, spec, step_dnn,
+                     need_dh0):
+    """Backward through time with the compiled kernel: ``(dG, dh0, dc0, da0)``. Each step is one
+    kernel call (``dG[t]`` from ``dh``, the carried ``dc`` and the saved activations) and the
+    recurrent product ``dh_{t-1} = d_out[t-1] + dG[t] R`` in torch."""
+    T, B, _ = x.shape
+    H, G = spec.H, spec.G
+    dG = x.new_empty(T, B, G * H)
+    dc = d_cN.contiguous().clone() if d_cN is not None else x.new_zeros(B, H)
+    out_dummy = d_out  # the plan's OUT is unused backwards
+    plan = kernel.make_plan(spec, A, C, S, out_dummy, p, dG=dG, dc=dc)
+    step, plan_ref = kernel.library().lstm_backward_step, ctypes.byref(plan)
+    if step_dnn:
+        # R for dh = dG R: not pre-packed (packing a transposed [H, G*H] weight costs more than
+        # the 35 products it would speed up); the square fgr matrix is packed (unpacked is slow)
+        w_back = w_hh.t()
+        w_gg_back = _dnn_ops[2](w_gg.t().contiguous(), B) if spec.fgr else None
+    dGl, d_outl = dG.unbind(0), d_out.unbind(0)
+    dG3 = dG[..., : 3 * H].unbind(0) if spec.fgr else None
+    dh = d_out[T - 1] if d_hN is None else (d_out[T - 1] + d_hN).contiguous()
+    da = d_aN.contiguous() if spec.fgr and d_aN is not None and d_aN.numel() else None
+    for t in range(T - 1, -1, -1):
+        step(plan_ref, t, dh.data_ptr(), da.data_ptr() if da is not None else None)
+        g = dGl[t]
+        if spec.fgr:
+            if t > 0 or a0 is not None:
+                if step_dnn:
+                    da = _dnn_ops[0](dG3[t], w_gg_back, None, "none", [], "")
+                else:
+                    da = torch.mm(dG3[t], w_gg)
+            else:
+                da = None
+        if t > 0:
+            if step_dnn:
+                dh = _dnn_ops[1](g, d_outl[t - 1], w_back, None, "add")
+            else:
+                dh = torch.addmm(d_outl[t - 1], g, w_hh)
+        elif need_dh0:
+            dh = mm(g, w_hh, step_dnn)
+        else:
+            dh = None
+    return dG, dh, dc, da
+
+

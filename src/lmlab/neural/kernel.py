@@ -1,0 +1,155 @@
+"""The compiled per-step kernel of lmlab's LSTM cell (``lstm_kernel.c``), and the step loops that
+drive it.
+
+Why: a step of the cell is one matrix product plus about ten elementwise ops on ``[B, H]`` tensors;
+as torch ops each costs a Python call and a pass over memory, which at the sizes of word-level LMs
+costs as much as the product. ``lstm_kernel.c`` does a step's elementwise work in one pass (one
+call, through ctypes); the products stay in torch. Measured by ``benchmarks/lstm_cells.py``.
+
+How: on first use the C file is compiled with the system C compiler (``$CC``, else ``cc``) into
+``$LMLAB_CACHE`` (default ``~/.cache/lmlab``) under a name that hashes the source, the flags,
+the compiler and the CPU, so a rebuild happens only when one of them changes. It tries, in order,
+``-O3 -march=native`` with glibc's vector math library (libmvec), without it, and plain ``-O3``.
+When nothing compiles (no compiler, not Linux/macOS) or ``LMLAB_LSTM_KERNEL=0`` is set, or for
+anything but contiguous float32 tensors on the CPU, the cell uses its torch-op path, which
+computes the same function (tests compare both with the float64 reference).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import os
+import platform
+import shutil
+import subprocess
+import tempfile
+import warnings
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+SOURCE = Path(__file__).with_name("lstm_kernel.c")
+ENABLED = os.environ.get("LMLAB_LSTM_KERNEL", "1") != "0"
+_FLAG_SETS = (
+    ["-O3", "-march=native", "-DLMLAB_LIBMVEC", "-fPIC", "-shared"],
+    ["-O3", "-march=native", "-fPIC", "-shared"],
+    ["-O3", "-fPIC", "-shared"],
+)
+_LIBS = {0: ["-lmvec", "-lm"], 1: ["-lm"], 2: ["-lm"]}
+_lib: ctypes.CDLL | None | bool = False  # False: not tried yet
+
+
+class Plan(ctypes.Structure):
+    """Mirror of ``lstm_plan`` in lstm_kernel.c: one layer's buffers and variant for a pass."""
+
+    _fields_ = [(n, ctypes.c_int) for n in ("B", "H", "G", "flags", "co", "ci", "cf", "cz")] + [
+        (n, ctypes.c_void_p) for n in ("A", "C", "S", "OUT", "DG", "p_o", "p_i", "p_f", "dc")]
+
+
+_HAS_I, _HAS_F, _HAS_O, _CIFG, _Z_TANH, _H_TANH, _PEEP = 1, 2, 4, 8, 16, 32, 64
+
+
+def _cache_dir() -> Path:
+    root = os.environ.get("LMLAB_CACHE") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.join(Path.home(), ".cache"), "lmlab")
+    return Path(root) / "kernels"
+
+
+def _cpu_id() -> str:
+    """What -march=native depends on: the CPU's model and feature flags (Linux), else its name."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            lines = [ln for ln in f if ln.startswith(("model name", "flags", "Features"))]
+        return "".join(sorted(set(lines)))
+    except OSError:
+        return platform.processor() + platform.machine()
+
+
+def _compile() -> ctypes.CDLL | None:
+    cc = os.environ.get("CC") or "cc"
+    if shutil.which(cc) is None:
+        return None
+    try:
+        version = subprocess.run([cc, "--version"], capture_output=True, text=True,
+                                 timeout=30).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    source = SOURCE.read_bytes()
+    errors = []
+    for k, flags in enumerate(_FLAG_SETS):
+        key = hashlib.sha256(b"\0".join(
+            [source, " ".join(flags + _LIBS[k]).encode(), version.encode(),
+             _cpu_id().encode(), platform.machine().encode()])).hexdigest()[:16]
+        target = _cache_dir() / f"lstm_kernel-{key}.so"
+        if not target.exists():
+            try:
+                target.parent.mkdir(parents=True, exist_ok=True)
+                fd, tmp = tempfile.mkstemp(suffix=".so", dir=target.parent)
+                os.close(fd)
+                proc = subprocess.run([cc, *flags, str(SOURCE), "-o", tmp, *_LIBS[k]],
+                                      capture_output=True, text=True, timeout=120)
+                if proc.returncode != 0:
+                    os.unlink(tmp)
+                    errors.append(proc.stderr.strip().splitlines()[-1:] or ["?"])
+                    continue
+                os.replace(tmp, target)  # atomic: concurrent processes see all or nothing
+            except (OSError, subprocess.SubprocessError) as err:
+                errors.append([str(err)])
+                continue
+        try:
+            lib = ctypes.CDLL(str(target))
+        except OSError as err:
+            errors.append([str(err)])
+            continue
+        if lib.lstm_kernel_version() == 1:
+            return lib
+    if errors:
+        warnings.warn(f"lmlab: could not compile the LSTM cell kernel ({errors[-1][0]}); "
+                      f"using the slower torch-op path", RuntimeWarning, stacklevel=3)
+    return None
+
+
+def library() -> ctypes.CDLL | None:
+    """The compiled kernel (compiling it on first call), or None where it cannot be built."""
+    global _lib
+    if _lib is False:
+        _lib = _compile() if ENABLED else None
+        if _lib is not None:
+            for fn in (_lib.lstm_forward_step, _lib.lstm_backward_step):
+                fn.restype = ctypes.c_int
+            _lib.lstm_forward_step.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_void_p]
+            _lib.lstm_backward_step.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_void_p,
+                                                ctypes.c_void_p]
+    return _lib
+
+
+def usable(x: Tensor) -> bool:
+    """Whether the kernel computes this layer: float32 on the CPU, and the kernel compiled."""
+    return x.device.type == "cpu" and x.dtype == torch.float32 and library() is not None
+
+
+def make_plan(spec, A: Tensor, C: Tensor, S: Tensor | None, out: Tensor, p: Tensor | None,
+              dG: Tensor | None = None, dc: Tensor | None = None) -> Plan:
+    """The kernel's view of one layer's buffers (all contiguous; they must outlive the plan)."""
+    has = spec.has
+    flags = ((_HAS_I if has["i"] else 0) | (_HAS_F if has["f"] else 0)
+             | (_HAS_O if has["o"] else 0) | (_CIFG if spec.cifg else 0)
+             | (_Z_TANH if spec.z_tanh else 0) | (_H_TANH if spec.h_tanh else 0)
+             | (_PEEP if spec.peep else 0))
+    B = A.shape[1]
+    cols = [spec.col[g].start if has[g] else -1 for g in ("o", "i", "f", "z")]
+    peep = {g: None for g in ("o", "i", "f")}
+    if spec.peep:
+        for row, g in enumerate(spec.peep):
+            peep[g] = p[row]
+
+    def ptr(t: Tensor | None) -> int | None:
+        if t is None:
+            return None
+        assert t.is_contiguous() and t.dtype == torch.float32
+        return t.data_ptr()
+
+    return Plan(B, spec.H, spec.G, flags, *cols, ptr(A), ptr(C), ptr(S), ptr(out), ptr(dG),
+                ptr(peep["o"]), ptr(peep["i"]), ptr(peep["f"]), ptr(dc))
