@@ -115,3 +115,12 @@ def test_a_failing_compiler_warns_and_falls_back(monkeypatch, tmp_path):
 def test_disabled_by_environment(monkeypatch, tmp_path):
     monkeypatch.setattr(kernel, "ENABLED", False)
     assert fresh_compile(monkeypatch, tmp_path) is None
+
+
+@needs_kernel
+def test_unwritable_cache_falls_back_to_the_temp_folder(monkeypatch, tmp_path):
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("")
+    monkeypatch.setattr(kernel.tempfile, "gettempdir", lambda: str(tmp_path))
+    assert fresh_compile(monkeypatch, blocker) is not None
+    assert list(tmp_path.glob("lmlab-kernels-*/lstm_kernel-*.so"))

@@ -52,9 +52,24 @@ _HAS_I, _HAS_F, _HAS_O, _CIFG, _Z_TANH, _H_TANH, _PEEP = 1, 2, 4, 8, 16, 32, 64
 
 
 def _cache_dir() -> Path:
-    root = os.environ.get("LMLAB_CACHE") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.join(Path.home(), ".cache"), "lmlab")
-    return Path(root) / "kernels"
+    """``$LMLAB_CACHE/kernels`` (default ``~/.cache/lmlab/kernels``); the temp folder where the
+    home folder is unknown or read-only."""
+    root = os.environ.get("LMLAB_CACHE") or os.environ.get("XDG_CACHE_HOME")
+    try:
+        if not root:
+            root = os.path.join(Path.home(), ".cache")
+        if not os.environ.get("LMLAB_CACHE"):
+            root = os.path.join(root, "lmlab")
+        folder = Path(root) / "kernels"
+        folder.mkdir(parents=True, exist_ok=True)
+        if os.access(folder, os.W_OK):
+            return folder
+    except (OSError, RuntimeError):
+        pass
+    user = os.getuid() if hasattr(os, "getuid") else 0
+    folder = Path(tempfile.gettempdir()) / f"lmlab-kernels-{user}"
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
 
 
 def _cpu_id() -> str:
@@ -82,10 +97,13 @@ def _compile() -> ctypes.CDLL | None:
         key = hashlib.sha256(b"\0".join(
             [source, " ".join(flags + _LIBS[k]).encode(), version.encode(),
              _cpu_id().encode(), platform.machine().encode()])).hexdigest()[:16]
-        target = _cache_dir() / f"lstm_kernel-{key}.so"
+        try:
+            target = _cache_dir() / f"lstm_kernel-{key}.so"
+        except OSError as err:
+            errors.append([str(err)])
+            continue
         if not target.exists():
             try:
-                target.parent.mkdir(parents=True, exist_ok=True)
                 fd, tmp = tempfile.mkstemp(suffix=".so", dir=target.parent)
                 os.close(fd)
                 proc = subprocess.run([cc, *flags, str(SOURCE), "-o", tmp, *_LIBS[k]],
