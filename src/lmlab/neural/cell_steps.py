@@ -357,8 +357,7 @@ def backward_kernel(x, h0, a0, w_hh, p, w_gg, A, C, S, d_out, d_hN, d_cN, d_aN, 
     H, G = spec.H, spec.G
     dG = x.new_empty(T, B, G * H)
     dc = d_cN.contiguous().clone() if d_cN is not None else x.new_zeros(B, H)
-    out_dummy = d_out  # the plan's OUT is unused backwards
-    plan = kernel.make_plan(spec, A, C, S, out_dummy, p, dG=dG, dc=dc)
+    plan = kernel.make_plan(spec, A, C, S, None, p, dG=dG, dc=dc)  # (OUT is not read backwards)
     step, plan_ref = kernel.library().lstm_backward_step, ctypes.byref(plan)
     if step_dnn:
         # R for dh = dG R: not pre-packed (packing a transposed [H, G*H] weight costs more than

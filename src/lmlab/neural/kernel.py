@@ -148,7 +148,7 @@ def usable(x: Tensor) -> bool:
     return x.device.type == "cpu" and x.dtype == torch.float32 and library() is not None
 
 
-def make_plan(spec, A: Tensor, C: Tensor, S: Tensor | None, out: Tensor, p: Tensor | None,
+def make_plan(spec, A: Tensor, C: Tensor, S: Tensor | None, out: Tensor | None, p: Tensor | None,
               dG: Tensor | None = None, dc: Tensor | None = None) -> Plan:
     """The kernel's view of one layer's buffers (all contiguous; they must outlive the plan)."""
     has = spec.has
