@@ -110,9 +110,11 @@ class NaiveNGram:
         nk = Counter(self.raw[n].values())
         if all(nk[r] > 0 for r in range(1, k + 2)):
             big_r = (k + 1) * nk[k + 1] / nk[1]
-            d = [((r + 1) * nk[r + 1] / nk[r] / r - big_r) / (1 - big_r) for r in range(1, k + 1)]
-            if all(0 < x <= 1 for x in d):
-                return d
+            if big_r != 1:  # at big_r = 1 every d_r is 0/0 or x/0: Good-Turing is undefined
+                d = [((r + 1) * nk[r + 1] / nk[r] / r - big_r) / (1 - big_r)
+                     for r in range(1, k + 1)]
+                if all(0 < x <= 1 for x in d):
+                    return d
         return ("abs", nk[1] / (nk[1] + 2 * nk[2]) if nk[1] and nk[2] else 0.5)
 
     def sentence_logprobs(self, sentence):

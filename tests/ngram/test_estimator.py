@@ -6,7 +6,7 @@ import math
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from lmlab.corpus import BOS_ID, TokenStream, Vocabulary
@@ -37,6 +37,9 @@ def naive_for(model, sentences, order, method):
 
 @pytest.mark.parametrize("method", ALL_METHODS)
 @given(train=sentences_st, test=sentences_st, order=st.integers(1, 4))
+# katz: (k+1) n_6 = n_1 for unigrams: every Good-Turing d_r divides by zero (found by hypothesis)
+@example(train=[[], ["a"], ["a"], ["a"], ["a", "d"], ["a", "b", "a"], ["b", "a", "c"],
+                ["a", "a", "b", "a", "b", "c", "a"], ["b", "a", "c"]], test=[["a"]], order=2)
 @slow
 def test_matches_naive_reference(method, train, test, order):
     model = fit(train, order, method)
