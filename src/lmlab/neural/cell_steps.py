@@ -77,6 +77,58 @@ def weight_grads(dG: Tensor, inputs: list[Tensor], dnn: bool) -> list[Tensor]:
     return [torch.mm(dG[:, :n].t(), inp) for n, inp in inputs]
 
 
+def projections(x2: Tensor, w_ih: Tensor, b: Tensor, w_hh: Tensor, B: int, step_dnn: bool,
+                seq_dnn: bool) -> tuple[Tensor, Tensor]:
+    """The forward pass's products: ``x2 W_ih^T + b`` for all steps at once ``[T*B, G*H]``, and
+    ``W_hh`` made ready for the per-step products (pre-packed for oneDNN, else transposed)."""
+    if seq_dnn:
+        A = _dnn_ops[0](x2, w_ih, b, "none", [], "")
+    else:
+        A = torch.addmm(b, x2, w_ih.t())
+    return A, (_dnn_ops[2](w_hh, B) if step_dnn else w_hh.t())
+
+
+def add_gate_recurrence(g: Tensor, prev: Tensor | None, w_gg_t: Tensor, dnn: bool) -> None:
+    """fgr: ``g[:, :3H] += prev @ W_gg^T``, ``prev`` the gate activations (o, i, f) of the previous
+    step (None at the first step of a call that carries none). ``w_gg_t``: packed (oneDNN) or
+    transposed ``W_gg``."""
+    if prev is None:
+        return
+    H3 = prev.shape[1]
+    if dnn:
+        g[:, :H3].add_(_dnn_ops[0](prev, w_gg_t, None, "none", [], ""))
+    else:
+        g[:, :H3].addmm_(prev, w_gg_t)
+
+
+def backward_weights(w_hh: Tensor, w_gg: Tensor | None, B: int, dnn: bool) -> tuple:
+    """The weights of the backward recurrent products, for :func:`to_previous_step`. With oneDNN,
+    R is not pre-packed (packing a transposed [H, G*H] weight costs more than the 35 products it
+    would speed up); the square fgr matrix is (unpacked, oneDNN is slow on it)."""
+    if not dnn:
+        return w_hh, w_gg
+    return w_hh.t(), (_dnn_ops[2](w_gg.t().contiguous(), B) if w_gg is not None else None)
+
+
+def to_previous_step(t: int, dG_t: Tensor, d_outl, a0: Tensor | None, w_hh: Tensor,
+                     w_gg: Tensor | None, back: tuple, dnn: bool, need_dh0: bool,
+                     dh_buf: Tensor | None = None) -> tuple[Tensor | None, Tensor | None]:
+    """The gradients that step ``t`` sends to step ``t - 1`` through the recurrent products:
+    ``dh_{t-1} = d_out[t-1] + dG[t] R`` and, for fgr (``w_gg`` given), ``da_{t-1} = dG[t][:, :3H]
+    W_gg``. At ``t = 0`` they are the gradients of ``h0`` (None unless ``need_dh0``) and ``a0``
+    (None unless given). ``back`` is :func:`backward_weights`."""
+    w_back, w_gg_back = back
+    da = None
+    if w_gg is not None and (t > 0 or a0 is not None):
+        g3 = dG_t[:, : w_gg.shape[0]]
+        da = _dnn_ops[0](g3, w_gg_back, None, "none", [], "") if dnn else torch.mm(g3, w_gg)
+    if t > 0:
+        if dnn:
+            return _dnn_ops[1](dG_t, d_outl[t - 1], w_back, None, "add"), da
+        return torch.addmm(d_outl[t - 1], dG_t, w_hh, out=dh_buf), da
+    return (mm(dG_t, w_hh, dnn) if need_dh0 else None), da
+
+
 def forward_ops(x, h0, c0, a0, w_ih, w_hh, b, p, w_gg, spec, step_dnn, seq_dnn):
     """The forward steps as torch ops: ``(out, A, C, S)``."""
     T, B, _ = x.shape
@@ -91,11 +143,8 @@ def forward_ops(x, h0, c0, a0, w_ih, w_hh, b, p, w_gg, spec, step_dnn, seq_dnn):
             w[col["z"]].mul_(minus_two)
     # Pre-activations of every step from the input: one product. A[t] then receives the
     # activations step by step, so afterwards A holds (o, i, f, z) of every step.
-    if seq_dnn:
-        A = _dnn_ops[0](x2, w_in, b_in, "none", [], "").view(T, B, G * H)
-    else:
-        A = torch.addmm(b_in, x2, w_in.t()).view(T, B, G * H)
-    w_rec = _dnn_ops[2](w_rec, B) if step_dnn else w_rec.t()
+    A, w_rec = projections(x2, w_in, b_in, w_rec, B, step_dnn, seq_dnn)
+    A = A.view(T, B, G * H)
     act_sig = tail if spec.z_tanh else sig  # columns that go through one sigmoid
     C = x.new_empty(T + 1, B, H)  # C[0] = c0, C[t+1] = c_t
     C[0] = c0
@@ -127,9 +176,7 @@ def forward_ops(x, h0, c0, a0, w_ih, w_hh, b, p, w_gg, spec, step_dnn, seq_dnn):
         if step_dnn:  # pre-activations in a fresh g; activations go to A[t]
             g = _dnn_ops[1](h, a, w_rec, None, "add")
             if spec.fgr:
-                prev = A3[t - 1] if t > 0 else a0
-                if prev is not None:
-                    g[:, : 3 * H].add_(_dnn_ops[0](prev, w_gg_t, None, "none", [], ""))
+                add_gate_recurrence(g, A3[t - 1] if t > 0 else a0, w_gg_t, True)
             if p_sig is not None:
                 g[:, sig].view(B, spec.n_sig, H).addcmul_(C_u[t], p_sig)
             torch.sigmoid(g[:, act_sig], out=A_act[t])
@@ -139,9 +186,7 @@ def forward_ops(x, h0, c0, a0, w_ih, w_hh, b, p, w_gg, spec, step_dnn, seq_dnn):
         else:  # pre-activations and activations in place in A[t]
             a.addmm_(h, w_rec)
             if spec.fgr:
-                prev = A3[t - 1] if t > 0 else a0
-                if prev is not None:
-                    A3[t].addmm_(prev, w_gg_t)
+                add_gate_recurrence(a, A3[t - 1] if t > 0 else a0, w_gg_t, False)
             if p_sig is not None:
                 A_peep[t].addcmul_(C_u[t], p_sig)
             A_act[t].sigmoid_()
@@ -237,11 +282,7 @@ def backward_ops(x, h0, a0, w_hh, p, w_gg, A, C, S, d_out, d_hN, d_cN, d_aN, spe
             K_cc.addcmul_(K_c[:, :, j], p_sig[j])
 
     # --- backward through time ----------------------------------------------------------
-    if step_dnn:
-        # R for dh = dG R: not pre-packed (packing a transposed [H, G*H] weight costs more than
-        # the 35 products it would speed up); the square fgr matrix is packed (unpacked is slow)
-        w_back = w_hh.t()
-        w_gg_back = _dnn_ops[2](w_gg.t().contiguous(), B) if spec.fgr else None
+    back = backward_weights(w_hh, w_gg, B, step_dnn)
     dG = x.new_empty(T, B, G * H)
     dGl = dG.unbind(0)
     dG_tail = dG[..., spec.tail].view(T, B, spec.n_tail, H).unbind(0)
@@ -260,7 +301,6 @@ def backward_ops(x, h0, a0, w_hh, p, w_gg, A, C, S, d_out, d_hN, d_cN, d_aN, spe
             da = d_aN
         dao = x.new_empty(B, 3 * H)
         p_i, p_f = p_sig[0], p_sig[1]
-        dG3 = dG[..., : 3 * H].unbind(0)
         dGi, dGf = dG[..., col["i"]].unbind(0), dG[..., col["f"]].unbind(0)
         dG_if = dG[..., H: 3 * H].unbind(0)
         D_l = D.unbind(0)
@@ -291,20 +331,8 @@ def backward_ops(x, h0, a0, w_hh, p, w_gg, A, C, S, d_out, d_hN, d_cN, d_aN, spe
             torch.mul(dct, act_f[t], out=dc)
             dc.addcmul_(dGi[t], p_i)
             dc.addcmul_(dGf[t], p_f)
-            if t > 0 or a0 is not None:
-                if step_dnn:
-                    da = _dnn_ops[0](dG3[t], w_gg_back, None, "none", [], "")
-                else:
-                    da = torch.mm(dG3[t], w_gg)
-        if t > 0:
-            if step_dnn:
-                dh = _dnn_ops[1](g, d_outl[t - 1], w_back, None, "add")
-            else:
-                dh = torch.addmm(d_outl[t - 1], g, w_hh, out=dh_buf)
-        elif need_dh0:
-            dh = mm(g, w_hh, step_dnn)
-        else:
-            dh = None
+        dh, da = to_previous_step(t, g, d_outl, a0, w_hh, w_gg, back, step_dnn, need_dh0,
+                                  dh_buf)
     return dG, dh, dc, da
 
 
@@ -315,11 +343,8 @@ def forward_kernel(x, h0, c0, a0, w_ih, w_hh, b, p, w_gg, spec, step_dnn, seq_dn
     T, B, _ = x.shape
     H, G = spec.H, spec.G
     x2 = x.reshape(T * B, -1)
-    if seq_dnn:
-        A = _dnn_ops[0](x2, w_ih, b, "none", [], "").view(T, B, G * H)
-    else:
-        A = torch.addmm(b, x2, w_ih.t()).view(T, B, G * H)
-    w_rec = _dnn_ops[2](w_hh, B) if step_dnn else w_hh.t()
+    A, w_rec = projections(x2, w_ih, b, w_hh, B, step_dnn, seq_dnn)
+    A = A.view(T, B, G * H)
     C = x.new_empty(T + 1, B, H)
     C[0] = c0
     out = x.new_empty(T, B, H)
@@ -337,12 +362,7 @@ def forward_kernel(x, h0, c0, a0, w_ih, w_hh, b, p, w_gg, spec, step_dnn, seq_dn
         else:
             g = Al[t].addmm_(h, w_rec)
         if spec.fgr:
-            prev = A3[t - 1] if t > 0 else a0
-            if prev is not None:
-                if step_dnn:
-                    g[:, : 3 * H].add_(_dnn_ops[0](prev, w_gg_t, None, "none", [], ""))
-                else:
-                    g[:, : 3 * H].addmm_(prev, w_gg_t)
+            add_gate_recurrence(g, A3[t - 1] if t > 0 else a0, w_gg_t, step_dnn)
         step(plan_ref, t, g.data_ptr())
         h = Ol[t]
     return out, A, C, S
@@ -359,35 +379,13 @@ def backward_kernel(x, h0, a0, w_hh, p, w_gg, A, C, S, d_out, d_hN, d_cN, d_aN, 
     dc = d_cN.contiguous().clone() if d_cN is not None else x.new_zeros(B, H)
     plan = kernel.make_plan(spec, A, C, S, None, p, dG=dG, dc=dc)  # (OUT is not read backwards)
     step, plan_ref = kernel.library().lstm_backward_step, ctypes.byref(plan)
-    if step_dnn:
-        # R for dh = dG R: not pre-packed (packing a transposed [H, G*H] weight costs more than
-        # the 35 products it would speed up); the square fgr matrix is packed (unpacked is slow)
-        w_back = w_hh.t()
-        w_gg_back = _dnn_ops[2](w_gg.t().contiguous(), B) if spec.fgr else None
+    back = backward_weights(w_hh, w_gg, B, step_dnn)
     dGl, d_outl = dG.unbind(0), d_out.unbind(0)
-    dG3 = dG[..., : 3 * H].unbind(0) if spec.fgr else None
     dh = d_out[T - 1] if d_hN is None else (d_out[T - 1] + d_hN).contiguous()
     da = d_aN.contiguous() if spec.fgr and d_aN is not None and d_aN.numel() else None
     for t in range(T - 1, -1, -1):
         step(plan_ref, t, dh.data_ptr(), da.data_ptr() if da is not None else None)
-        g = dGl[t]
-        if spec.fgr:
-            if t > 0 or a0 is not None:
-                if step_dnn:
-                    da = _dnn_ops[0](dG3[t], w_gg_back, None, "none", [], "")
-                else:
-                    da = torch.mm(dG3[t], w_gg)
-            else:
-                da = None
-        if t > 0:
-            if step_dnn:
-                dh = _dnn_ops[1](g, d_outl[t - 1], w_back, None, "add")
-            else:
-                dh = torch.addmm(d_outl[t - 1], g, w_hh)
-        elif need_dh0:
-            dh = mm(g, w_hh, step_dnn)
-        else:
-            dh = None
+        dh, da = to_previous_step(t, dGl[t], d_outl, a0, w_hh, w_gg, back, step_dnn, need_dh0)
     return dG, dh, dc, da
 
 
