@@ -10,6 +10,9 @@ is (``--techniques``, on by default in the full run), the vanilla cell by other 
 
 * ``vanilla/loop``: a plain Python per-step loop cell (input projection hoisted into one product,
   per-step gate math recorded by autograd, autograd's backward);
+* ``vanilla/steps``: lmlab's sequence-level Function driving the kernel step by step from Python
+  (each step's recurrent product in torch: MKL below H=256, oneDNN above) instead of the whole
+  time loop in one kernel call with its own products (what runs on CPUs without AVX2, and fgr);
 * ``vanilla/ops``: lmlab's sequence-level Function with each step's elementwise work as torch ops
   instead of the compiled kernel (what runs where no C compiler is available);
 * ``vanilla/mkl``: lmlab's sequence-level Function with every product on torch.mm (MKL), no oneDNN;
@@ -52,7 +55,7 @@ from lmlab.neural import kernel
 from lmlab.neural.cells import VARIANTS, VariantLSTM
 
 VOCAB, BATCH, BPTT, LAYERS = 10_000, 20, 35, 2
-TECHNIQUES = ("vanilla/loop", "vanilla/ops", "vanilla/mkl", "np/own")
+TECHNIQUES = ("vanilla/loop", "vanilla/steps", "vanilla/ops", "vanilla/mkl", "np/own")
 
 
 class LoopLSTM(nn.Module):
@@ -118,14 +121,15 @@ def build(kind: str, hidden: int, seed: int = 0) -> LM:
 @contextlib.contextmanager
 def technique(kind: str):
     """Switch lmlab's cell to the technique a row names, for the duration of its steps."""
-    saved = cells.ONEDNN, cells.FUSED_NP, cells.KERNEL
+    saved = cells.ONEDNN, cells.FUSED_NP, cells.KERNEL, cells.KERNEL_LOOP
     cells.ONEDNN = kind != "vanilla/mkl"
     cells.FUSED_NP = kind != "np/own"
     cells.KERNEL = kind != "vanilla/ops"
+    cells.KERNEL_LOOP = kind != "vanilla/steps"
     try:
         yield
     finally:
-        cells.ONEDNN, cells.FUSED_NP, cells.KERNEL = saved
+        cells.ONEDNN, cells.FUSED_NP, cells.KERNEL, cells.KERNEL_LOOP = saved
 
 
 def cpu_seconds() -> float:
@@ -247,6 +251,7 @@ def main() -> None:
         "benchmark": "lstm_cells", "quick": args.quick, "torch": torch.__version__,
         "threads": args.threads, "machine": platform.machine(), "processor": platform.processor(),
         "lstm_kernel_compiled": kernel.library() is not None,
+        "lstm_kernel_loop": kernel.sgemm() is not None,
         "vocab": VOCAB, "batch": BATCH, "bptt": BPTT, "layers": LAYERS,
         "rounds": rounds, "steps_per_round": args.steps,
         "ratio": "median over rounds of time(fused)/time(model) per training step (> 1: faster);"

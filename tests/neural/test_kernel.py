@@ -48,6 +48,143 @@ def test_kernel_equals_torch_ops(variant, hidden, onednn_min, monkeypatch):
         torch.testing.assert_close(a, b, atol=2e-5, rtol=1e-5, msg=f"item {k}")
 
 
+needs_loop = pytest.mark.skipif(not kernel.loop_available(),
+                                reason="no kernel or no AVX2/FMA: no whole-sequence loop")
+
+
+@needs_loop
+@pytest.mark.parametrize("threads", [1, 2, 3])
+@pytest.mark.parametrize("hidden", [5, 37, 70])
+@pytest.mark.parametrize("variant", [v for v in VARIANTS if v != "fgr"])
+def test_sequence_loop_equals_step_loop(variant, hidden, threads, monkeypatch):
+    """The whole-sequence kernel call (products split over the threads by units, 16 at a time:
+    with H=5 one thread has nothing to do, with 70 the last slice is partial) computes what the
+    per-step loop does, outputs, carried state and every gradient."""
+    monkeypatch.setattr(cells, "ONEDNN_STEP_MIN_H", 10**6)
+    monkeypatch.setattr(cells, "ONEDNN_SEQ_MIN_H", 10**6)
+    saved = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        torch.manual_seed(1)
+        model = VariantLSTM(4, hidden, 2, variant=variant, forget_bias=1.0)
+        x = torch.randn(7, 3, 4, requires_grad=True)
+        state = tuple(torch.randn(2, 3, hidden, requires_grad=True) for _ in range(2))
+        results = []
+        for loop in (True, False):
+            monkeypatch.setattr(cells, "KERNEL_LOOP", loop)
+            results.append(run(model, x, state, True, monkeypatch))
+    finally:
+        torch.set_num_threads(saved)
+    for k, (a, b) in enumerate(zip(*results, strict=True)):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5, msg=f"item {k}")
+
+
+@needs_loop
+@pytest.mark.parametrize("batch", [1, 4, 5, 6, 9, 12])
+def test_sequence_loop_batch_sizes(batch, monkeypatch):
+    """The loop's products work on row tiles of 5 (batch 12 = 5 + 5 + 2, 9 = 5 + 4, ...) and
+    column panels of 16 (H=37: partial panels on both threads)."""
+    torch.manual_seed(6)
+    model = VariantLSTM(4, 37, 1)
+    x = torch.randn(3, batch, 4, requires_grad=True)
+    state = tuple(torch.randn(1, batch, 37, requires_grad=True) for _ in range(2))
+    results = []
+    for loop in (True, False):
+        monkeypatch.setattr(cells, "KERNEL_LOOP", loop)
+        results.append(run(model, x, state, True, monkeypatch))
+    for k, (a, b) in enumerate(zip(*results, strict=True)):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5, msg=f"item {k}")
+
+
+@needs_loop
+def test_sequence_loop_without_state_gradients(monkeypatch):
+    """No gradient asked for h0 (a fresh zero state): the loop skips dh0 and the rest agrees."""
+    monkeypatch.setattr(cells, "ONEDNN_STEP_MIN_H", 10**6)
+    torch.manual_seed(2)
+    model = VariantLSTM(4, 24, 1)
+    x = torch.randn(5, 2, 4, requires_grad=True)
+    grads = []
+    for loop in (True, False):
+        monkeypatch.setattr(cells, "KERNEL_LOOP", loop)
+        out, _ = model(x)
+        grads.append(torch.autograd.grad(out.sin().sum(), [x, *model.parameters()]))
+    for a, b in zip(*grads, strict=True):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+
+
+def test_without_the_loop_the_step_path_runs(monkeypatch):
+    """Where the kernel has no vector loop (no AVX2) the per-step path runs: same result."""
+    monkeypatch.setattr(kernel, "loop_available", lambda: False)
+    torch.manual_seed(3)
+    model = VariantLSTM(3, 9, 1)
+    x = torch.randn(4, 2, 3)
+    with torch.no_grad():
+        out, _ = model(x)
+        params = [{k: v.double() for k, v in layer.items()} for layer in model.gate_params()]
+        ref, _ = cells.reference_lstm(x.double(), None, params, "vanilla")
+    torch.testing.assert_close(out.double(), ref, atol=1e-5, rtol=1e-5)
+
+
+@needs_kernel
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_step_kernel_split_over_threads(variant, monkeypatch):
+    """The per-step kernel with its units split over 3 threads (as at B*H >= 8192) equals the
+    torch-op path (H=40: the last thread gets nothing)."""
+    monkeypatch.setattr(kernel, "step_threads", lambda B, H: 3)
+    monkeypatch.setattr(cells, "ONEDNN_STEP_MIN_H", 0)  # the per-step path, not the loop
+    monkeypatch.setattr(cells, "KERNEL_LOOP", False)
+    torch.manual_seed(4)
+    model = VariantLSTM(5, 40, 2, variant=variant)
+    x = torch.randn(6, 3, 5, requires_grad=True)
+    state = [torch.randn(2, 3, 40), torch.randn(2, 3, 40)]
+    if variant == "fgr":
+        state.append(torch.rand(2, 3, 120))
+    state = tuple(s.requires_grad_() for s in state)
+    fast = run(model, x, state, True, monkeypatch)
+    ops = run(model, x, state, False, monkeypatch)
+    for k, (a, b) in enumerate(zip(fast, ops, strict=True)):
+        torch.testing.assert_close(a, b, atol=2e-5, rtol=1e-5, msg=f"item {k}")
+
+
+@needs_kernel
+@pytest.mark.parametrize("shape", [(1, 1), (1, 7), (37, 5), (33, 65), (700, 800)])
+def test_tiled_transpose(shape):
+    x = torch.randn(*shape)
+    assert torch.equal(kernel.transposed(x), x.t().contiguous())
+    assert torch.equal(kernel.transposed(x.t()), x)  # not contiguous: torch's copy
+
+
+@needs_kernel
+def test_kernel_without_openmp(monkeypatch, tmp_path):
+    """Built without -fopenmp (torch not on GNU OpenMP, or a compiler without it) the loops run
+    on one thread and give the same results."""
+    monkeypatch.setattr(kernel, "_torch_runs_on_libgomp", lambda: False)
+    commands = []
+    real_run = kernel.subprocess.run
+
+    def spy(cmd, **kw):
+        commands.append(cmd)
+        return real_run(cmd, **kw)
+
+    monkeypatch.setattr(kernel.subprocess, "run", spy)
+    assert fresh_compile(monkeypatch, tmp_path) is not None
+    builds = [c for c in commands if str(kernel.SOURCE) in c]
+    assert builds and not any("-fopenmp" in c for c in builds)
+    monkeypatch.setattr(kernel, "step_threads", lambda B, H: 2)
+    monkeypatch.setattr(cells, "ONEDNN_STEP_MIN_H", 10**6)
+    torch.manual_seed(5)
+    model = VariantLSTM(4, 20, 1)
+    x = torch.randn(5, 2, 4, requires_grad=True)
+    state = tuple(torch.randn(1, 2, 20, requires_grad=True) for _ in range(2))
+    results = []
+    for use_kernel, loop in ((True, True), (True, False), (False, False)):
+        monkeypatch.setattr(cells, "KERNEL_LOOP", loop)
+        results.append(run(model, x, state, use_kernel, monkeypatch))
+    for other in results[1:]:
+        for a, b in zip(results[0], other, strict=True):
+            torch.testing.assert_close(a, b, atol=2e-5, rtol=1e-5)
+
+
 @needs_kernel
 def test_kernel_propagates_nan(monkeypatch):
     """The trainer's NaN rollback needs a NaN input to give NaN outputs, not saturated gates

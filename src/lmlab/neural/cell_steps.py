@@ -3,13 +3,14 @@ products they use.
 
 Two implementations of the same steps: ``forward_ops``/``backward_ops`` with torch elementwise ops
 (any dtype and device), and ``forward_kernel``/``backward_kernel``, where each step's elementwise
-work is one call of the compiled kernel (:mod:`lmlab.neural.kernel`; float32 on the CPU). Both
-keep the matrix products in torch and save the same tensors for the backward pass: ``A [T, B, G*H]``
-the gate activations of every step (packed order ``o, i, f, z``), ``C [T+1, B, H]`` the cells
-(``C[0] = c0``), ``S [T, B, H]`` ``σ(-2 c_t)`` (so ``tanh(c_t) = 1 - 2 S``; None for noaf) and
-``out [T, B, H]``. The backward loops return ``dG [T, B, G*H]``, the gradients of the
-pre-activations of every step, from which the layer computes its parameter gradients.
-
+work is one call of the compiled kernel (:mod:`lmlab.neural.kernel`; float32 on the CPU), or, with
+``loop`` (not fgr), the whole time loop with its recurrent products is one call.
+Both save the same tensors for the backward pass: ``A [T, B, G*H]`` the gate activations of every
+step (packed order ``o, i, f, z``), ``C [T+1, B, H]`` the cells (``C[0] = c0``), ``S [T, B, H]``
+``σ(-2 c_t)`` (so ``tanh(c_t) = 1 - 2 S``; None for noaf) and ``hs [T+1, B, H]`` the outputs
+(``hs[0] = h0``, ``hs[t+1] = h_t``, so ``hs[:-1]`` is every ``h_{t-1}`` without a copy). The
+backward loops return ``dG [T, B, G*H]``, the gradients of the pre-activations of every step, from
+which the layer computes its weight gradients, and the bias and peephole gradients.
 """
 
 from __future__ import annotations
@@ -69,10 +70,11 @@ def weight_grads(dG: Tensor, inputs: list[Tensor], dnn: bool) -> list[Tensor]:
     """``dG[:, :n].T @ inp`` for each ``inp`` ``[N, n_in]`` of ``inputs`` (``n`` its
     matching number of pre-activation columns): the weight gradients over all steps, contiguous.
     oneDNN's linear op wants its first operand contiguous and takes a transposed second one, so
-    ``dG.T`` is made contiguous once and shared (a transposed result would cost a copy when autograd
-    stores it as ``.grad``); torch.mm (MKL) takes transposes as they are."""
+    ``dG.T`` is made contiguous once (by the kernel's tiled transpose where built) and shared (a
+    transposed result would cost a copy when autograd stores it as ``.grad``); torch.mm (MKL) takes
+    transposes as they are."""
     if dnn:
-        dGT = dG.t().contiguous()
+        dGT = kernel.transposed(dG)
         return [_dnn_ops[0](dGT[:n], inp.t(), None, "none", [], "") for n, inp in inputs]
     return [torch.mm(dG[:, :n].t(), inp) for n, inp in inputs]
 
@@ -130,7 +132,7 @@ def to_previous_step(t: int, dG_t: Tensor, d_outl, a0: Tensor | None, w_hh: Tens
 
 
 def forward_ops(x, h0, c0, a0, w_ih, w_hh, b, p, w_gg, spec, step_dnn, seq_dnn):
-    """The forward steps as torch ops: ``(out, A, C, S)``."""
+    """The forward steps as torch ops: ``(hs, A, C, S)``."""
     T, B, _ = x.shape
     H, G = spec.H, spec.G
     col, sig, tail = spec.col, spec.sig, spec.tail
@@ -148,7 +150,9 @@ def forward_ops(x, h0, c0, a0, w_ih, w_hh, b, p, w_gg, spec, step_dnn, seq_dnn):
     act_sig = tail if spec.z_tanh else sig  # columns that go through one sigmoid
     C = x.new_empty(T + 1, B, H)  # C[0] = c0, C[t+1] = c_t
     C[0] = c0
-    out = x.new_empty(T, B, H)
+    hs = x.new_empty(T + 1, B, H)  # hs[0] = h0, hs[t+1] = h_t (so hs[:-1] is every h_{t-1})
+    hs[0] = h0
+    out = hs[1:]
     S = x.new_empty(T, B, H) if spec.h_tanh else None  # σ(-2 c_t): tanh(c_t) = 1 - 2 S[t]
     tmp = x.new_empty(B, H) if spec.cifg else None
     has_i, has_f, has_o = spec.has["i"], spec.has["f"], spec.has["o"]
@@ -220,13 +224,14 @@ def forward_ops(x, h0, c0, a0, w_ih, w_hh, b, p, w_gg, spec, step_dnn, seq_dnn):
                 torch.mul(o, c, out=h)
         else:  # nog: tanh(c) = 1 - 2 σ(-2c)
             torch.add(one, st, alpha=-2, out=h)
-    return out, A, C, S
+    return hs, A, C, S
 
 
 def backward_ops(x, h0, a0, w_hh, p, w_gg, A, C, S, d_out, d_hN, d_cN, d_aN, spec, step_dnn,
-                  need_dh0):
-    """Backward through time as torch ops: ``(dG, dh0, dc0, da0)``, ``dG`` the gradients of the
-    pre-activations of every step."""
+                 need_dh0, loop=False):
+    """Backward through time as torch ops: ``(dG, dh0, dc0, da0, db, dp)``, ``dG`` the gradients
+    of the pre-activations of every step, ``db, dp`` those of the bias and the peepholes. (``loop``
+    is the kernel's option; unused here.)"""
     T, B, _ = x.shape
     H, G, col = spec.H, spec.G, spec.col
     has_i, has_f, has_o = spec.has["i"], spec.has["f"], spec.has["o"]
@@ -333,24 +338,47 @@ def backward_ops(x, h0, a0, w_hh, p, w_gg, A, C, S, d_out, d_hN, d_cN, d_aN, spe
             dc.addcmul_(dGf[t], p_f)
         dh, da = to_previous_step(t, g, d_outl, a0, w_hh, w_gg, back, step_dnn, need_dh0,
                                   dh_buf)
-    return dG, dh, dc, da
+    db, dp = dG.sum((0, 1)), None
+    if spec.peep:
+        dp = torch.empty_like(p)
+        if p_o is not None:
+            dp[spec.p_o] = (dG[..., col["o"]] * C_t).sum((0, 1))
+        dG_sig = dG[..., spec.sig].view(T, B, spec.n_sig, H)
+        dp[spec.p_sig] = (dG_sig * C_prev.unsqueeze(2)).sum((0, 1))
+    return dG, dh, dc, da, db, dp
 
 
-def forward_kernel(x, h0, c0, a0, w_ih, w_hh, b, p, w_gg, spec, step_dnn, seq_dnn):
-    """The forward steps with the compiled kernel: ``(out, A, C, S)``. Each step is the
+def _check(status: int, name: str) -> None:
+    if status == -2:
+        raise MemoryError(f"{name}: out of memory for the packed recurrent weights")
+    if status:
+        raise RuntimeError(f"{name}: unknown variant flags or no vector code (status {status})")
+
+
+def forward_kernel(x, h0, c0, a0, w_ih, w_hh, b, p, w_gg, spec, step_dnn, seq_dnn, loop=False):
+    """The forward steps with the compiled kernel: ``(hs, A, C, S)``. Each step is the
     recurrent product in torch (pre-activations into ``A[t]`` or a fresh tensor) and one kernel
-    call that turns them into the activations, ``c_t`` and ``h_t``."""
+    call that turns them into the activations, ``c_t`` and ``h_t``; with ``loop`` (not fgr) the
+    whole time loop, products included, is one kernel call."""
     T, B, _ = x.shape
     H, G = spec.H, spec.G
     x2 = x.reshape(T * B, -1)
-    A, w_rec = projections(x2, w_ih, b, w_hh, B, step_dnn, seq_dnn)
+    A, w_rec = projections(x2, w_ih, b, w_hh, B, step_dnn and not loop, seq_dnn)
     A = A.view(T, B, G * H)
     C = x.new_empty(T + 1, B, H)
     C[0] = c0
-    out = x.new_empty(T, B, H)
+    hs = x.new_empty(T + 1, B, H)
+    hs[0] = h0
+    out = hs[1:]
     S = x.new_empty(T, B, H) if spec.h_tanh else None
     plan = kernel.make_plan(spec, A, C, S, out, p)
-    step, plan_ref = kernel.library().lstm_forward_step, ctypes.byref(plan)
+    lib, plan_ref = kernel.library(), ctypes.byref(plan)
+    if loop:
+        w = w_hh.contiguous()
+        _check(lib.lstm_forward_seq(plan_ref, T, h0.data_ptr(), w.data_ptr(),
+                                    torch.get_num_threads()), "lstm_forward_seq")
+        return hs, A, C, S
+    step, nt = lib.lstm_forward_step, kernel.step_threads(B, H)
     Al, Ol = A.unbind(0), out.unbind(0)
     if spec.fgr:
         A3 = A[..., : 3 * H].unbind(0)
@@ -363,29 +391,38 @@ def forward_kernel(x, h0, c0, a0, w_ih, w_hh, b, p, w_gg, spec, step_dnn, seq_dn
             g = Al[t].addmm_(h, w_rec)
         if spec.fgr:
             add_gate_recurrence(g, A3[t - 1] if t > 0 else a0, w_gg_t, step_dnn)
-        step(plan_ref, t, g.data_ptr())
+        step(plan_ref, t, g.data_ptr(), nt)
         h = Ol[t]
-    return out, A, C, S
+    return hs, A, C, S
 
 
 def backward_kernel(x, h0, a0, w_hh, p, w_gg, A, C, S, d_out, d_hN, d_cN, d_aN, spec, step_dnn,
-                     need_dh0):
-    """Backward through time with the compiled kernel: ``(dG, dh0, dc0, da0)``. Each step is one
-    kernel call (``dG[t]`` from ``dh``, the carried ``dc`` and the saved activations) and the
-    recurrent product ``dh_{t-1} = d_out[t-1] + dG[t] R`` in torch."""
+                    need_dh0, loop=False):
+    """Backward through time with the compiled kernel: ``(dG, dh0, dc0, da0, db, dp)``. Each step
+    is one kernel call (``dG[t]`` from ``dh``, the carried ``dc`` and the saved activations, adding
+    to the bias and peephole gradients ``db, dp``) and the recurrent product
+    ``dh_{t-1} = d_out[t-1] + dG[t] R`` in torch; with ``loop`` the whole time loop is one kernel
+    call."""
     T, B, _ = x.shape
     H, G = spec.H, spec.G
     dG = x.new_empty(T, B, G * H)
     dc = d_cN.contiguous().clone() if d_cN is not None else x.new_zeros(B, H)
-    plan = kernel.make_plan(spec, A, C, S, None, p, dG=dG, dc=dc)  # (OUT is not read backwards)
-    step, plan_ref = kernel.library().lstm_backward_step, ctypes.byref(plan)
+    db = x.new_zeros(G * H)
+    dp = torch.zeros_like(p) if spec.peep else None
+    plan = kernel.make_plan(spec, A, C, S, None, p, dG=dG, dc=dc, db=db, dp=dp)  # (OUT unread)
+    lib, plan_ref = kernel.library(), ctypes.byref(plan)
+    dh = d_out[T - 1] if d_hN is None else (d_out[T - 1] + d_hN).contiguous()
+    if loop:
+        dh = dh.clone() if d_hN is None else dh  # the loop writes dh_{t-1} into it
+        w = w_hh.contiguous()
+        _check(lib.lstm_backward_seq(plan_ref, T, dh.data_ptr(), d_out.data_ptr(), w.data_ptr(),
+                                     torch.get_num_threads(), int(need_dh0)), "lstm_backward_seq")
+        return dG, (dh if need_dh0 else None), dc, None, db, dp
+    step, nt = lib.lstm_backward_step, kernel.step_threads(B, H)
     back = backward_weights(w_hh, w_gg, B, step_dnn)
     dGl, d_outl = dG.unbind(0), d_out.unbind(0)
-    dh = d_out[T - 1] if d_hN is None else (d_out[T - 1] + d_hN).contiguous()
     da = d_aN.contiguous() if spec.fgr and d_aN is not None and d_aN.numel() else None
     for t in range(T - 1, -1, -1):
-        step(plan_ref, t, dh.data_ptr(), da.data_ptr() if da is not None else None)
+        step(plan_ref, t, dh.data_ptr(), da.data_ptr() if da is not None else None, nt)
         dh, da = to_previous_step(t, dGl[t], d_outl, a0, w_hh, w_gg, back, step_dnn, need_dh0)
-    return dG, dh, dc, da
-
-
+    return dG, dh, dc, da, db, dp

@@ -60,12 +60,15 @@ one sequence-level ``torch.autograd.Function`` (:class:`_LSTMLayer`) with a hand
 pass and no per-step autograd graph. The input projection of all time steps is one matrix product;
 each step is one recurrent matrix product in torch plus one call of a small compiled C kernel
 (:mod:`lmlab.neural.kernel`) that does the step's elementwise work (gates, cell, output) in one
-pass; backwards, each step is one kernel call (the gradients of the pre-activations and the cell)
-and one product, and the weight gradients are one product each over all steps at the end. Where
-the kernel cannot be built (no C compiler) or for other dtypes and devices, the same steps run as
-about ten torch elementwise ops each (:mod:`lmlab.neural.cell_steps`). Large products go to oneDNN
-(see ``ONEDNN`` below). ``np`` is exactly ``torch.nn.LSTM`` and by default runs on torch's own
-fused kernel (``FUSED_NP``).
+pass; backwards, each step is one kernel call (the gradients of the pre-activations and the cell,
+adding up the bias and peephole gradients) and one product, and the weight gradients are one
+product each over all steps at the end. Large products go to oneDNN (see ``ONEDNN`` below). On
+CPUs with AVX2 (all variants but fgr) the whole time loop is one kernel call instead, its threads
+each doing the recurrent product (own small matrix-product code on packed weights) and the
+elementwise work of their own slice of the units (``KERNEL_LOOP``). Where the kernel cannot be
+built (no C compiler) or for other dtypes and devices, the same steps run as about ten torch
+elementwise ops each (:mod:`lmlab.neural.cell_steps`). ``np`` is exactly ``torch.nn.LSTM`` and by
+default runs on torch's own fused kernel (``FUSED_NP``).
 :func:`reference_lstm` is the same model as a plain per-step loop straight from the equations, for
 the tests.
 """
@@ -146,6 +149,12 @@ FUSED_NP = True
 # The per-step elementwise work in one compiled call (lmlab.neural.kernel) where it can be built;
 # False forces the torch-op path.
 KERNEL = True
+# With the kernel (and its vector code), the whole time loop of a layer, recurrent products
+# included, runs in one kernel call that splits each step over the threads (lstm_kernel.c,
+# lstm_forward_seq); False: a Python loop over the steps, products in torch. (fgr: always so.)
+KERNEL_LOOP = True
+
+
 def _onednn_modes(x: Tensor, hidden: int) -> tuple[bool, bool]:
     """Whether (the per-step products, the whole-sequence products) use oneDNN."""
     if not (ONEDNN and x.device.type == "cpu" and x.dtype == torch.float32
@@ -174,13 +183,18 @@ class _LSTMLayer(torch.autograd.Function):
         H = spec.H
         step_dnn, seq_dnn = _onednn_modes(x, H)
         use_kernel = KERNEL and kernel.usable(x)
-        run = steps.forward_kernel if use_kernel else steps.forward_ops
-        out, A, C, S = run(x, h0.contiguous(), c0, a0, w_ih, w_hh, b, p, w_gg, spec, step_dnn,
-                           seq_dnn)
+        loop = use_kernel and KERNEL_LOOP and not spec.fgr and kernel.loop_available()
+        if use_kernel:
+            hs, A, C, S = steps.forward_kernel(x, h0.contiguous(), c0, a0, w_ih, w_hh, b, p, w_gg,
+                                               spec, step_dnn, seq_dnn, loop)
+        else:
+            hs, A, C, S = steps.forward_ops(x, h0.contiguous(), c0, a0, w_ih, w_hh, b, p, w_gg,
+                                            spec, step_dnn, seq_dnn)
         ctx.spec = spec
-        ctx.modes = step_dnn, seq_dnn, use_kernel
-        ctx.save_for_backward(x, h0, a0, w_ih, w_hh, p, w_gg, out, A, C, S)
-        hN = out[T - 1].clone()
+        ctx.modes = step_dnn, seq_dnn, use_kernel, loop
+        ctx.save_for_backward(x, h0, a0, w_ih, w_hh, p, w_gg, hs, A, C, S)
+        out = hs[1:]
+        hN = hs[T].clone()
         cN = C[T].clone()
         aN = A[T - 1, :, : 3 * H].clone() if spec.fgr else x.new_empty(0)
         if not spec.fgr:
@@ -190,26 +204,24 @@ class _LSTMLayer(torch.autograd.Function):
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, d_out, d_hN, d_cN, d_aN):
-        spec, (step_dnn, seq_dnn, use_kernel) = ctx.spec, ctx.modes
-        x, h0, a0, w_ih, w_hh, p, w_gg, out, A, C, S = ctx.saved_tensors
+        spec, (step_dnn, seq_dnn, use_kernel, loop) = ctx.spec, ctx.modes
+        x, h0, a0, w_ih, w_hh, p, w_gg, hs, A, C, S = ctx.saved_tensors
         T, B, _ = x.shape
-        H, G, col = spec.H, spec.G, spec.col
+        H, G = spec.H, spec.G
         needs = ctx.needs_input_grad
-        d_out = torch.zeros_like(out) if d_out is None else d_out.contiguous()
+        d_out = torch.zeros_like(hs[1:]) if d_out is None else d_out.contiguous()
         run = steps.backward_kernel if use_kernel else steps.backward_ops
-        dG, dh, dc, da = run(x, h0, a0, w_hh, p, w_gg, A, C, S, d_out, d_hN, d_cN, d_aN, spec,
-                             step_dnn, needs[1])
-        C_prev, C_t = C[:-1], C[1:]
+        dG, dh, dc, da, db, dp = run(x, h0, a0, w_hh, p, w_gg, A, C, S, d_out, d_hN, d_cN, d_aN,
+                                     spec, step_dnn, needs[1], loop)
 
         # --- parameter and input gradients: one product over all steps each ------------------
         dG2 = dG.view(T * B, G * H)
         dx = steps.mm(dG2, w_ih, seq_dnn).view_as(x) if needs[0] else None
-        db = dG2.sum(0) if needs[6] else None
         products = []  # (columns of dG, input over all steps) of each weight gradient
         if needs[4]:
             products.append((G * H, x.reshape(T * B, -1)))
-        if needs[5]:  # h_{t-1} for all t: [h0, out[:-1]]
-            products.append((G * H, torch.cat([h0.unsqueeze(0), out[:-1]]).view(T * B, H)))
+        if needs[5]:  # h_{t-1} for all t
+            products.append((G * H, hs[:-1].reshape(T * B, H)))
         if spec.fgr and needs[8]:  # gate activations (o, i, f) of the previous step for all t
             a_first = a0.unsqueeze(0) if a0 is not None else x.new_zeros(1, B, 3 * H)
             products.append((3 * H, torch.cat([a_first, A[:-1, :, : 3 * H]]).view(T * B, 3 * H)))
@@ -217,15 +229,9 @@ class _LSTMLayer(torch.autograd.Function):
         dw_ih = next(grads) if needs[4] else None
         dw_hh = next(grads) if needs[5] else None
         dw_gg = next(grads) if spec.fgr and needs[8] else None
-        dp = None
-        if spec.peep and needs[7]:
-            dp = torch.empty_like(p)
-            if spec.p_o is not None:
-                dp[spec.p_o] = (dG[..., col["o"]] * C_t).sum((0, 1))
-            dG_sig = dG[..., spec.sig].view(T, B, spec.n_sig, H)
-            dp[spec.p_sig] = (dG_sig * C_prev.unsqueeze(2)).sum((0, 1))
         da0 = da if spec.fgr and a0 is not None and needs[3] else None
-        return dx, dh, dc if needs[2] else None, da0, dw_ih, dw_hh, db, dp, dw_gg, None
+        return (dx, dh, dc if needs[2] else None, da0, dw_ih, dw_hh, db if needs[6] else None,
+                dp if needs[7] else None, dw_gg, None)
 
 
 class VariantLSTM(nn.Module):

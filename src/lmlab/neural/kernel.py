@@ -1,15 +1,17 @@
-"""The compiled per-step kernel of lmlab's LSTM cell (``lstm_kernel.c``), and the step loops that
-drive it.
+"""The compiled kernel of lmlab's LSTM cell (``lstm_kernel.c``): building, loading, its buffers.
 
 Why: a step of the cell is one matrix product plus about ten elementwise ops on ``[B, H]`` tensors;
 as torch ops each costs a Python call and a pass over memory, which at the sizes of word-level LMs
 costs as much as the product. ``lstm_kernel.c`` does a step's elementwise work in one pass (one
-call, through ctypes); the products stay in torch. Measured by ``benchmarks/lstm_cells.py``.
+call, through ctypes), split over torch's threads once a step is big enough; and it runs the
+whole time loop of a layer, products included, in one call (its own small matrix-product code on
+packed weights, AVX2 + FMA; :func:`loop_available`). Measured by ``benchmarks/lstm_cells.py``.
 
 How: on first use the C file is compiled with the system C compiler (``$CC``, else ``cc``) into
 ``$LMLAB_CACHE`` (default ``~/.cache/lmlab``) under a name that hashes the source, the flags,
 the compiler and the CPU, so a rebuild happens only when one of them changes. It tries, in order,
-``-O3 -march=native`` with glibc's vector math library (libmvec), without it, and plain ``-O3``.
+``-O3 -march=native`` with glibc's vector math library (libmvec), without it, and plain ``-O3``,
+each first with OpenMP (``-fopenmp``) and then without (then everything runs on one thread).
 When nothing compiles (no compiler, not Linux/macOS) or ``LMLAB_LSTM_KERNEL=0`` is set, or for
 anything but contiguous float32 tensors on the CPU, the cell uses its torch-op path, which
 computes the same function (tests compare both with the float64 reference).
@@ -32,12 +34,15 @@ from torch import Tensor
 
 SOURCE = Path(__file__).with_name("lstm_kernel.c")
 ENABLED = os.environ.get("LMLAB_LSTM_KERNEL", "1") != "0"
-_FLAG_SETS = (
-    ["-O3", "-march=native", "-DLMLAB_LIBMVEC", "-fPIC", "-shared"],
-    ["-O3", "-march=native", "-fPIC", "-shared"],
-    ["-O3", "-fPIC", "-shared"],
+# Tried in order; -fopenmp lets the kernel split its work over torch's threads. It is tried only
+# where torch itself runs on GNU OpenMP (libgomp already loaded): then the kernel's libgomp is that
+# same library (same soname), so there is one OpenMP runtime and one thread pool, not two.
+_BASE_FLAGS = (
+    (["-O3", "-march=native", "-DLMLAB_LIBMVEC", "-fPIC", "-shared"], ["-lmvec", "-lm"]),
+    (["-O3", "-march=native", "-fPIC", "-shared"], ["-lm"]),
+    (["-O3", "-fPIC", "-shared"], ["-lm"]),
 )
-_LIBS = {0: ["-lmvec", "-lm"], 1: ["-lm"], 2: ["-lm"]}
+_FLAG_SETS = [(flags + omp, libs) for flags, libs in _BASE_FLAGS for omp in (["-fopenmp"], [])]
 _lib: ctypes.CDLL | None | bool = False  # False: not tried yet
 
 
@@ -45,7 +50,8 @@ class Plan(ctypes.Structure):
     """Mirror of ``lstm_plan`` in lstm_kernel.c: one layer's buffers and variant for a pass."""
 
     _fields_ = [(n, ctypes.c_int) for n in ("B", "H", "G", "flags", "co", "ci", "cf", "cz")] + [
-        (n, ctypes.c_void_p) for n in ("A", "C", "S", "OUT", "DG", "p_o", "p_i", "p_f", "dc")]
+        (n, ctypes.c_void_p) for n in ("A", "C", "S", "OUT", "DG", "p_o", "p_i", "p_f", "dc", "db",
+                                       "dp_o", "dp_i", "dp_f")]
 
 
 _HAS_I, _HAS_F, _HAS_O, _CIFG, _Z_TANH, _H_TANH, _PEEP = 1, 2, 4, 8, 16, 32, 64
@@ -82,6 +88,15 @@ def _cpu_id() -> str:
         return platform.processor() + platform.machine()
 
 
+def _torch_runs_on_libgomp() -> bool:
+    """Whether this process has GNU OpenMP loaded (torch's Linux wheels bring and load it)."""
+    try:
+        with open("/proc/self/maps") as f:
+            return any("libgomp" in line for line in f)
+    except OSError:
+        return False
+
+
 def _compile() -> ctypes.CDLL | None:
     cc = os.environ.get("CC") or "cc"
     if shutil.which(cc) is None:
@@ -93,9 +108,11 @@ def _compile() -> ctypes.CDLL | None:
         return None
     source = SOURCE.read_bytes()
     errors = []
-    for k, flags in enumerate(_FLAG_SETS):
+    flag_sets = _FLAG_SETS if _torch_runs_on_libgomp() else [
+        (flags, libs) for flags, libs in _FLAG_SETS if "-fopenmp" not in flags]
+    for flags, libs in flag_sets:
         key = hashlib.sha256(b"\0".join(
-            [source, " ".join(flags + _LIBS[k]).encode(), version.encode(),
+            [source, " ".join(flags + libs).encode(), version.encode(),
              _cpu_id().encode(), platform.machine().encode()])).hexdigest()[:16]
         try:
             target = _cache_dir() / f"lstm_kernel-{key}.so"
@@ -106,7 +123,7 @@ def _compile() -> ctypes.CDLL | None:
             try:
                 fd, tmp = tempfile.mkstemp(suffix=".so", dir=target.parent)
                 os.close(fd)
-                proc = subprocess.run([cc, *flags, str(SOURCE), "-o", tmp, *_LIBS[k]],
+                proc = subprocess.run([cc, *flags, str(SOURCE), "-o", tmp, *libs],
                                       capture_output=True, text=True, timeout=120)
                 if proc.returncode != 0:
                     os.unlink(tmp)
@@ -121,7 +138,7 @@ def _compile() -> ctypes.CDLL | None:
         except OSError as err:
             errors.append([str(err)])
             continue
-        if lib.lstm_kernel_version() == 1:
+        if lib.lstm_kernel_version() == 6:
             return lib
     if errors:
         warnings.warn(f"lmlab: could not compile the LSTM cell kernel ({errors[-1][0]}); "
@@ -137,10 +154,40 @@ def library() -> ctypes.CDLL | None:
         if _lib is not None:
             for fn in (_lib.lstm_forward_step, _lib.lstm_backward_step):
                 fn.restype = ctypes.c_int
-            _lib.lstm_forward_step.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_void_p]
-            _lib.lstm_backward_step.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_void_p,
-                                                ctypes.c_void_p]
+            ptr, i = ctypes.c_void_p, ctypes.c_int
+            _lib.lstm_forward_step.argtypes = [ptr, i, ptr, i]
+            _lib.lstm_backward_step.argtypes = [ptr, i, ptr, ptr, i]
+            _lib.lstm_forward_seq.restype = _lib.lstm_backward_seq.restype = i
+            _lib.lstm_forward_seq.argtypes = [ptr, i, ptr, ptr, i]
+            _lib.lstm_backward_seq.argtypes = [ptr, i, ptr, ptr, ptr, i, i]
+            _lib.lstm_loop_available.restype = i
+            _lib.transpose.restype = None
+            _lib.transpose.argtypes = [ptr, i, i, ptr, i]
     return _lib
+
+
+def step_threads(B: int, H: int) -> int:
+    """Threads for one per-step kernel call: torch's, once a step has enough elements to pay for
+    a parallel region (B*H >= 8192, e.g. B=20, H=650), else 1."""
+    return torch.get_num_threads() if B * H >= 8192 else 1
+
+
+def transposed(x: Tensor) -> Tensor:
+    """``x.t().contiguous()`` for a contiguous 2-D float32 CPU tensor, by the kernel's tiled
+    transpose where it is built (torch's strided copy is several times slower at [700, 2600])."""
+    lib = library()
+    if lib is None or not usable(x) or not x.is_contiguous():
+        return x.t().contiguous()
+    rows, cols = x.shape
+    out = x.new_empty(cols, rows)
+    lib.transpose(x.data_ptr(), rows, cols, out.data_ptr(), torch.get_num_threads())
+    return out
+
+
+def loop_available() -> bool:
+    """Whether the kernel has its whole-sequence loop (built with AVX2 and FMA vector code)."""
+    lib = library()
+    return lib is not None and bool(lib.lstm_loop_available())
 
 
 def usable(x: Tensor) -> bool:
@@ -149,8 +196,10 @@ def usable(x: Tensor) -> bool:
 
 
 def make_plan(spec, A: Tensor, C: Tensor, S: Tensor | None, out: Tensor | None, p: Tensor | None,
-              dG: Tensor | None = None, dc: Tensor | None = None) -> Plan:
-    """The kernel's view of one layer's buffers (all contiguous; they must outlive the plan)."""
+              dG: Tensor | None = None, dc: Tensor | None = None, db: Tensor | None = None,
+              dp: Tensor | None = None) -> Plan:
+    """The kernel's view of one layer's buffers (all contiguous; they must outlive the plan).
+    Backwards, ``dG, dc`` and the accumulators ``db [G*H]`` and ``dp`` (like ``p``) are needed."""
     has = spec.has
     flags = ((_HAS_I if has["i"] else 0) | (_HAS_F if has["f"] else 0)
              | (_HAS_O if has["o"] else 0) | (_CIFG if spec.cifg else 0)
@@ -159,9 +208,11 @@ def make_plan(spec, A: Tensor, C: Tensor, S: Tensor | None, out: Tensor | None, 
     B = A.shape[1]
     cols = [spec.col[g].start if has[g] else -1 for g in ("o", "i", "f", "z")]
     peep = {g: None for g in ("o", "i", "f")}
+    d_peep = dict(peep)
     if spec.peep:
         for row, g in enumerate(spec.peep):
             peep[g] = p[row]
+            d_peep[g] = dp[row] if dp is not None else None
 
     def ptr(t: Tensor | None) -> int | None:
         if t is None:
@@ -170,4 +221,5 @@ def make_plan(spec, A: Tensor, C: Tensor, S: Tensor | None, out: Tensor | None, 
         return t.data_ptr()
 
     return Plan(B, spec.H, spec.G, flags, *cols, ptr(A), ptr(C), ptr(S), ptr(out), ptr(dG),
-                ptr(peep["o"]), ptr(peep["i"]), ptr(peep["f"]), ptr(dc))
+                ptr(peep["o"]), ptr(peep["i"]), ptr(peep["f"]), ptr(dc), ptr(db),
+                ptr(d_peep["o"]), ptr(d_peep["i"]), ptr(d_peep["f"]))

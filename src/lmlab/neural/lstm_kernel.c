@@ -1,20 +1,27 @@
-/* Per-step elementwise work of lmlab's LSTM cell (every Greff et al. variant), float32.
+/* The compiled part of lmlab's LSTM cell (every Greff et al. variant), float32.
  *
- * lmlab.neural.cells._LSTMLayer keeps the matrix products in torch and calls one of these two
- * functions per time step, instead of about ten torch elementwise ops (each a Python call and a
- * pass over memory). Compiled on first use by lmlab.neural.kernel (cc -O3, plus glibc's vector
- * math library libmvec where it exists so that the exp calls are vectorised); when no compiler is
- * available lmlab uses the torch-op path, which computes the same thing.
+ * lmlab.neural.cells._LSTMLayer calls, per time step, lstm_forward_step / lstm_backward_step for
+ * the step's elementwise work (instead of about ten torch elementwise ops, each a Python call and
+ * a pass over memory), with the step's matrix product in torch; or, where the products are MKL's
+ * (small H), lstm_forward_seq / lstm_backward_seq, the whole time loop with its products in one
+ * call (see there). Also a tiled transpose for the weight gradients. Compiled on first use by
+ * lmlab.neural.kernel (cc -O3, with OpenMP and glibc's vector math library libmvec where they
+ * exist, so the work is split over torch's threads and the exp calls are vectorised); when no
+ * compiler is available lmlab uses the torch-op path, which computes the same thing.
  *
  * Layout (all row-major, contiguous): A [T, B, G*H] holds the gate activations of every step in
  * packed order (o, i, f, z minus absent gates); C [T+1, B, H] the cells (C[0] = c0); S [T, B, H]
- * sigma(-2 c_t), so tanh(c_t) = 1 - 2 S (absent for noaf); OUT [T, B, H] the outputs h_t;
- * DG [T, B, G*H] the gradients of the pre-activations. The equations are those of the module
+ * sigma(-2 c_t), so tanh(c_t) = 1 - 2 S (absent for noaf); OUT [T, B, H] the outputs h_t
+ * (preceded in memory by h0); DG [T, B, G*H] the gradients of the pre-activations. The equations are those of the module
  * docstring of lmlab/neural/cells.py; tanh(u) is computed as 1 - 2 / (1 + exp(2u)), which is
  * exact in real arithmetic and saturates correctly at +-inf.
  */
 #include <math.h>
 #include <stddef.h>
+#include <string.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
 
 #ifdef LMLAB_LIBMVEC
 /* Let the vectoriser call glibc's SIMD expf (libmvec); math.h declares it only under
@@ -32,15 +39,17 @@ typedef struct {
     float *A, *C, *S, *OUT, *DG;
     const float *p_o, *p_i, *p_f; /* peephole vectors [H], NULL if absent */
     float *dc;                   /* [B, H]: gradient w.r.t. the cell, carried backwards */
+    float *db;                   /* [G*H]: backwards, the bias gradient is accumulated here */
+    float *dp_o, *dp_i, *dp_f;   /* [H] each (NULL if absent): the peephole gradients, likewise */
 } lstm_plan;
 
 static inline float sigm(float x) { return 1.0f / (1.0f + expf(-x)); }
 static inline float tanh_(float x) { return 1.0f - 2.0f / (1.0f + expf(2.0f * x)); }
 
-/* One step forward for a fixed variant: F is a compile-time constant in every instantiation,
- * so the branches fold away and the loop over j vectorises. */
+/* One step forward, units [j0, j1) of every row, for a fixed variant: F is a compile-time
+ * constant in every instantiation, so the branches fold away and the loop over j vectorises. */
 static inline __attribute__((always_inline)) void
-forward_rows(const lstm_plan *P, int t, const float *g, const int F)
+forward_rows(const lstm_plan *P, int t, const float *g, int j0, int j1, const int F)
 {
     const int B = P->B, H = P->H, GH = P->G * H;
     for (int b = 0; b < B; b++) {
@@ -53,7 +62,7 @@ forward_rows(const lstm_plan *P, int t, const float *g, const int F)
         const float *p_o = P->p_o, *p_i = P->p_i, *p_f = P->p_f;
         const int co = P->co, ci = P->ci, cf = P->cf, cz = P->cz;
 #pragma GCC ivdep
-        for (int j = 0; j < H; j++) {
+        for (int j = j0; j < j1; j++) {
             float i = 1.0f, f = 1.0f, z, c, tc, o = 1.0f;
             if (F & HAS_I) {
                 float u = gb[ci + j];
@@ -92,11 +101,14 @@ forward_rows(const lstm_plan *P, int t, const float *g, const int F)
     }
 }
 
-/* One step backward: dh [B, H] is the whole gradient w.r.t. h_t; da [B, 3H] (fgr, HAS_DA) the
- * gradient w.r.t. the gate activations (o, i, f) of this step from the next step's gate
- * recurrence. Writes DG[t] and replaces P->dc (w.r.t. c_t) by the gradient w.r.t. c_{t-1}. */
+/* One step backward, units [j0, j1): dh [B, H] is the whole gradient w.r.t. h_t; da [B, 3H]
+ * (fgr, HAS_DA) the gradient w.r.t. the gate activations (o, i, f) of this step from the next
+ * step's gate recurrence. Writes DG[t], replaces P->dc (w.r.t. c_t) by the gradient w.r.t.
+ * c_{t-1}, and adds this step's share of the bias and peephole gradients to P->db, P->dp_*
+ * (summing them here saves two more passes over DG afterwards). */
 static inline __attribute__((always_inline)) void
-backward_rows(const lstm_plan *P, int t, const float *dh, const float *da, const int F)
+backward_rows(const lstm_plan *P, int t, const float *dh, const float *da, int j0, int j1,
+              const int F)
 {
     const int B = P->B, H = P->H, GH = P->G * H;
     for (int b = 0; b < B; b++) {
@@ -108,10 +120,11 @@ backward_rows(const lstm_plan *P, int t, const float *dh, const float *da, const
         const float *dab = (F & HAS_DA) ? da + (size_t)b * 3 * H : NULL;
         float *dg = P->DG + ((size_t)t * B + b) * GH;
         float *dc = P->dc + (size_t)b * H;
+        float *db = P->db, *dp_o = P->dp_o, *dp_i = P->dp_i, *dp_f = P->dp_f;
         const float *p_o = P->p_o, *p_i = P->p_i, *p_f = P->p_f;
         const int co = P->co, ci = P->ci, cf = P->cf, cz = P->cz;
 #pragma GCC ivdep
-        for (int j = 0; j < H; j++) {
+        for (int j = j0; j < j1; j++) {
             const float tc = (F & H_TANH) ? 1.0f - 2.0f * s[j] : cn[j];
             const float o = (F & HAS_O) ? a[co + j] : 1.0f;
             const float i = (F & HAS_I) ? a[ci + j] : 1.0f;
@@ -122,7 +135,11 @@ backward_rows(const lstm_plan *P, int t, const float *dh, const float *da, const
                 if (F & HAS_DA) d += dab[j];
                 d *= o * (1.0f - o);
                 dg[co + j] = d;
-                if (F & PEEP) dct += d * p_o[j];
+                db[co + j] += d;
+                if (F & PEEP) {
+                    dct += d * p_o[j];
+                    dp_o[j] += d * cn[j];
+                }
             }
             float dcp;
             if (F & HAS_F) {
@@ -138,7 +155,11 @@ backward_rows(const lstm_plan *P, int t, const float *dh, const float *da, const
                 if (F & HAS_DA) d += dab[H + j];
                 d *= i * (1.0f - i);
                 dg[ci + j] = d;
-                if (F & PEEP) dcp += d * p_i[j];
+                db[ci + j] += d;
+                if (F & PEEP) {
+                    dcp += d * p_i[j];
+                    dp_i[j] += d * cp[j];
+                }
             }
             if (F & HAS_F) {
                 const float f = a[cf + j];
@@ -146,10 +167,15 @@ backward_rows(const lstm_plan *P, int t, const float *dh, const float *da, const
                 if (F & HAS_DA) d += dab[2 * H + j];
                 d *= f * (1.0f - f);
                 dg[cf + j] = d;
-                if (F & PEEP) dcp += d * p_f[j];
+                db[cf + j] += d;
+                if (F & PEEP) {
+                    dcp += d * p_f[j];
+                    dp_f[j] += d * cp[j];
+                }
             }
-            const float dz = dct * i;
-            dg[cz + j] = (F & Z_TANH) ? dz * (1.0f - z * z) : dz;
+            const float dz = dct * i, dzb = (F & Z_TANH) ? dz * (1.0f - z * z) : dz;
+            dg[cz + j] = dzb;
+            db[cz + j] += dzb;
             dc[j] = dcp;
         }
     }
@@ -176,25 +202,273 @@ backward_rows(const lstm_plan *P, int t, const float *dh, const float *da, const
     case V_NOAF: CALL(V_NOAF); break;                                         \
     case V_NP: CALL(V_NP); break;                                             \
     case V_CIFG: CALL(V_CIFG); break;                                         \
-    default: return -1;                                                       \
+    default: break;                                                           \
     }
 
-/* Returns 0, or -1 for a flag combination this file does not know. */
-int lstm_forward_step(const lstm_plan *P, int t, const float *g)
+static int known(int flags)
 {
-#define FWD(F) forward_rows(P, t, g, F)
-    DISPATCH(FWD, P->flags)
+    switch (flags) {
+    case V_VANILLA: case V_VANILLA | HAS_DA: case V_NIG: case V_NFG: case V_NOG: case V_NIAF:
+    case V_NOAF: case V_NP: case V_CIFG: return 1;
+    default: return 0;
+    }
+}
+
+#ifdef _OPENMP
+/* Thread k of nt owns units [j0, j1): slices of whole cache lines (16 floats), maybe empty. */
+static void unit_range(int H, int nt, int k, int *j0, int *j1)
+{
+    int chunk = ((H + nt - 1) / nt + 15) / 16 * 16;
+    *j0 = k * chunk < H ? k * chunk : H;
+    *j1 = *j0 + chunk < H ? *j0 + chunk : H;
+}
+#define OWN_UNITS(H, j0, j1) unit_range(H, omp_get_num_threads(), omp_get_thread_num(), &j0, &j1)
+#else
+#define OWN_UNITS(H, j0, j1) (j0 = 0, j1 = H)
+#endif
+
+/* One step, its units split over nthreads threads (worth it from B*H ~ 10^4: the parallel region
+ * costs a few microseconds). Returns 0, or -1 for a flag combination this file does not know. */
+int lstm_forward_step(const lstm_plan *P, int t, const float *g, int nthreads)
+{
+    if (!known(P->flags) || nthreads < 1) return -1;
+#ifdef _OPENMP
+#pragma omp parallel num_threads(nthreads) if (nthreads > 1)
+#endif
+    {
+        int j0, j1;
+        OWN_UNITS(P->H, j0, j1);
+#define FWD(F) forward_rows(P, t, g, j0, j1, F)
+        if (j1 > j0) DISPATCH(FWD, P->flags)
 #undef FWD
+    }
     return 0;
 }
 
-int lstm_backward_step(const lstm_plan *P, int t, const float *dh, const float *da)
+int lstm_backward_step(const lstm_plan *P, int t, const float *dh, const float *da, int nthreads)
 {
     const int flags = P->flags | (da ? HAS_DA : 0);
-#define BWD(F) backward_rows(P, t, dh, da, F)
-    DISPATCH(BWD, flags)
+    if (!known(flags) || nthreads < 1) return -1;
+#ifdef _OPENMP
+#pragma omp parallel num_threads(nthreads) if (nthreads > 1)
+#endif
+    {
+        int j0, j1;
+        OWN_UNITS(P->H, j0, j1);
+#define BWD(F) backward_rows(P, t, dh, da, j0, j1, F)
+        if (j1 > j0) DISPATCH(BWD, flags)
 #undef BWD
+    }
     return 0;
 }
 
-int lstm_kernel_version(void) { return 1; }
+/* ---- The whole time loop in one call (all variants but fgr) ----------------------------------
+ * Why: the per-step products of a word-level LM are small ([B, H] x [H, G*H] with B = 20): a
+ * BLAS call splitting one of them over the threads spends much of its time synchronising, and
+ * driving each step from Python adds a few microseconds per call on top. Here each thread owns a
+ * slice of the units [j0, j1) and does, per step, the product for its units' columns of every gate
+ * block and then its units' elementwise work; one barrier per step hands the complete h_t
+ * (forward) or dG[t] (backward) to the next product. The products use the thread's share of the
+ * recurrent weight packed once per call into panels of 16 columns, [K][16] each, so that a step
+ * streams each panel from L2 in order, and a 5 x 16 register tile (10 vectors of 8 floats): in
+ * benchmarks/lstm_cells.py's setting this is 25-30% faster per step than MKL's sgemm called the
+ * same way. The vector code needs AVX2 + FMA (-march=native on such a CPU); elsewhere
+ * lstm_loop_available() is 0 and lmlab drives the per-step functions above from Python instead.
+ * Without OpenMP the loop runs on one thread. */
+#if defined(__AVX2__) && defined(__FMA__)
+#define LMLAB_LOOP 1
+#include <stdlib.h>
+
+typedef float v8 __attribute__((vector_size(32)));
+
+/* C[R, ncols] += X[R, K] Pt[K, 16] (first ncols columns), R <= 5; X rows ldx apart. */
+static inline __attribute__((always_inline)) void
+tile(int K, const float *X, int ldx, const float *Pt, float *C, int ldc, int ncols, const int R)
+{
+    v8 acc[5][2];
+    for (int r = 0; r < R; r++) acc[r][0] = acc[r][1] = (v8){0};
+    for (int k = 0; k < K; k++) {
+        v8 y0, y1;
+        memcpy(&y0, Pt + 16 * k, sizeof y0);
+        memcpy(&y1, Pt + 16 * k + 8, sizeof y1);
+        for (int r = 0; r < R; r++) {
+            const float x = X[(size_t)r * ldx + k];
+            acc[r][0] += x * y0;
+            acc[r][1] += x * y1;
+        }
+    }
+    for (int r = 0; r < R; r++) {
+        float row[16];
+        memcpy(row, acc[r], sizeof row);
+        for (int c = 0; c < ncols; c++) C[(size_t)r * ldc + c] += row[c];
+    }
+}
+
+/* C[B, n] += X[B, K] Y where P holds Y's n columns as panels (pack_panels). */
+static void panel_gemm(int B, int n, int K, const float *X, int ldx, const float *P, float *C,
+                       int ldc)
+{
+    for (int t = 0; t * 16 < n; t++) {
+        const int nc = n - t * 16 < 16 ? n - t * 16 : 16;
+        const float *Pt = P + (size_t)t * K * 16;
+        float *Ct = C + t * 16;
+        int b = 0;
+        for (; b + 5 <= B; b += 5)
+            tile(K, X + (size_t)b * ldx, ldx, Pt, Ct + (size_t)b * ldc, ldc, nc, 5);
+        const float *Xb = X + (size_t)b * ldx;
+        float *Cb = Ct + (size_t)b * ldc;
+        switch (B - b) {
+        case 4: tile(K, Xb, ldx, Pt, Cb, ldc, nc, 4); break;
+        case 3: tile(K, Xb, ldx, Pt, Cb, ldc, nc, 3); break;
+        case 2: tile(K, Xb, ldx, Pt, Cb, ldc, nc, 2); break;
+        case 1: tile(K, Xb, ldx, Pt, Cb, ldc, nc, 1); break;
+        default: break;
+        }
+    }
+}
+
+/* Pack n columns of a K-row matrix into panels P[t][k][16] (zero-padded), where column c of row k
+ * is at Y[k * row_step + c * col_step]: (H, 1) for W itself, (1, H) for W^T without a copy. */
+static void pack_panels(const float *Y, size_t row_step, size_t col_step, int K, int n, float *P)
+{
+    for (int t = 0; t * 16 < n; t++)
+        for (int k = 0; k < K; k++)
+            for (int c = 0; c < 16; c++) {
+                const int col = t * 16 + c;
+                P[((size_t)t * K + k) * 16 + c] =
+                    col < n ? Y[(size_t)k * row_step + (size_t)col * col_step] : 0.0f;
+            }
+}
+
+/* Each thread's panel buffer, kept between calls (grow-only: a layer's size, a few MB at most). */
+static __thread float *panels;
+static __thread size_t panels_size;
+
+static float *panel_buffer(size_t floats)
+{
+    if (floats > panels_size) {
+        free(panels);
+        panels = malloc(floats * sizeof(float));
+        panels_size = panels ? floats : 0;
+    }
+    return panels;
+}
+#else
+#define LMLAB_LOOP 0
+#endif
+
+int lstm_loop_available(void) { return LMLAB_LOOP; }
+
+/* Forward through T steps. A[t] holds the input projections (x_t W_ih^T + b) on entry and the
+ * activations on return; W: W_hh [G*H, H] row-major; h0 [B, H]. Returns 0, -1 for unknown flags
+ * or no vector code, -2 when out of memory. */
+int lstm_forward_seq(const lstm_plan *P, int T, const float *h0, const float *W, int nthreads)
+{
+    if (!known(P->flags) || nthreads < 1 || !LMLAB_LOOP) return -1;
+    int failed = 0;
+#if LMLAB_LOOP
+    const int B = P->B, H = P->H, G = P->G, GH = G * H;
+#ifdef _OPENMP
+#pragma omp parallel num_threads(nthreads) reduction(| : failed)
+#endif
+    {
+        int j0, j1;
+        OWN_UNITS(H, j0, j1);
+        const int n = j1 - j0, block = (n + 15) / 16 * 16 * H;  /* one gate's panels */
+        float *pan = n > 0 ? panel_buffer((size_t)G * block) : NULL;
+        failed = n > 0 && !pan;
+        if (pan)  /* gate g's columns j of W^T are W's rows g*H + j */
+            for (int g = 0; g < G; g++)
+                pack_panels(W + ((size_t)g * H + j0) * H, 1, H, H, n, pan + (size_t)g * block);
+        for (int t = 0; t < T; t++) {
+            const float *h = t ? P->OUT + (size_t)(t - 1) * B * H : h0;
+            float *a = P->A + (size_t)t * B * GH;
+            if (pan) {
+                for (int g = 0; g < G; g++)
+                    panel_gemm(B, n, H, h, H, pan + (size_t)g * block, a + g * H + j0, GH);
+#define FWD(F) forward_rows(P, t, a, j0, j1, F)
+                DISPATCH(FWD, P->flags)
+#undef FWD
+            }
+#ifdef _OPENMP
+#pragma omp barrier
+#endif
+        }
+    }
+#else
+    (void)P; (void)T; (void)h0; (void)W;
+#endif
+    return failed ? -2 : 0;
+}
+
+/* Backward through T steps: dh [B, H] holds the gradient w.r.t. h_{T-1} on entry (d_out[T-1]
+ * plus what came from later chunks) and, if need_dh0, the gradient w.r.t. h0 on return; d_out
+ * [T, B, H] the gradients w.r.t. the outputs; P->dc the gradient w.r.t. c_{T-1} on entry and c0 on
+ * return. Per step: dG[t] for the own units, barrier, then the own units' columns of
+ * dh_{t-1} = d_out[t-1] + dG[t] W. Returns as lstm_forward_seq. */
+int lstm_backward_seq(const lstm_plan *P, int T, float *dh, const float *d_out, const float *W,
+                      int nthreads, int need_dh0)
+{
+    if (!known(P->flags) || nthreads < 1 || !LMLAB_LOOP) return -1;
+    int failed = 0;
+#if LMLAB_LOOP
+    const int B = P->B, H = P->H, GH = P->G * H;
+#ifdef _OPENMP
+#pragma omp parallel num_threads(nthreads) reduction(| : failed)
+#endif
+    {
+        int j0, j1;
+        OWN_UNITS(H, j0, j1);
+        const int n = j1 - j0;
+        float *pan = n > 0 ? panel_buffer((size_t)(n + 15) / 16 * 16 * GH) : NULL;
+        failed = n > 0 && !pan;
+        if (pan)
+            pack_panels(W + j0, H, 1, GH, n, pan);
+        for (int t = T - 1; t >= 0; t--) {
+            if (pan) {
+#define BWD(F) backward_rows(P, t, dh, NULL, j0, j1, F)
+                DISPATCH(BWD, P->flags)
+#undef BWD
+            }
+#ifdef _OPENMP
+#pragma omp barrier
+#endif
+            if (pan && (t > 0 || need_dh0)) {
+                for (int b = 0; b < B; b++) {
+                    float *row = dh + (size_t)b * H + j0;
+                    if (t > 0)
+                        memcpy(row, d_out + ((size_t)(t - 1) * B + b) * H + j0,
+                               (size_t)n * sizeof(float));
+                    else
+                        memset(row, 0, (size_t)n * sizeof(float));
+                }
+                panel_gemm(B, n, GH, P->DG + (size_t)t * B * GH, GH, pan, dh + j0, H);
+            }
+        }
+    }
+#else
+    (void)P; (void)T; (void)dh; (void)d_out; (void)W; (void)need_dh0;
+#endif
+    return failed ? -2 : 0;
+}
+
+/* dst [cols, rows] = src [rows, cols]^T, in 32 x 32 tiles (4 KB each way: both sides stay in L1).
+ * The weight gradients need dG^T contiguous (oneDNN's product wants it so); torch's strided copy
+ * of a transpose that size is several times slower (5 ms for [700, 2600] here). */
+void transpose(const float *src, int rows, int cols, float *dst, int nthreads)
+{
+    const int nr = (rows + 31) / 32, nc = (cols + 31) / 32;
+#ifdef _OPENMP
+#pragma omp parallel for num_threads(nthreads) schedule(static)
+#endif
+    for (int tile = 0; tile < nr * nc; tile++) {
+        const int r0 = tile / nc * 32, c0 = tile % nc * 32;
+        const int r1 = r0 + 32 < rows ? r0 + 32 : rows, c1 = c0 + 32 < cols ? c0 + 32 : cols;
+        for (int c = c0; c < c1; c++)
+            for (int r = r0; r < r1; r++)
+                dst[(size_t)c * rows + r] = src[(size_t)r * cols + c];
+    }
+    (void)nthreads;
+}
+
+int lstm_kernel_version(void) { return 6; }
