@@ -15,7 +15,8 @@ is (``--techniques``, on by default in the full run), the vanilla cell by other 
   time loop in one kernel call with its own products (what runs on CPUs without AVX2, and fgr);
 * ``vanilla/ops``: lmlab's sequence-level Function with each step's elementwise work as torch ops
   instead of the compiled kernel (what runs where no C compiler is available);
-* ``vanilla/mkl``: lmlab's sequence-level Function with every product on torch.mm (MKL), no oneDNN;
+* ``vanilla/mkl``: lmlab's sequence-level Function with every product it leaves to torch on
+  torch.mm (MKL), none on oneDNN;
 * ``np/own``: np through lmlab's Function instead of torch's fused kernel.
 
 The machine is shared and noisy, so the comparison is a RATIO measured back to back: in each round
@@ -251,7 +252,7 @@ def main() -> None:
         "benchmark": "lstm_cells", "quick": args.quick, "torch": torch.__version__,
         "threads": args.threads, "machine": platform.machine(), "processor": platform.processor(),
         "lstm_kernel_compiled": kernel.library() is not None,
-        "lstm_kernel_loop": kernel.sgemm() is not None,
+        "lstm_kernel_loop": kernel.loop_available(),
         "vocab": VOCAB, "batch": BATCH, "bptt": BPTT, "layers": LAYERS,
         "rounds": rounds, "steps_per_round": args.steps,
         "ratio": "median over rounds of time(fused)/time(model) per training step (> 1: faster);"

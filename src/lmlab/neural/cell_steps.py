@@ -349,10 +349,8 @@ def backward_ops(x, h0, a0, w_hh, p, w_gg, A, C, S, d_out, d_hN, d_cN, d_aN, spe
 
 
 def _check(status: int, name: str) -> None:
-    if status == -2:
-        raise MemoryError(f"{name}: out of memory for the packed recurrent weights")
     if status:
-        raise RuntimeError(f"{name}: unknown variant flags or no vector code (status {status})")
+        raise RuntimeError(f"{name}: unknown variant flags or no vector code")
 
 
 def forward_kernel(x, h0, c0, a0, w_ih, w_hh, b, p, w_gg, spec, step_dnn, seq_dnn, loop=False):
@@ -376,7 +374,8 @@ def forward_kernel(x, h0, c0, a0, w_ih, w_hh, b, p, w_gg, spec, step_dnn, seq_dn
     if loop:
         w = w_hh.contiguous()
         _check(lib.lstm_forward_seq(plan_ref, T, h0.data_ptr(), w.data_ptr(),
-                                    torch.get_num_threads()), "lstm_forward_seq")
+                                    kernel.workspace(spec).data_ptr(), torch.get_num_threads()),
+               "lstm_forward_seq")
         return hs, A, C, S
     step, nt = lib.lstm_forward_step, kernel.step_threads(B, H)
     Al, Ol = A.unbind(0), out.unbind(0)
@@ -416,7 +415,8 @@ def backward_kernel(x, h0, a0, w_hh, p, w_gg, A, C, S, d_out, d_hN, d_cN, d_aN, 
         dh = dh.clone() if d_hN is None else dh  # the loop writes dh_{t-1} into it
         w = w_hh.contiguous()
         _check(lib.lstm_backward_seq(plan_ref, T, dh.data_ptr(), d_out.data_ptr(), w.data_ptr(),
-                                     torch.get_num_threads(), int(need_dh0)), "lstm_backward_seq")
+                                     kernel.workspace(spec).data_ptr(), torch.get_num_threads(),
+                                     int(need_dh0)), "lstm_backward_seq")
         return dG, (dh if need_dh0 else None), dc, None, db, dp
     step, nt = lib.lstm_backward_step, kernel.step_threads(B, H)
     back = backward_weights(w_hh, w_gg, B, step_dnn)

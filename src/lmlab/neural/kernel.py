@@ -26,6 +26,7 @@ import platform
 import shutil
 import subprocess
 import tempfile
+import threading
 import warnings
 from pathlib import Path
 
@@ -138,7 +139,7 @@ def _compile() -> ctypes.CDLL | None:
         except OSError as err:
             errors.append([str(err)])
             continue
-        if lib.lstm_kernel_version() == 6:
+        if lib.lstm_kernel_version() == 7:
             return lib
     if errors:
         warnings.warn(f"lmlab: could not compile the LSTM cell kernel ({errors[-1][0]}); "
@@ -158,8 +159,8 @@ def library() -> ctypes.CDLL | None:
             _lib.lstm_forward_step.argtypes = [ptr, i, ptr, i]
             _lib.lstm_backward_step.argtypes = [ptr, i, ptr, ptr, i]
             _lib.lstm_forward_seq.restype = _lib.lstm_backward_seq.restype = i
-            _lib.lstm_forward_seq.argtypes = [ptr, i, ptr, ptr, i]
-            _lib.lstm_backward_seq.argtypes = [ptr, i, ptr, ptr, ptr, i, i]
+            _lib.lstm_forward_seq.argtypes = [ptr, i, ptr, ptr, ptr, i]
+            _lib.lstm_backward_seq.argtypes = [ptr, i, ptr, ptr, ptr, ptr, i, i]
             _lib.lstm_loop_available.restype = i
             _lib.transpose.restype = None
             _lib.transpose.argtypes = [ptr, i, i, ptr, i]
@@ -182,6 +183,20 @@ def transposed(x: Tensor) -> Tensor:
     out = x.new_empty(cols, rows)
     lib.transpose(x.data_ptr(), rows, cols, out.data_ptr(), torch.get_num_threads())
     return out
+
+
+_workspaces = threading.local()
+
+
+def workspace(spec) -> Tensor:
+    """Room for a layer's packed recurrent weight (``G * ceil(H/16) * H * 16`` floats) for the
+    sequence loop: one buffer per Python thread, kept and grown as needed, so that training does
+    not allocate (and page in) a few MB per layer and step."""
+    need = spec.G * -(-spec.H // 16) * spec.H * 16
+    buf = getattr(_workspaces, "buf", None)
+    if buf is None or buf.numel() < need:
+        buf = _workspaces.buf = torch.empty(need)
+    return buf
 
 
 def loop_available() -> bool:

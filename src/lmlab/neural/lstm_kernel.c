@@ -265,23 +265,24 @@ int lstm_backward_step(const lstm_plan *P, int t, const float *dh, const float *
 /* ---- The whole time loop in one call (all variants but fgr) ----------------------------------
  * Why: the per-step products of a word-level LM are small ([B, H] x [H, G*H] with B = 20): a
  * BLAS call splitting one of them over the threads spends much of its time synchronising, and
- * driving each step from Python adds a few microseconds per call on top. Here each thread owns a
- * slice of the units [j0, j1) and does, per step, the product for its units' columns of every gate
- * block and then its units' elementwise work; one barrier per step hands the complete h_t
- * (forward) or dG[t] (backward) to the next product. The products use the thread's share of the
- * recurrent weight packed once per call into panels of 16 columns, [K][16] each, so that a step
- * streams each panel from L2 in order, and a 5 x 16 register tile (10 vectors of 8 floats): in
- * benchmarks/lstm_cells.py's setting this is 25-30% faster per step than MKL's sgemm called the
- * same way. The vector code needs AVX2 + FMA (-march=native on such a CPU); elsewhere
+ * driving each step from Python adds a few microseconds per call on top. Here the units are cut
+ * into tiles of 16, each thread owns a contiguous block of tiles (the same in every step), and for
+ * each own tile does the product for the tile's columns of every gate block and then the tile's
+ * elementwise work; one barrier per step hands the complete h_t (forward) or dG[t] (backward) to
+ * the next products. (Tiles handed out dynamically measured slower: panels moving between the
+ * cores' caches, and a second barrier per step backwards.) The recurrent weight is packed once per
+ * call (work: G * ceil(H/16) * H * 16 floats, from the caller) into panels of 16 columns, [K][16]
+ * each, that a step streams in order; the products use a 5 x 16 register tile (10 vectors). In
+ * benchmarks/lstm_cells.py's setting this is 25-30% faster per step than MKL's sgemm called on
+ * the same slices. The vector code needs AVX2 + FMA (-march=native on such a CPU); elsewhere
  * lstm_loop_available() is 0 and lmlab drives the per-step functions above from Python instead.
  * Without OpenMP the loop runs on one thread. */
 #if defined(__AVX2__) && defined(__FMA__)
 #define LMLAB_LOOP 1
-#include <stdlib.h>
 
 typedef float v8 __attribute__((vector_size(32)));
 
-/* C[R, ncols] += X[R, K] Pt[K, 16] (first ncols columns), R <= 5; X rows ldx apart. */
+/* C[R, ncols] += X[R, K] Pt[K, 16] (its first ncols columns), R <= 5; X rows ldx apart. */
 static inline __attribute__((always_inline)) void
 tile(int K, const float *X, int ldx, const float *Pt, float *C, int ldc, int ncols, const int R)
 {
@@ -304,54 +305,35 @@ tile(int K, const float *X, int ldx, const float *Pt, float *C, int ldc, int nco
     }
 }
 
-/* C[B, n] += X[B, K] Y where P holds Y's n columns as panels (pack_panels). */
-static void panel_gemm(int B, int n, int K, const float *X, int ldx, const float *P, float *C,
-                       int ldc)
+/* C[B, ncols] += X[B, K] Pt for one panel Pt [K][16]: row tiles of 5, then the rest. */
+static void panel_product(int B, int ncols, int K, const float *X, int ldx, const float *Pt,
+                          float *C, int ldc)
 {
-    for (int t = 0; t * 16 < n; t++) {
-        const int nc = n - t * 16 < 16 ? n - t * 16 : 16;
-        const float *Pt = P + (size_t)t * K * 16;
-        float *Ct = C + t * 16;
-        int b = 0;
-        for (; b + 5 <= B; b += 5)
-            tile(K, X + (size_t)b * ldx, ldx, Pt, Ct + (size_t)b * ldc, ldc, nc, 5);
-        const float *Xb = X + (size_t)b * ldx;
-        float *Cb = Ct + (size_t)b * ldc;
-        switch (B - b) {
-        case 4: tile(K, Xb, ldx, Pt, Cb, ldc, nc, 4); break;
-        case 3: tile(K, Xb, ldx, Pt, Cb, ldc, nc, 3); break;
-        case 2: tile(K, Xb, ldx, Pt, Cb, ldc, nc, 2); break;
-        case 1: tile(K, Xb, ldx, Pt, Cb, ldc, nc, 1); break;
-        default: break;
+    int b = 0;
+    for (; b + 5 <= B; b += 5)
+        tile(K, X + (size_t)b * ldx, ldx, Pt, C + (size_t)b * ldc, ldc, ncols, 5);
+    X += (size_t)b * ldx;
+    C += (size_t)b * ldc;
+    switch (B - b) {
+    case 4: tile(K, X, ldx, Pt, C, ldc, ncols, 4); break;
+    case 3: tile(K, X, ldx, Pt, C, ldc, ncols, 3); break;
+    case 2: tile(K, X, ldx, Pt, C, ldc, ncols, 2); break;
+    case 1: tile(K, X, ldx, Pt, C, ldc, ncols, 1); break;
+    default: break;
+    }
+}
+
+/* Pack columns [16u, 16u + 16) (zero beyond n) of a K-row matrix into the panel Pt[K][16], where
+ * column c of row k is at Y[k * row_step + c * col_step]: (H, 1) for W, (1, H) for W^T. */
+static void pack_panel(const float *Y, size_t row_step, size_t col_step, int K, int n, int u,
+                       float *Pt)
+{
+    for (int k = 0; k < K; k++)
+        for (int c = 0; c < 16; c++) {
+            const int col = 16 * u + c;
+            Pt[(size_t)k * 16 + c] = col < n ? Y[(size_t)k * row_step + (size_t)col * col_step]
+                                             : 0.0f;
         }
-    }
-}
-
-/* Pack n columns of a K-row matrix into panels P[t][k][16] (zero-padded), where column c of row k
- * is at Y[k * row_step + c * col_step]: (H, 1) for W itself, (1, H) for W^T without a copy. */
-static void pack_panels(const float *Y, size_t row_step, size_t col_step, int K, int n, float *P)
-{
-    for (int t = 0; t * 16 < n; t++)
-        for (int k = 0; k < K; k++)
-            for (int c = 0; c < 16; c++) {
-                const int col = t * 16 + c;
-                P[((size_t)t * K + k) * 16 + c] =
-                    col < n ? Y[(size_t)k * row_step + (size_t)col * col_step] : 0.0f;
-            }
-}
-
-/* Each thread's panel buffer, kept between calls (grow-only: a layer's size, a few MB at most). */
-static __thread float *panels;
-static __thread size_t panels_size;
-
-static float *panel_buffer(size_t floats)
-{
-    if (floats > panels_size) {
-        free(panels);
-        panels = malloc(floats * sizeof(float));
-        panels_size = panels ? floats : 0;
-    }
-    return panels;
 }
 #else
 #define LMLAB_LOOP 0
@@ -360,80 +342,89 @@ static float *panel_buffer(size_t floats)
 int lstm_loop_available(void) { return LMLAB_LOOP; }
 
 /* Forward through T steps. A[t] holds the input projections (x_t W_ih^T + b) on entry and the
- * activations on return; W: W_hh [G*H, H] row-major; h0 [B, H]. Returns 0, -1 for unknown flags
- * or no vector code, -2 when out of memory. */
-int lstm_forward_seq(const lstm_plan *P, int T, const float *h0, const float *W, int nthreads)
+ * activations on return; W: W_hh [G*H, H] row-major; h0 [B, H]; work: G * ceil(H/16) * H * 16
+ * floats. Returns 0, or -1 for unknown flags or no vector code. */
+int lstm_forward_seq(const lstm_plan *P, int T, const float *h0, const float *W, float *work,
+                     int nthreads)
 {
     if (!known(P->flags) || nthreads < 1 || !LMLAB_LOOP) return -1;
-    int failed = 0;
 #if LMLAB_LOOP
-    const int B = P->B, H = P->H, G = P->G, GH = G * H;
+    const int B = P->B, H = P->H, G = P->G, GH = G * H, U = (H + 15) / 16;
+    const size_t panel = (size_t)H * 16;  /* floats per panel; panel (g, u) at (g * U + u) */
 #ifdef _OPENMP
-#pragma omp parallel num_threads(nthreads) reduction(| : failed)
+#pragma omp parallel num_threads(nthreads)
 #endif
     {
-        int j0, j1;
-        OWN_UNITS(H, j0, j1);
-        const int n = j1 - j0, block = (n + 15) / 16 * 16 * H;  /* one gate's panels */
-        float *pan = n > 0 ? panel_buffer((size_t)G * block) : NULL;
-        failed = n > 0 && !pan;
-        if (pan)  /* gate g's columns j of W^T are W's rows g*H + j */
+        /* Gate g's column j of W^T is W's row g*H + j. Every loop over the tiles has the same
+         * static schedule, so a thread packs and then uses the same tiles (OpenMP guarantees
+         * the same assignment): no barrier after packing, and its panels stay in its cache. */
+#ifdef _OPENMP
+#pragma omp for schedule(static) nowait
+#endif
+        for (int u = 0; u < U; u++)
             for (int g = 0; g < G; g++)
-                pack_panels(W + ((size_t)g * H + j0) * H, 1, H, H, n, pan + (size_t)g * block);
+                pack_panel(W + (size_t)g * H * H, 1, H, H, H, u, work + (g * U + u) * panel);
         for (int t = 0; t < T; t++) {
             const float *h = t ? P->OUT + (size_t)(t - 1) * B * H : h0;
             float *a = P->A + (size_t)t * B * GH;
-            if (pan) {
+#ifdef _OPENMP
+#pragma omp for schedule(static)
+#endif
+            for (int u = 0; u < U; u++) {
+                const int j0 = 16 * u, j1 = j0 + 16 < H ? j0 + 16 : H;
                 for (int g = 0; g < G; g++)
-                    panel_gemm(B, n, H, h, H, pan + (size_t)g * block, a + g * H + j0, GH);
+                    panel_product(B, j1 - j0, H, h, H, work + (g * U + u) * panel,
+                                  a + g * H + j0, GH);
 #define FWD(F) forward_rows(P, t, a, j0, j1, F)
                 DISPATCH(FWD, P->flags)
 #undef FWD
-            }
-#ifdef _OPENMP
-#pragma omp barrier
-#endif
+            }  /* (the loop's implicit barrier: h_t is complete) */
         }
     }
 #else
-    (void)P; (void)T; (void)h0; (void)W;
+    (void)P; (void)T; (void)h0; (void)W; (void)work;
 #endif
-    return failed ? -2 : 0;
+    return 0;
 }
 
 /* Backward through T steps: dh [B, H] holds the gradient w.r.t. h_{T-1} on entry (d_out[T-1]
  * plus what came from later chunks) and, if need_dh0, the gradient w.r.t. h0 on return; d_out
  * [T, B, H] the gradients w.r.t. the outputs; P->dc the gradient w.r.t. c_{T-1} on entry and c0 on
- * return. Per step: dG[t] for the own units, barrier, then the own units' columns of
- * dh_{t-1} = d_out[t-1] + dG[t] W. Returns as lstm_forward_seq. */
+ * return; work as for the forward. Per step: dG[t] tile by tile, then (once it is complete)
+ * dh_{t-1} = d_out[t-1] + dG[t] W tile by tile. Returns as lstm_forward_seq. */
 int lstm_backward_seq(const lstm_plan *P, int T, float *dh, const float *d_out, const float *W,
-                      int nthreads, int need_dh0)
+                      float *work, int nthreads, int need_dh0)
 {
     if (!known(P->flags) || nthreads < 1 || !LMLAB_LOOP) return -1;
-    int failed = 0;
 #if LMLAB_LOOP
-    const int B = P->B, H = P->H, GH = P->G * H;
+    const int B = P->B, H = P->H, GH = P->G * H, U = (H + 15) / 16;
+    const size_t panel = (size_t)GH * 16;  /* the columns of dh in tile u: W[:, 16u : 16u+16] */
 #ifdef _OPENMP
-#pragma omp parallel num_threads(nthreads) reduction(| : failed)
+#pragma omp parallel num_threads(nthreads)
 #endif
     {
-        int j0, j1;
-        OWN_UNITS(H, j0, j1);
-        const int n = j1 - j0;
-        float *pan = n > 0 ? panel_buffer((size_t)(n + 15) / 16 * 16 * GH) : NULL;
-        failed = n > 0 && !pan;
-        if (pan)
-            pack_panels(W + j0, H, 1, GH, n, pan);
+        /* the same static schedule in every loop, as in the forward */
+#ifdef _OPENMP
+#pragma omp for schedule(static) nowait
+#endif
+        for (int u = 0; u < U; u++)
+            pack_panel(W, H, 1, GH, H, u, work + u * panel);
         for (int t = T - 1; t >= 0; t--) {
-            if (pan) {
+#ifdef _OPENMP
+#pragma omp for schedule(static)
+#endif
+            for (int u = 0; u < U; u++) {
+                const int j0 = 16 * u, j1 = j0 + 16 < H ? j0 + 16 : H;
 #define BWD(F) backward_rows(P, t, dh, NULL, j0, j1, F)
                 DISPATCH(BWD, P->flags)
 #undef BWD
-            }
+            }  /* (implicit barrier: dG[t] is complete) */
+            if (t == 0 && !need_dh0) break;
 #ifdef _OPENMP
-#pragma omp barrier
+#pragma omp for schedule(static) nowait
 #endif
-            if (pan && (t > 0 || need_dh0)) {
+            for (int u = 0; u < U; u++) {
+                const int j0 = 16 * u, n = (j0 + 16 < H ? j0 + 16 : H) - j0;
                 for (int b = 0; b < B; b++) {
                     float *row = dh + (size_t)b * H + j0;
                     if (t > 0)
@@ -442,14 +433,15 @@ int lstm_backward_seq(const lstm_plan *P, int T, float *dh, const float *d_out, 
                     else
                         memset(row, 0, (size_t)n * sizeof(float));
                 }
-                panel_gemm(B, n, GH, P->DG + (size_t)t * B * GH, GH, pan, dh + j0, H);
-            }
+                panel_product(B, n, GH, P->DG + (size_t)t * B * GH, GH, work + u * panel,
+                              dh + j0, H);
+            }  /* no barrier: the next step's tile u reads only dh's tile u, done by this thread */
         }
     }
 #else
-    (void)P; (void)T; (void)dh; (void)d_out; (void)W; (void)need_dh0;
+    (void)P; (void)T; (void)dh; (void)d_out; (void)W; (void)work; (void)need_dh0;
 #endif
-    return failed ? -2 : 0;
+    return 0;
 }
 
 /* dst [cols, rows] = src [rows, cols]^T, in 32 x 32 tiles (4 KB each way: both sides stay in L1).
@@ -471,4 +463,4 @@ void transpose(const float *src, int rows, int cols, float *dst, int nthreads)
     (void)nthreads;
 }
 
-int lstm_kernel_version(void) { return 6; }
+int lstm_kernel_version(void) { return 7; }
