@@ -55,11 +55,11 @@ needs_loop = pytest.mark.skipif(not kernel.loop_available(),
 @needs_loop
 @pytest.mark.parametrize("threads", [1, 2, 3])
 @pytest.mark.parametrize("hidden", [5, 37, 70])
-@pytest.mark.parametrize("variant", [v for v in VARIANTS if v != "fgr"])
+@pytest.mark.parametrize("variant", VARIANTS)
 def test_sequence_loop_equals_step_loop(variant, hidden, threads, monkeypatch):
     """The whole-sequence kernel call (products split over the threads by units, 16 at a time:
     with H=5 one thread has nothing to do, with 70 the last slice is partial) computes what the
-    per-step loop does, outputs, carried state and every gradient."""
+    per-step loop does, outputs, carried state (fgr: with its gate history) and every gradient."""
     monkeypatch.setattr(cells, "ONEDNN_STEP_MIN_H", 10**6)
     monkeypatch.setattr(cells, "ONEDNN_SEQ_MIN_H", 10**6)
     saved = torch.get_num_threads()
@@ -68,7 +68,10 @@ def test_sequence_loop_equals_step_loop(variant, hidden, threads, monkeypatch):
         torch.manual_seed(1)
         model = VariantLSTM(4, hidden, 2, variant=variant, forget_bias=1.0)
         x = torch.randn(7, 3, 4, requires_grad=True)
-        state = tuple(torch.randn(2, 3, hidden, requires_grad=True) for _ in range(2))
+        state = [torch.randn(2, 3, hidden), torch.randn(2, 3, hidden)]
+        if variant == "fgr":
+            state.append(torch.rand(2, 3, 3 * hidden))
+        state = tuple(s.requires_grad_() for s in state)
         results = []
         for loop in (True, False):
             monkeypatch.setattr(cells, "KERNEL_LOOP", loop)

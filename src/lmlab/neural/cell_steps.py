@@ -4,7 +4,7 @@ products they use.
 Two implementations of the same steps: ``forward_ops``/``backward_ops`` with torch elementwise ops
 (any dtype and device), and ``forward_kernel``/``backward_kernel``, where each step's elementwise
 work is one call of the compiled kernel (:mod:`lmlab.neural.kernel`; float32 on the CPU), or, with
-``loop`` (not fgr), the whole time loop with its recurrent products is one call.
+``loop``, the whole time loop with its recurrent products is one call.
 Both save the same tensors for the backward pass: ``A [T, B, G*H]`` the gate activations of every
 step (packed order ``o, i, f, z``), ``C [T+1, B, H]`` the cells (``C[0] = c0``), ``S [T, B, H]``
 ``σ(-2 c_t)`` (so ``tanh(c_t) = 1 - 2 S``; None for noaf) and ``hs [T+1, B, H]`` the outputs
@@ -356,8 +356,8 @@ def _check(status: int, name: str) -> None:
 def forward_kernel(x, h0, c0, a0, w_ih, w_hh, b, p, w_gg, spec, step_dnn, seq_dnn, loop=False):
     """The forward steps with the compiled kernel: ``(hs, A, C, S)``. Each step is the
     recurrent product in torch (pre-activations into ``A[t]`` or a fresh tensor) and one kernel
-    call that turns them into the activations, ``c_t`` and ``h_t``; with ``loop`` (not fgr) the
-    whole time loop, products included, is one kernel call."""
+    call that turns them into the activations, ``c_t`` and ``h_t``; with ``loop`` the whole time
+    loop, products included, is one kernel call."""
     T, B, _ = x.shape
     H, G = spec.H, spec.G
     x2 = x.reshape(T * B, -1)
@@ -369,7 +369,11 @@ def forward_kernel(x, h0, c0, a0, w_ih, w_hh, b, p, w_gg, spec, step_dnn, seq_dn
     hs[0] = h0
     out = hs[1:]
     S = x.new_empty(T, B, H) if spec.h_tanh else None
-    plan = kernel.make_plan(spec, A, C, S, out, p)
+    if loop and spec.fgr:
+        w_gg, a0 = w_gg.contiguous(), (a0.contiguous() if a0 is not None else None)
+        plan = kernel.make_plan(spec, A, C, S, out, p, w_gg=w_gg, a0=a0)
+    else:
+        plan = kernel.make_plan(spec, A, C, S, out, p)
     lib, plan_ref = kernel.library(), ctypes.byref(plan)
     if loop:
         w = w_hh.contiguous()
@@ -408,20 +412,29 @@ def backward_kernel(x, h0, a0, w_hh, p, w_gg, A, C, S, d_out, d_hN, d_cN, d_aN, 
     dc = d_cN.contiguous().clone() if d_cN is not None else x.new_zeros(B, H)
     db = x.new_zeros(G * H)
     dp = torch.zeros_like(p) if spec.peep else None
-    plan = kernel.make_plan(spec, A, C, S, None, p, dG=dG, dc=dc, db=db, dp=dp)  # (OUT unread)
+    da_in = spec.fgr and d_aN is not None and d_aN.numel() > 0
+    if loop and spec.fgr:  # da: carried gradient w.r.t. the previous step's gates o, i, f
+        w_gg = w_gg.contiguous()
+        da = d_aN.contiguous().clone() if da_in else x.new_zeros(B, 3 * H)
+        plan = kernel.make_plan(spec, A, C, S, None, p, dG=dG, dc=dc, db=db, dp=dp, w_gg=w_gg,
+                                da=da)
+    else:
+        plan = kernel.make_plan(spec, A, C, S, None, p, dG=dG, dc=dc, db=db, dp=dp)
     lib, plan_ref = kernel.library(), ctypes.byref(plan)
     dh = d_out[T - 1] if d_hN is None else (d_out[T - 1] + d_hN).contiguous()
     if loop:
         dh = dh.clone() if d_hN is None else dh  # the loop writes dh_{t-1} into it
         w = w_hh.contiguous()
+        need_da0 = spec.fgr and a0 is not None
         _check(lib.lstm_backward_seq(plan_ref, T, dh.data_ptr(), d_out.data_ptr(), w.data_ptr(),
                                      kernel.workspace(spec).data_ptr(), torch.get_num_threads(),
-                                     int(need_dh0)), "lstm_backward_seq")
-        return dG, (dh if need_dh0 else None), dc, None, db, dp
+                                     int(need_dh0), int(da_in), int(need_da0)),
+               "lstm_backward_seq")
+        return dG, (dh if need_dh0 else None), dc, (da if need_da0 else None), db, dp
     step, nt = lib.lstm_backward_step, kernel.step_threads(B, H)
     back = backward_weights(w_hh, w_gg, B, step_dnn)
     dGl, d_outl = dG.unbind(0), d_out.unbind(0)
-    da = d_aN.contiguous() if spec.fgr and d_aN is not None and d_aN.numel() else None
+    da = d_aN.contiguous() if da_in else None
     for t in range(T - 1, -1, -1):
         step(plan_ref, t, dh.data_ptr(), da.data_ptr() if da is not None else None, nt)
         dh, da = to_previous_step(t, dGl[t], d_outl, a0, w_hh, w_gg, back, step_dnn, need_dh0)

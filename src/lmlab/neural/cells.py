@@ -63,7 +63,7 @@ each step is one recurrent matrix product in torch plus one call of a small comp
 pass; backwards, each step is one kernel call (the gradients of the pre-activations and the cell,
 adding up the bias and peephole gradients) and one product, and the weight gradients are one
 product each over all steps at the end. Large products go to oneDNN (see ``ONEDNN`` below). On
-CPUs with AVX2 (all variants but fgr) the whole time loop is one kernel call instead, its threads
+CPUs with AVX2 the whole time loop is one kernel call instead, its threads
 each doing the recurrent product (own small matrix-product code on packed weights) and the
 elementwise work of their own slice of the units (``KERNEL_LOOP``). Where the kernel cannot be
 built (no C compiler) or for other dtypes and devices, the same steps run as about ten torch
@@ -151,7 +151,7 @@ FUSED_NP = True
 KERNEL = True
 # With the kernel (and its vector code), the whole time loop of a layer, recurrent products
 # included, runs in one kernel call that splits each step over the threads (lstm_kernel.c,
-# lstm_forward_seq); False: a Python loop over the steps, products in torch. (fgr: always so.)
+# lstm_forward_seq); False: a Python loop over the steps, products in torch.
 KERNEL_LOOP = True
 
 
@@ -183,7 +183,7 @@ class _LSTMLayer(torch.autograd.Function):
         H = spec.H
         step_dnn, seq_dnn = _onednn_modes(x, H)
         use_kernel = KERNEL and kernel.usable(x)
-        loop = use_kernel and KERNEL_LOOP and not spec.fgr and kernel.loop_available()
+        loop = use_kernel and KERNEL_LOOP and kernel.loop_available()
         if use_kernel:
             hs, A, C, S = steps.forward_kernel(x, h0.contiguous(), c0, a0, w_ih, w_hh, b, p, w_gg,
                                                spec, step_dnn, seq_dnn, loop)

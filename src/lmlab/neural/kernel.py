@@ -52,7 +52,7 @@ class Plan(ctypes.Structure):
 
     _fields_ = [(n, ctypes.c_int) for n in ("B", "H", "G", "flags", "co", "ci", "cf", "cz")] + [
         (n, ctypes.c_void_p) for n in ("A", "C", "S", "OUT", "DG", "p_o", "p_i", "p_f", "dc", "db",
-                                       "dp_o", "dp_i", "dp_f")]
+                                       "dp_o", "dp_i", "dp_f", "Wgg", "a0", "da")]
 
 
 _HAS_I, _HAS_F, _HAS_O, _CIFG, _Z_TANH, _H_TANH, _PEEP = 1, 2, 4, 8, 16, 32, 64
@@ -139,7 +139,7 @@ def _compile() -> ctypes.CDLL | None:
         except OSError as err:
             errors.append([str(err)])
             continue
-        if lib.lstm_kernel_version() == 7:
+        if lib.lstm_kernel_version() == 8:
             return lib
     if errors:
         warnings.warn(f"lmlab: could not compile the LSTM cell kernel ({errors[-1][0]}); "
@@ -160,7 +160,7 @@ def library() -> ctypes.CDLL | None:
             _lib.lstm_backward_step.argtypes = [ptr, i, ptr, ptr, i]
             _lib.lstm_forward_seq.restype = _lib.lstm_backward_seq.restype = i
             _lib.lstm_forward_seq.argtypes = [ptr, i, ptr, ptr, ptr, i]
-            _lib.lstm_backward_seq.argtypes = [ptr, i, ptr, ptr, ptr, ptr, i, i]
+            _lib.lstm_backward_seq.argtypes = [ptr, i, ptr, ptr, ptr, ptr, i, i, i, i]
             _lib.lstm_loop_available.restype = i
             _lib.transpose.restype = None
             _lib.transpose.argtypes = [ptr, i, i, ptr, i]
@@ -189,10 +189,11 @@ _workspaces = threading.local()
 
 
 def workspace(spec) -> Tensor:
-    """Room for a layer's packed recurrent weight (``G * ceil(H/16) * H * 16`` floats) for the
-    sequence loop: one buffer per Python thread, kept and grown as needed, so that training does
-    not allocate (and page in) a few MB per layer and step."""
-    need = spec.G * -(-spec.H // 16) * spec.H * 16
+    """Room for a layer's packed recurrent weights (``G * ceil(H/16) * H * 16`` floats, fgr
+    ``9 * ceil(H/16) * H * 16`` more) for the sequence loop: one buffer per Python thread, kept and
+    grown as needed, so that training does not allocate (and page in) a few MB per layer and step.
+    """
+    need = (spec.G + (9 if spec.fgr else 0)) * -(-spec.H // 16) * spec.H * 16
     buf = getattr(_workspaces, "buf", None)
     if buf is None or buf.numel() < need:
         buf = _workspaces.buf = torch.empty(need)
@@ -212,9 +213,11 @@ def usable(x: Tensor) -> bool:
 
 def make_plan(spec, A: Tensor, C: Tensor, S: Tensor | None, out: Tensor | None, p: Tensor | None,
               dG: Tensor | None = None, dc: Tensor | None = None, db: Tensor | None = None,
-              dp: Tensor | None = None) -> Plan:
+              dp: Tensor | None = None, w_gg: Tensor | None = None, a0: Tensor | None = None,
+              da: Tensor | None = None) -> Plan:
     """The kernel's view of one layer's buffers (all contiguous; they must outlive the plan).
-    Backwards, ``dG, dc`` and the accumulators ``db [G*H]`` and ``dp`` (like ``p``) are needed."""
+    Backwards, ``dG, dc`` and the accumulators ``db [G*H]`` and ``dp`` (like ``p``) are needed;
+    for fgr's sequence loop ``w_gg`` and ``a0`` (forward, None: no gate history) or ``da``."""
     has = spec.has
     flags = ((_HAS_I if has["i"] else 0) | (_HAS_F if has["f"] else 0)
              | (_HAS_O if has["o"] else 0) | (_CIFG if spec.cifg else 0)
@@ -237,4 +240,4 @@ def make_plan(spec, A: Tensor, C: Tensor, S: Tensor | None, out: Tensor | None, 
 
     return Plan(B, spec.H, spec.G, flags, *cols, ptr(A), ptr(C), ptr(S), ptr(out), ptr(dG),
                 ptr(peep["o"]), ptr(peep["i"]), ptr(peep["f"]), ptr(dc), ptr(db),
-                ptr(d_peep["o"]), ptr(d_peep["i"]), ptr(d_peep["f"]))
+                ptr(d_peep["o"]), ptr(d_peep["i"]), ptr(d_peep["f"]), ptr(w_gg), ptr(a0), ptr(da))

@@ -12,9 +12,9 @@
  * Layout (all row-major, contiguous): A [T, B, G*H] holds the gate activations of every step in
  * packed order (o, i, f, z minus absent gates); C [T+1, B, H] the cells (C[0] = c0); S [T, B, H]
  * sigma(-2 c_t), so tanh(c_t) = 1 - 2 S (absent for noaf); OUT [T, B, H] the outputs h_t
- * (preceded in memory by h0); DG [T, B, G*H] the gradients of the pre-activations. The equations are those of the module
- * docstring of lmlab/neural/cells.py; tanh(u) is computed as 1 - 2 / (1 + exp(2u)), which is
- * exact in real arithmetic and saturates correctly at +-inf.
+ * (preceded in memory by h0); DG [T, B, G*H] the gradients of the pre-activations. The
+ * equations are those of the module docstring of lmlab/neural/cells.py; tanh(u) is computed as
+ * 1 - 2 / (1 + exp(2u)), which is exact in real arithmetic and saturates correctly at +-inf.
  */
 #include <math.h>
 #include <stddef.h>
@@ -41,6 +41,10 @@ typedef struct {
     float *dc;                   /* [B, H]: gradient w.r.t. the cell, carried backwards */
     float *db;                   /* [G*H]: backwards, the bias gradient is accumulated here */
     float *dp_o, *dp_i, *dp_f;   /* [H] each (NULL if absent): the peephole gradients, likewise */
+    const float *Wgg, *a0;       /* fgr (else NULL), for the sequence loop: W_gg [3H, 3H] and the
+                                  * gate activations o, i, f before step 0 [B, 3H] (NULL: none) */
+    float *da;                   /* fgr, backwards: [B, 3H] gradient w.r.t. the previous step's
+                                  * o, i, f (carried between steps like dc) */
 } lstm_plan;
 
 static inline float sigm(float x) { return 1.0f / (1.0f + expf(-x)); }
@@ -262,7 +266,7 @@ int lstm_backward_step(const lstm_plan *P, int t, const float *dh, const float *
     return 0;
 }
 
-/* ---- The whole time loop in one call (all variants but fgr) ----------------------------------
+/* ---- The whole time loop in one call ------------------------------------------------------
  * Why: the per-step products of a word-level LM are small ([B, H] x [H, G*H] with B = 20): a
  * BLAS call splitting one of them over the threads spends much of its time synchronising, and
  * driving each step from Python adds a few microseconds per call on top. Here the units are cut
@@ -276,7 +280,8 @@ int lstm_backward_step(const lstm_plan *P, int t, const float *dh, const float *
  * benchmarks/lstm_cells.py's setting this is 25-30% faster per step than MKL's sgemm called on
  * the same slices. The vector code needs AVX2 + FMA (-march=native on such a CPU); elsewhere
  * lstm_loop_available() is 0 and lmlab drives the per-step functions above from Python instead.
- * Without OpenMP the loop runs on one thread. */
+ * fgr adds its gate recurrence to the same loop (W_gg packed the same way). Without OpenMP the
+ * loop runs on one thread. */
 #if defined(__AVX2__) && defined(__FMA__)
 #define LMLAB_LOOP 1
 
@@ -349,8 +354,9 @@ int lstm_forward_seq(const lstm_plan *P, int T, const float *h0, const float *W,
 {
     if (!known(P->flags) || nthreads < 1 || !LMLAB_LOOP) return -1;
 #if LMLAB_LOOP
-    const int B = P->B, H = P->H, G = P->G, GH = G * H, U = (H + 15) / 16;
+    const int B = P->B, H = P->H, G = P->G, GH = G * H, U = (H + 15) / 16, H3 = 3 * H;
     const size_t panel = (size_t)H * 16;  /* floats per panel; panel (g, u) at (g * U + u) */
+    float *gg = work + (size_t)G * U * panel;  /* fgr: W_gg^T's panels, 3H * 16 floats each */
 #ifdef _OPENMP
 #pragma omp parallel num_threads(nthreads)
 #endif
@@ -361,12 +367,19 @@ int lstm_forward_seq(const lstm_plan *P, int T, const float *h0, const float *W,
 #ifdef _OPENMP
 #pragma omp for schedule(static) nowait
 #endif
-        for (int u = 0; u < U; u++)
+        for (int u = 0; u < U; u++) {
             for (int g = 0; g < G; g++)
                 pack_panel(W + (size_t)g * H * H, 1, H, H, H, u, work + (g * U + u) * panel);
+            for (int g = 0; P->Wgg && g < 3; g++)
+                pack_panel(P->Wgg + (size_t)g * H * H3, 1, H3, H3, H, u,
+                           gg + (size_t)(g * U + u) * H3 * 16);
+        }
         for (int t = 0; t < T; t++) {
             const float *h = t ? P->OUT + (size_t)(t - 1) * B * H : h0;
             float *a = P->A + (size_t)t * B * GH;
+            /* fgr: the previous step's activations o, i, f (complete after the last barrier) */
+            const float *prev = !P->Wgg ? NULL : t ? a - (size_t)B * GH : P->a0;
+            const int ld_prev = t ? GH : H3;
 #ifdef _OPENMP
 #pragma omp for schedule(static)
 #endif
@@ -375,6 +388,9 @@ int lstm_forward_seq(const lstm_plan *P, int T, const float *h0, const float *W,
                 for (int g = 0; g < G; g++)
                     panel_product(B, j1 - j0, H, h, H, work + (g * U + u) * panel,
                                   a + g * H + j0, GH);
+                for (int g = 0; prev && g < 3; g++)
+                    panel_product(B, j1 - j0, H3, prev, ld_prev,
+                                  gg + (size_t)(g * U + u) * H3 * 16, a + g * H + j0, GH);
 #define FWD(F) forward_rows(P, t, a, j0, j1, F)
                 DISPATCH(FWD, P->flags)
 #undef FWD
@@ -390,15 +406,20 @@ int lstm_forward_seq(const lstm_plan *P, int T, const float *h0, const float *W,
 /* Backward through T steps: dh [B, H] holds the gradient w.r.t. h_{T-1} on entry (d_out[T-1]
  * plus what came from later chunks) and, if need_dh0, the gradient w.r.t. h0 on return; d_out
  * [T, B, H] the gradients w.r.t. the outputs; P->dc the gradient w.r.t. c_{T-1} on entry and c0 on
- * return; work as for the forward. Per step: dG[t] tile by tile, then (once it is complete)
- * dh_{t-1} = d_out[t-1] + dG[t] W tile by tile. Returns as lstm_forward_seq. */
+ * return; work as for the forward. fgr: P->da holds the gradient w.r.t. the last step's o, i, f
+ * on entry if da_in, and w.r.t. a0 on return if need_da0. Per step: dG[t] tile by tile, then
+ * (once it is complete) dh_{t-1} = d_out[t-1] + dG[t] W (and, fgr, da_{t-1} = dG[t][:, :3H] W_gg)
+ * tile by tile. Returns as lstm_forward_seq. */
 int lstm_backward_seq(const lstm_plan *P, int T, float *dh, const float *d_out, const float *W,
-                      float *work, int nthreads, int need_dh0)
+                      float *work, int nthreads, int need_dh0, int da_in, int need_da0)
 {
     if (!known(P->flags) || nthreads < 1 || !LMLAB_LOOP) return -1;
+    if (P->Wgg && !known(P->flags | HAS_DA)) return -1;
 #if LMLAB_LOOP
-    const int B = P->B, H = P->H, GH = P->G * H, U = (H + 15) / 16;
+    const int B = P->B, H = P->H, GH = P->G * H, U = (H + 15) / 16, H3 = 3 * H;
     const size_t panel = (size_t)GH * 16;  /* the columns of dh in tile u: W[:, 16u : 16u+16] */
+    float *gg = work + (size_t)U * panel;   /* fgr: W_gg's columns, 3H * 16 floats per panel */
+    const int need_da0_ = P->Wgg && need_da0;
 #ifdef _OPENMP
 #pragma omp parallel num_threads(nthreads)
 #endif
@@ -407,25 +428,31 @@ int lstm_backward_seq(const lstm_plan *P, int T, float *dh, const float *d_out, 
 #ifdef _OPENMP
 #pragma omp for schedule(static) nowait
 #endif
-        for (int u = 0; u < U; u++)
+        for (int u = 0; u < U; u++) {
             pack_panel(W, H, 1, GH, H, u, work + u * panel);
+            for (int g = 0; P->Wgg && g < 3; g++)
+                pack_panel(P->Wgg + (size_t)g * H, H3, 1, H3, H, u,
+                           gg + (size_t)(g * U + u) * H3 * 16);
+        }
         for (int t = T - 1; t >= 0; t--) {
+            const float *da = P->Wgg && (t < T - 1 || da_in) ? P->da : NULL;
 #ifdef _OPENMP
 #pragma omp for schedule(static)
 #endif
             for (int u = 0; u < U; u++) {
                 const int j0 = 16 * u, j1 = j0 + 16 < H ? j0 + 16 : H;
-#define BWD(F) backward_rows(P, t, dh, NULL, j0, j1, F)
-                DISPATCH(BWD, P->flags)
+#define BWD(F) backward_rows(P, t, dh, da, j0, j1, F)
+                DISPATCH(BWD, P->flags | (da ? HAS_DA : 0))
 #undef BWD
             }  /* (implicit barrier: dG[t] is complete) */
-            if (t == 0 && !need_dh0) break;
+            if (t == 0 && !need_dh0 && !need_da0_) break;
+            const float *dg = P->DG + (size_t)t * B * GH;
 #ifdef _OPENMP
 #pragma omp for schedule(static) nowait
 #endif
             for (int u = 0; u < U; u++) {
                 const int j0 = 16 * u, n = (j0 + 16 < H ? j0 + 16 : H) - j0;
-                for (int b = 0; b < B; b++) {
+                for (int b = 0; t > 0 || need_dh0 ? b < B : 0; b++) {
                     float *row = dh + (size_t)b * H + j0;
                     if (t > 0)
                         memcpy(row, d_out + ((size_t)(t - 1) * B + b) * H + j0,
@@ -433,13 +460,20 @@ int lstm_backward_seq(const lstm_plan *P, int T, float *dh, const float *d_out, 
                     else
                         memset(row, 0, (size_t)n * sizeof(float));
                 }
-                panel_product(B, n, GH, P->DG + (size_t)t * B * GH, GH, work + u * panel,
-                              dh + j0, H);
-            }  /* no barrier: the next step's tile u reads only dh's tile u, done by this thread */
+                if (t > 0 || need_dh0)
+                    panel_product(B, n, GH, dg, GH, work + u * panel, dh + j0, H);
+                for (int g = 0; P->Wgg && (t > 0 || need_da0_) && g < 3; g++) {
+                    for (int b = 0; b < B; b++)
+                        memset(P->da + (size_t)b * H3 + g * H + j0, 0, (size_t)n * sizeof(float));
+                    panel_product(B, n, H3, dg, GH, gg + (size_t)(g * U + u) * H3 * 16,
+                                  P->da + g * H + j0, H3);
+                }
+            }  /* no barrier: the next step's tile u reads only its own tiles of dh and da */
         }
     }
 #else
-    (void)P; (void)T; (void)dh; (void)d_out; (void)W; (void)work; (void)need_dh0;
+    (void)P; (void)T; (void)dh; (void)d_out; (void)W; (void)work; (void)need_dh0; (void)da_in;
+    (void)need_da0;
 #endif
     return 0;
 }
@@ -463,4 +497,4 @@ void transpose(const float *src, int rows, int cols, float *dst, int nthreads)
     (void)nthreads;
 }
 
-int lstm_kernel_version(void) { return 7; }
+int lstm_kernel_version(void) { return 8; }
