@@ -19,18 +19,20 @@ is (``--techniques``, on by default in the full run), the vanilla cell by other 
   torch.mm (MKL), none on oneDNN;
 * ``np/own``: np through lmlab's Function instead of torch's fused kernel.
 
-The machine is shared and noisy, so the comparison is a RATIO measured back to back: in each round
-every model trains ``--steps`` steps (order rotated every round), each round gives one ratio
-``time(fused) / time(model)`` per model, and the table shows the median of those ratios
-(> 1: faster than fused) with their interquartile range, each model's median training tokens/s, and
-best-step/best-step; "CPU ratio" is the same median ratio of process CPU time (user + sys, all
-threads), which other processes disturb much less than wall time: with ``--threads 1`` it
-approximates the uncontended wall-time ratio; with more threads it also counts threads spinning
-at barriers.
+The machine is shared and noisy (its speed drifts by 10-30% within minutes), so the comparison is
+a RATIO of PAIRED measurements: in each round every model (order rotated every round) trains
+``--steps`` steps right next to the fused model training as many (which of the two goes first
+alternates), each pair gives one ratio ``time(fused) / time(model)``, and the table shows the
+median of those ratios (> 1: faster than fused) with their interquartile range, each model's
+median training tokens/s, and best-step/best-step; "CPU ratio" is the same median ratio of
+process CPU time (user + sys, all threads), which other processes disturb less than wall time:
+with ``--threads 1`` it approximates the uncontended wall-time ratio; with more threads it also
+counts threads spinning at barriers. (Pairing each model with its own fused run, seconds apart,
+instead of one fused run per round, cut the spread of the ratios by about half here.)
 
 Usage::
 
-    python benchmarks/lstm_cells.py                 # 2x200 and 2x650, all variants (~10 min)
+    python benchmarks/lstm_cells.py                 # 2x200 and 2x650, all variants (~20 min)
     python benchmarks/lstm_cells.py --quick --json  # 2x200 only, vanilla + np + fgr; JSON on stdout
 
 Writes JSON (default ``benchmarks/results/lstm_cells.json``; ``--quick``: ``lstm_cells_quick.json``)
@@ -179,30 +181,37 @@ def summary(fused: list[float], mine: list[float]) -> dict:
 
 def measure(hidden: int, kinds: list[str], rounds: int, steps: int, warmup: int,
             log=print) -> dict:
-    """Interleaved rounds: in each, every model trains ``steps`` steps (order rotated), and each
-    model's time per step is compared with the fused one's of the same round."""
+    """Interleaved rounds: in each, every model trains ``steps`` steps (order rotated) next to
+    the fused model training as many, and its time per step is compared with that fused run's."""
     trainers = {k: Trainer(k, hidden) for k in ["fused", *kinds]}
     for t in trainers.values():
         t.steps(warmup)
-    names = list(trainers)
-    wall: dict[str, list[float]] = {k: [] for k in names}
-    cpu: dict[str, list[float]] = {k: [] for k in names}
+    # per model: its times and those of the fused runs paired with it ("fused": all fused runs)
+    wall: dict[str, list[float]] = {k: [] for k in trainers}
+    cpu: dict[str, list[float]] = {k: [] for k in trainers}
+    fused_wall: dict[str, list[float]] = {k: [] for k in kinds}
+    fused_cpu: dict[str, list[float]] = {k: [] for k in kinds}
     for r in range(rounds):
-        order = names[r % len(names):] + names[:r % len(names)]
-        for k in order:
-            w, c = trainers[k].steps(steps)
-            wall[k].append(w)
-            cpu[k].append(c)
+        for n, k in enumerate(kinds[r % len(kinds):] + kinds[:r % len(kinds)]):
+            pair = ["fused", k] if (r + n) % 2 == 0 else [k, "fused"]
+            for name in pair:
+                w, c = trainers[name].steps(steps)
+                wall[name].append(w)
+                cpu[name].append(c)
+            fused_wall[k].append(wall["fused"][-1])
+            fused_cpu[k].append(cpu["fused"][-1])
         if (r + 1) % max(1, rounds // 4) == 0 or r + 1 == rounds:
             log(f"  {LAYERS}x{hidden} round {r + 1}/{rounds}: "
-                + " ".join(f"{k}={BATCH * BPTT / wall[k][-1]:.0f}" for k in names) + " tok/s")
+                + " ".join(f"{k}={BATCH * BPTT / wall[k][-1]:.0f}" for k in trainers)
+                + " tok/s")
+    fused_wall["fused"], fused_cpu["fused"] = wall["fused"], cpu["fused"]
     rows = {}
-    for k in names:
+    for k in trainers:
         rows[k] = {"tokens_per_s": BATCH * BPTT / statistics.median(wall[k]),
                    "best_tokens_per_s": BATCH * BPTT / min(wall[k]),
-                   "wall_ratio": summary(wall["fused"], wall[k]),
-                   "cpu_ratio": summary(cpu["fused"], cpu[k]),
-                   "ratio_vs_fused": summary(wall["fused"], wall[k])["median"]}
+                   "wall_ratio": summary(fused_wall[k], wall[k]),
+                   "cpu_ratio": summary(fused_cpu[k], cpu[k]),
+                   "ratio_vs_fused": summary(fused_wall[k], wall[k])["median"]}
     return rows
 
 

@@ -17,6 +17,14 @@ needs_kernel = pytest.mark.skipif(kernel.library() is None,
                                   reason="no C compiler here: the kernel cannot be built")
 
 
+def make_state(layers: int, batch: int, hidden: int, variant: str) -> tuple:
+    """A random (h, c) state, plus the gate history a for fgr, all requiring gradients."""
+    state = [torch.randn(layers, batch, hidden), torch.randn(layers, batch, hidden)]
+    if variant == "fgr":
+        state.append(torch.rand(layers, batch, 3 * hidden))
+    return tuple(s.requires_grad_() for s in state)
+
+
 def run(model: VariantLSTM, x, state, use_kernel: bool, monkeypatch):
     """Outputs, new state and every gradient of one call, with or without the kernel."""
     monkeypatch.setattr(cells, "KERNEL", use_kernel)
@@ -38,10 +46,7 @@ def test_kernel_equals_torch_ops(variant, hidden, onednn_min, monkeypatch):
     torch.manual_seed(0)
     model = VariantLSTM(5, hidden, 2, variant=variant, forget_bias=1.0)
     x = torch.randn(6, 3, 5, requires_grad=True)
-    state = [torch.randn(2, 3, hidden), torch.randn(2, 3, hidden)]
-    if variant == "fgr":
-        state.append(torch.rand(2, 3, 3 * hidden))
-    state = tuple(s.requires_grad_() for s in state)
+    state = make_state(2, 3, hidden, variant)
     fast = run(model, x, state, True, monkeypatch)
     ops = run(model, x, state, False, monkeypatch)
     for k, (a, b) in enumerate(zip(fast, ops, strict=True)):
@@ -68,10 +73,7 @@ def test_sequence_loop_equals_step_loop(variant, hidden, threads, monkeypatch):
         torch.manual_seed(1)
         model = VariantLSTM(4, hidden, 2, variant=variant, forget_bias=1.0)
         x = torch.randn(7, 3, 4, requires_grad=True)
-        state = [torch.randn(2, 3, hidden), torch.randn(2, 3, hidden)]
-        if variant == "fgr":
-            state.append(torch.rand(2, 3, 3 * hidden))
-        state = tuple(s.requires_grad_() for s in state)
+        state = make_state(2, 3, hidden, variant)
         results = []
         for loop in (True, False):
             monkeypatch.setattr(cells, "KERNEL_LOOP", loop)
@@ -90,7 +92,7 @@ def test_sequence_loop_batch_sizes(batch, monkeypatch):
     torch.manual_seed(6)
     model = VariantLSTM(4, 37, 1)
     x = torch.randn(3, batch, 4, requires_grad=True)
-    state = tuple(torch.randn(1, batch, 37, requires_grad=True) for _ in range(2))
+    state = make_state(1, batch, 37, "vanilla")
     results = []
     for loop in (True, False):
         monkeypatch.setattr(cells, "KERNEL_LOOP", loop)
@@ -139,10 +141,7 @@ def test_step_kernel_split_over_threads(variant, monkeypatch):
     torch.manual_seed(4)
     model = VariantLSTM(5, 40, 2, variant=variant)
     x = torch.randn(6, 3, 5, requires_grad=True)
-    state = [torch.randn(2, 3, 40), torch.randn(2, 3, 40)]
-    if variant == "fgr":
-        state.append(torch.rand(2, 3, 120))
-    state = tuple(s.requires_grad_() for s in state)
+    state = make_state(2, 3, 40, variant)
     fast = run(model, x, state, True, monkeypatch)
     ops = run(model, x, state, False, monkeypatch)
     for k, (a, b) in enumerate(zip(fast, ops, strict=True)):
@@ -178,7 +177,7 @@ def test_kernel_without_openmp(monkeypatch, tmp_path):
     torch.manual_seed(5)
     model = VariantLSTM(4, 20, 1)
     x = torch.randn(5, 2, 4, requires_grad=True)
-    state = tuple(torch.randn(1, 2, 20, requires_grad=True) for _ in range(2))
+    state = make_state(1, 2, 20, "vanilla")
     results = []
     for use_kernel, loop in ((True, True), (True, False), (False, False)):
         monkeypatch.setattr(cells, "KERNEL_LOOP", loop)

@@ -21,6 +21,9 @@
 #include <string.h>
 #ifdef _OPENMP
 #include <omp.h>
+#define OMP(directive) _Pragma(#directive)
+#else
+#define OMP(directive)
 #endif
 
 #ifdef LMLAB_LIBMVEC
@@ -236,9 +239,7 @@ static void unit_range(int H, int nt, int k, int *j0, int *j1)
 int lstm_forward_step(const lstm_plan *P, int t, const float *g, int nthreads)
 {
     if (!known(P->flags) || nthreads < 1) return -1;
-#ifdef _OPENMP
-#pragma omp parallel num_threads(nthreads) if (nthreads > 1)
-#endif
+    OMP(omp parallel num_threads(nthreads) if (nthreads > 1))
     {
         int j0, j1;
         OWN_UNITS(P->H, j0, j1);
@@ -253,9 +254,7 @@ int lstm_backward_step(const lstm_plan *P, int t, const float *dh, const float *
 {
     const int flags = P->flags | (da ? HAS_DA : 0);
     if (!known(flags) || nthreads < 1) return -1;
-#ifdef _OPENMP
-#pragma omp parallel num_threads(nthreads) if (nthreads > 1)
-#endif
+    OMP(omp parallel num_threads(nthreads) if (nthreads > 1))
     {
         int j0, j1;
         OWN_UNITS(P->H, j0, j1);
@@ -357,16 +356,12 @@ int lstm_forward_seq(const lstm_plan *P, int T, const float *h0, const float *W,
     const int B = P->B, H = P->H, G = P->G, GH = G * H, U = (H + 15) / 16, H3 = 3 * H;
     const size_t panel = (size_t)H * 16;  /* floats per panel; panel (g, u) at (g * U + u) */
     float *gg = work + (size_t)G * U * panel;  /* fgr: W_gg^T's panels, 3H * 16 floats each */
-#ifdef _OPENMP
-#pragma omp parallel num_threads(nthreads)
-#endif
+    OMP(omp parallel num_threads(nthreads))
     {
         /* Gate g's column j of W^T is W's row g*H + j. Every loop over the tiles has the same
          * static schedule, so a thread packs and then uses the same tiles (OpenMP guarantees
          * the same assignment): no barrier after packing, and its panels stay in its cache. */
-#ifdef _OPENMP
-#pragma omp for schedule(static) nowait
-#endif
+        OMP(omp for schedule(static) nowait)
         for (int u = 0; u < U; u++) {
             for (int g = 0; g < G; g++)
                 pack_panel(W + (size_t)g * H * H, 1, H, H, H, u, work + (g * U + u) * panel);
@@ -380,9 +375,7 @@ int lstm_forward_seq(const lstm_plan *P, int T, const float *h0, const float *W,
             /* fgr: the previous step's activations o, i, f (complete after the last barrier) */
             const float *prev = !P->Wgg ? NULL : t ? a - (size_t)B * GH : P->a0;
             const int ld_prev = t ? GH : H3;
-#ifdef _OPENMP
-#pragma omp for schedule(static)
-#endif
+            OMP(omp for schedule(static))
             for (int u = 0; u < U; u++) {
                 const int j0 = 16 * u, j1 = j0 + 16 < H ? j0 + 16 : H;
                 for (int g = 0; g < G; g++)
@@ -420,14 +413,10 @@ int lstm_backward_seq(const lstm_plan *P, int T, float *dh, const float *d_out, 
     const size_t panel = (size_t)GH * 16;  /* the columns of dh in tile u: W[:, 16u : 16u+16] */
     float *gg = work + (size_t)U * panel;   /* fgr: W_gg's columns, 3H * 16 floats per panel */
     const int need_da0_ = P->Wgg && need_da0;
-#ifdef _OPENMP
-#pragma omp parallel num_threads(nthreads)
-#endif
+    OMP(omp parallel num_threads(nthreads))
     {
         /* the same static schedule in every loop, as in the forward */
-#ifdef _OPENMP
-#pragma omp for schedule(static) nowait
-#endif
+        OMP(omp for schedule(static) nowait)
         for (int u = 0; u < U; u++) {
             pack_panel(W, H, 1, GH, H, u, work + u * panel);
             for (int g = 0; P->Wgg && g < 3; g++)
@@ -436,9 +425,7 @@ int lstm_backward_seq(const lstm_plan *P, int T, float *dh, const float *d_out, 
         }
         for (int t = T - 1; t >= 0; t--) {
             const float *da = P->Wgg && (t < T - 1 || da_in) ? P->da : NULL;
-#ifdef _OPENMP
-#pragma omp for schedule(static)
-#endif
+            OMP(omp for schedule(static))
             for (int u = 0; u < U; u++) {
                 const int j0 = 16 * u, j1 = j0 + 16 < H ? j0 + 16 : H;
 #define BWD(F) backward_rows(P, t, dh, da, j0, j1, F)
@@ -447,9 +434,7 @@ int lstm_backward_seq(const lstm_plan *P, int T, float *dh, const float *d_out, 
             }  /* (implicit barrier: dG[t] is complete) */
             if (t == 0 && !need_dh0 && !need_da0_) break;
             const float *dg = P->DG + (size_t)t * B * GH;
-#ifdef _OPENMP
-#pragma omp for schedule(static) nowait
-#endif
+            OMP(omp for schedule(static) nowait)
             for (int u = 0; u < U; u++) {
                 const int j0 = 16 * u, n = (j0 + 16 < H ? j0 + 16 : H) - j0;
                 for (int b = 0; t > 0 || need_dh0 ? b < B : 0; b++) {
@@ -484,9 +469,7 @@ int lstm_backward_seq(const lstm_plan *P, int T, float *dh, const float *d_out, 
 void transpose(const float *src, int rows, int cols, float *dst, int nthreads)
 {
     const int nr = (rows + 31) / 32, nc = (cols + 31) / 32;
-#ifdef _OPENMP
-#pragma omp parallel for num_threads(nthreads) schedule(static)
-#endif
+    OMP(omp parallel for num_threads(nthreads) schedule(static))
     for (int tile = 0; tile < nr * nc; tile++) {
         const int r0 = tile / nc * 32, c0 = tile % nc * 32;
         const int r1 = r0 + 32 < rows ? r0 + 32 : rows, c1 = c0 + 32 < cols ? c0 + 32 : cols;
