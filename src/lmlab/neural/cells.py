@@ -136,10 +136,12 @@ class _Spec:
         self.p_sig = slice(first, first + self.n_sig) if self.peep else None
 
 
-# Matrix products (see lmlab.neural.cell_steps): oneDNN's linear ops where they are faster than
-# torch.mm/addmm (MKL) on the CPU, float32 only. ``ONEDNN = False`` forces torch.addmm. The
-# per-step recurrent products switch to oneDNN from H >= ONEDNN_STEP_MIN_H, the whole-sequence
-# products from H >= ONEDNN_SEQ_MIN_H (thresholds measured in benchmarks/lstm_cells.py).
+# Matrix products left to torch (see lmlab.neural.cell_steps): oneDNN's linear ops where they are
+# faster than torch.mm/addmm (MKL) on the CPU, float32 only. ``ONEDNN = False`` forces
+# torch.addmm. The whole-sequence products (input projection, weight and input gradients) switch
+# to oneDNN from H >= ONEDNN_SEQ_MIN_H; the per-step recurrent products, where torch does them
+# (no sequence loop: KERNEL_LOOP off, or a CPU without AVX2), from H >= ONEDNN_STEP_MIN_H
+# (thresholds measured in benchmarks/lstm_cells.py).
 ONEDNN = True
 ONEDNN_STEP_MIN_H = 256
 ONEDNN_SEQ_MIN_H = 512
