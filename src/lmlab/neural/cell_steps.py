@@ -228,10 +228,9 @@ def forward_ops(x, h0, c0, a0, w_ih, w_hh, b, p, w_gg, spec, step_dnn, seq_dnn):
 
 
 def backward_ops(x, h0, a0, w_hh, p, w_gg, A, C, S, d_out, d_hN, d_cN, d_aN, spec, step_dnn,
-                 need_dh0, loop=False):
+                 need_dh0):
     """Backward through time as torch ops: ``(dG, dh0, dc0, da0, db, dp)``, ``dG`` the gradients
-    of the pre-activations of every step, ``db, dp`` those of the bias and the peepholes. (``loop``
-    is the kernel's option; unused here.)"""
+    of the pre-activations of every step, ``db, dp`` those of the bias and the peepholes."""
     T, B, _ = x.shape
     H, G, col = spec.H, spec.G, spec.col
     has_i, has_f, has_o = spec.has["i"], spec.has["f"], spec.has["o"]
@@ -369,11 +368,10 @@ def forward_kernel(x, h0, c0, a0, w_ih, w_hh, b, p, w_gg, spec, step_dnn, seq_dn
     hs[0] = h0
     out = hs[1:]
     S = x.new_empty(T, B, H) if spec.h_tanh else None
-    if loop and spec.fgr:
-        w_gg, a0 = w_gg.contiguous(), (a0.contiguous() if a0 is not None else None)
-        plan = kernel.make_plan(spec, A, C, S, out, p, w_gg=w_gg, a0=a0)
-    else:
-        plan = kernel.make_plan(spec, A, C, S, out, p)
+    fgr_loop = loop and spec.fgr  # the loop does fgr's gate recurrence too
+    w_gg_c = w_gg.contiguous() if fgr_loop else None
+    a0_c = a0.contiguous() if fgr_loop and a0 is not None else None
+    plan = kernel.make_plan(spec, A, C, S, out, p, w_gg=w_gg_c, a0=a0_c)
     lib, plan_ref = kernel.library(), ctypes.byref(plan)
     if loop:
         w = w_hh.contiguous()
@@ -413,13 +411,11 @@ def backward_kernel(x, h0, a0, w_hh, p, w_gg, A, C, S, d_out, d_hN, d_cN, d_aN, 
     db = x.new_zeros(G * H)
     dp = torch.zeros_like(p) if spec.peep else None
     da_in = spec.fgr and d_aN is not None and d_aN.numel() > 0
-    if loop and spec.fgr:  # da: carried gradient w.r.t. the previous step's gates o, i, f
-        w_gg = w_gg.contiguous()
-        da = d_aN.contiguous().clone() if da_in else x.new_zeros(B, 3 * H)
-        plan = kernel.make_plan(spec, A, C, S, None, p, dG=dG, dc=dc, db=db, dp=dp, w_gg=w_gg,
-                                da=da)
-    else:
-        plan = kernel.make_plan(spec, A, C, S, None, p, dG=dG, dc=dc, db=db, dp=dp)
+    fgr_loop = loop and spec.fgr  # da: carried gradient w.r.t. the previous step's gates o, i, f
+    w_gg_c = w_gg.contiguous() if fgr_loop else None
+    da = (d_aN.contiguous().clone() if da_in else x.new_zeros(B, 3 * H)) if fgr_loop else None
+    plan = kernel.make_plan(spec, A, C, S, None, p, dG=dG, dc=dc, db=db, dp=dp, w_gg=w_gg_c,
+                            da=da)  # (OUT is not read backwards)
     lib, plan_ref = kernel.library(), ctypes.byref(plan)
     dh = d_out[T - 1] if d_hN is None else (d_out[T - 1] + d_hN).contiguous()
     if loop:

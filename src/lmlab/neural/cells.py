@@ -63,12 +63,12 @@ each step is one recurrent matrix product in torch plus one call of a small comp
 pass; backwards, each step is one kernel call (the gradients of the pre-activations and the cell,
 adding up the bias and peephole gradients) and one product, and the weight gradients are one
 product each over all steps at the end. Large products go to oneDNN (see ``ONEDNN`` below). On
-CPUs with AVX2 the whole time loop is one kernel call instead, its threads
-each doing the recurrent product (own small matrix-product code on packed weights) and the
-elementwise work of their own slice of the units (``KERNEL_LOOP``). Where the kernel cannot be
-built (no C compiler) or for other dtypes and devices, the same steps run as about ten torch
-elementwise ops each (:mod:`lmlab.neural.cell_steps`). ``np`` is exactly ``torch.nn.LSTM`` and by
-default runs on torch's own fused kernel (``FUSED_NP``).
+CPUs with AVX2 the whole time loop is one kernel call instead: the units are cut into tiles of
+16, and each thread does, per step, the recurrent product for its own tiles (own small
+matrix-product code on packed weights) and their elementwise work (``KERNEL_LOOP``). Where the
+kernel cannot be built (no C compiler) or for other dtypes and devices, the same steps run as
+about ten torch elementwise ops each (:mod:`lmlab.neural.cell_steps`). ``np`` is exactly
+``torch.nn.LSTM`` and by default runs on torch's own fused kernel (``FUSED_NP``).
 :func:`reference_lstm` is the same model as a plain per-step loop straight from the equations, for
 the tests.
 """
@@ -76,6 +76,7 @@ the tests.
 from __future__ import annotations
 
 import math
+from functools import partial
 
 import torch
 from torch import Tensor, nn
@@ -186,12 +187,9 @@ class _LSTMLayer(torch.autograd.Function):
         step_dnn, seq_dnn = _onednn_modes(x, H)
         use_kernel = KERNEL and kernel.usable(x)
         loop = use_kernel and KERNEL_LOOP and kernel.loop_available()
-        if use_kernel:
-            hs, A, C, S = steps.forward_kernel(x, h0.contiguous(), c0, a0, w_ih, w_hh, b, p, w_gg,
-                                               spec, step_dnn, seq_dnn, loop)
-        else:
-            hs, A, C, S = steps.forward_ops(x, h0.contiguous(), c0, a0, w_ih, w_hh, b, p, w_gg,
-                                            spec, step_dnn, seq_dnn)
+        run = partial(steps.forward_kernel, loop=loop) if use_kernel else steps.forward_ops
+        hs, A, C, S = run(x, h0.contiguous(), c0, a0, w_ih, w_hh, b, p, w_gg, spec, step_dnn,
+                          seq_dnn)
         ctx.spec = spec
         ctx.modes = step_dnn, seq_dnn, use_kernel, loop
         ctx.save_for_backward(x, h0, a0, w_ih, w_hh, p, w_gg, hs, A, C, S)
@@ -212,9 +210,9 @@ class _LSTMLayer(torch.autograd.Function):
         H, G = spec.H, spec.G
         needs = ctx.needs_input_grad
         d_out = torch.zeros_like(hs[1:]) if d_out is None else d_out.contiguous()
-        run = steps.backward_kernel if use_kernel else steps.backward_ops
+        run = partial(steps.backward_kernel, loop=loop) if use_kernel else steps.backward_ops
         dG, dh, dc, da, db, dp = run(x, h0, a0, w_hh, p, w_gg, A, C, S, d_out, d_hN, d_cN, d_aN,
-                                     spec, step_dnn, needs[1], loop)
+                                     spec, step_dnn, needs[1])
 
         # --- parameter and input gradients: one product over all steps each ------------------
         dG2 = dG.view(T * B, G * H)

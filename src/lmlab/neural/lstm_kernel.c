@@ -108,6 +108,17 @@ forward_rows(const lstm_plan *P, int t, const float *g, int j0, int j1, const in
     }
 }
 
+/* A sigmoid gate's share backwards: d is the gradient w.r.t. its activation g; the gradient
+ * w.r.t. its pre-activation goes to *dg and is added to the bias gradient *db, and returned. */
+static inline __attribute__((always_inline)) float
+sigmoid_grad(float d, float g, float *dg, float *db)
+{
+    d *= g * (1.0f - g);
+    *dg = d;
+    *db += d;
+    return d;
+}
+
 /* One step backward, units [j0, j1): dh [B, H] is the whole gradient w.r.t. h_t; da [B, 3H]
  * (fgr, HAS_DA) the gradient w.r.t. the gate activations (o, i, f) of this step from the next
  * step's gate recurrence. Writes DG[t], replaces P->dc (w.r.t. c_t) by the gradient w.r.t.
@@ -138,11 +149,8 @@ backward_rows(const lstm_plan *P, int t, const float *dh, const float *da, int j
             const float z = a[cz + j];
             float dct = dc[j] + dhb[j] * o * ((F & H_TANH) ? 1.0f - tc * tc : 1.0f);
             if (F & HAS_O) {
-                float d = dhb[j] * tc;
-                if (F & HAS_DA) d += dab[j];
-                d *= o * (1.0f - o);
-                dg[co + j] = d;
-                db[co + j] += d;
+                const float d = sigmoid_grad(dhb[j] * tc + ((F & HAS_DA) ? dab[j] : 0.0f), o,
+                                             dg + co + j, db + co + j);
                 if (F & PEEP) {
                     dct += d * p_o[j];
                     dp_o[j] += d * cn[j];
@@ -158,23 +166,17 @@ backward_rows(const lstm_plan *P, int t, const float *dh, const float *da, int j
                 dcp = dct;
             }
             if (F & HAS_I) {
-                float d = dct * ((F & CIFG) ? z - cp[j] : z);
-                if (F & HAS_DA) d += dab[H + j];
-                d *= i * (1.0f - i);
-                dg[ci + j] = d;
-                db[ci + j] += d;
+                const float d = sigmoid_grad(dct * ((F & CIFG) ? z - cp[j] : z)
+                                             + ((F & HAS_DA) ? dab[H + j] : 0.0f),
+                                             i, dg + ci + j, db + ci + j);
                 if (F & PEEP) {
                     dcp += d * p_i[j];
                     dp_i[j] += d * cp[j];
                 }
             }
             if (F & HAS_F) {
-                const float f = a[cf + j];
-                float d = dct * cp[j];
-                if (F & HAS_DA) d += dab[2 * H + j];
-                d *= f * (1.0f - f);
-                dg[cf + j] = d;
-                db[cf + j] += d;
+                const float d = sigmoid_grad(dct * cp[j] + ((F & HAS_DA) ? dab[2 * H + j] : 0.0f),
+                                             a[cf + j], dg + cf + j, db + cf + j);
                 if (F & PEEP) {
                     dcp += d * p_f[j];
                     dp_f[j] += d * cp[j];
