@@ -71,16 +71,19 @@ def use_backend(monkeypatch, onednn: bool) -> None:
     monkeypatch.setattr(cells, "ONEDNN", onednn)
     monkeypatch.setattr(cells, "ONEDNN_STEP_MIN_H", 0)
     monkeypatch.setattr(cells, "ONEDNN_SEQ_MIN_H", 0)
+    monkeypatch.setattr(cells, "ONEDNN_DX_MIN_H", 0)
 
 
 def test_onednn_modes(monkeypatch):
     x = torch.zeros(1, 1, 1)
     use_backend(monkeypatch, True)
     want = cell_steps.onednn_ops() is not None
-    assert cells._onednn_modes(x, 8) == (want, want)
-    assert cells._onednn_modes(x.double(), 8) == (False, False)
+    assert cells._onednn_modes(x, 8) == (want, want, want)
+    assert cells._onednn_modes(x.double(), 8) == (False, False, False)
+    monkeypatch.setattr(cells, "ONEDNN_DX_MIN_H", 9)
+    assert cells._onednn_modes(x, 8) == (want, want, False)
     use_backend(monkeypatch, False)
-    assert cells._onednn_modes(x, 8) == (False, False)
+    assert cells._onednn_modes(x, 8) == (False, False, False)
 
 
 # --- the fast path against the transparent reference -------------------------------------------

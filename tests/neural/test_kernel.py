@@ -43,6 +43,7 @@ def test_kernel_equals_torch_ops(variant, hidden, onednn_min, monkeypatch):
     that is not a multiple of the vector width and one at which the products switch to oneDNN."""
     monkeypatch.setattr(cells, "ONEDNN_STEP_MIN_H", onednn_min)
     monkeypatch.setattr(cells, "ONEDNN_SEQ_MIN_H", onednn_min)
+    monkeypatch.setattr(cells, "ONEDNN_DX_MIN_H", onednn_min)
     torch.manual_seed(0)
     model = VariantLSTM(5, hidden, 2, variant=variant, forget_bias=1.0)
     x = torch.randn(6, 3, 5, requires_grad=True)

@@ -139,13 +139,16 @@ class _Spec:
 
 # Matrix products left to torch (see lmlab.neural.cell_steps): oneDNN's linear ops where they are
 # faster than torch.mm/addmm (MKL) on the CPU, float32 only. ``ONEDNN = False`` forces
-# torch.addmm. The whole-sequence products (input projection, weight and input gradients) switch
-# to oneDNN from H >= ONEDNN_SEQ_MIN_H; the per-step recurrent products, where torch does them
-# (no sequence loop: KERNEL_LOOP off, or a CPU without AVX2), from H >= ONEDNN_STEP_MIN_H
-# (thresholds measured in benchmarks/lstm_cells.py).
+# torch.addmm. The whole-sequence products (input projection, weight gradients) switch to oneDNN
+# from H >= ONEDNN_SEQ_MIN_H, the input gradient dG W_ih from H >= ONEDNN_DX_MIN_H (its
+# [T*B, G*H] x [G*H, H] product was 9-13% faster in oneDNN from H = 128 on, 2 threads, T*B = 700);
+# the per-step recurrent products, where torch does them (no sequence loop: KERNEL_LOOP off, or a
+# CPU without AVX2), from H >= ONEDNN_STEP_MIN_H (thresholds measured in
+# benchmarks/lstm_cells.py and on the products alone).
 ONEDNN = True
 ONEDNN_STEP_MIN_H = 256
 ONEDNN_SEQ_MIN_H = 512
+ONEDNN_DX_MIN_H = 128
 # np is exactly torch.nn.LSTM: by default it runs on torch's own fused kernel (torch.lstm, oneDNN's
 # RNN primitive on CPU) instead of _LSTMLayer; False runs it through _LSTMLayer like the others.
 FUSED_NP = True
@@ -158,12 +161,13 @@ KERNEL = True
 KERNEL_LOOP = True
 
 
-def _onednn_modes(x: Tensor, hidden: int) -> tuple[bool, bool]:
-    """Whether (the per-step products, the whole-sequence products) use oneDNN."""
+def _onednn_modes(x: Tensor, hidden: int) -> tuple[bool, bool, bool]:
+    """Whether (the per-step products, the whole-sequence products, the input gradient) use
+    oneDNN."""
     if not (ONEDNN and x.device.type == "cpu" and x.dtype == torch.float32
             and torch.backends.mkldnn.enabled and steps.onednn_ops() is not None):
-        return False, False
-    return hidden >= ONEDNN_STEP_MIN_H, hidden >= ONEDNN_SEQ_MIN_H
+        return False, False, False
+    return hidden >= ONEDNN_STEP_MIN_H, hidden >= ONEDNN_SEQ_MIN_H, hidden >= ONEDNN_DX_MIN_H
 
 
 class _LSTMLayer(torch.autograd.Function):
@@ -184,14 +188,14 @@ class _LSTMLayer(torch.autograd.Function):
     def forward(ctx, x, h0, c0, a0, w_ih, w_hh, b, p, w_gg, spec: _Spec):
         T, B, _ = x.shape
         H = spec.H
-        step_dnn, seq_dnn = _onednn_modes(x, H)
+        step_dnn, seq_dnn, dx_dnn = _onednn_modes(x, H)
         use_kernel = KERNEL and kernel.usable(x)
         loop = use_kernel and KERNEL_LOOP and kernel.loop_available()
         run = partial(steps.forward_kernel, loop=loop) if use_kernel else steps.forward_ops
         hs, A, C, S = run(x, h0.contiguous(), c0, a0, w_ih, w_hh, b, p, w_gg, spec, step_dnn,
                           seq_dnn)
         ctx.spec = spec
-        ctx.modes = step_dnn, seq_dnn, use_kernel, loop
+        ctx.modes = step_dnn, seq_dnn, dx_dnn, use_kernel, loop
         ctx.save_for_backward(x, h0, a0, w_ih, w_hh, p, w_gg, hs, A, C, S)
         out = hs[1:]
         hN = hs[T].clone()
@@ -204,7 +208,7 @@ class _LSTMLayer(torch.autograd.Function):
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, d_out, d_hN, d_cN, d_aN):
-        spec, (step_dnn, seq_dnn, use_kernel, loop) = ctx.spec, ctx.modes
+        spec, (step_dnn, seq_dnn, dx_dnn, use_kernel, loop) = ctx.spec, ctx.modes
         x, h0, a0, w_ih, w_hh, p, w_gg, hs, A, C, S = ctx.saved_tensors
         T, B, _ = x.shape
         H, G = spec.H, spec.G
@@ -216,7 +220,7 @@ class _LSTMLayer(torch.autograd.Function):
 
         # --- parameter and input gradients: one product over all steps each ------------------
         dG2 = dG.view(T * B, G * H)
-        dx = steps.mm(dG2, w_ih, seq_dnn).view_as(x) if needs[0] else None
+        dx = steps.mm(dG2, w_ih, dx_dnn).view_as(x) if needs[0] else None
         products = []  # (columns of dG, input over all steps) of each weight gradient
         if needs[4]:
             products.append((G * H, x.reshape(T * B, -1)))

@@ -139,7 +139,7 @@ def _compile() -> ctypes.CDLL | None:
         except OSError as err:
             errors.append([str(err)])
             continue
-        if lib.lstm_kernel_version() == 8:
+        if lib.lstm_kernel_version() == 9:
             return lib
     if errors:
         warnings.warn(f"lmlab: could not compile the LSTM cell kernel ({errors[-1][0]}); "
@@ -189,11 +189,11 @@ _workspaces = threading.local()
 
 
 def workspace(spec) -> Tensor:
-    """Room for a layer's packed recurrent weights (``G * ceil(H/16) * H * 16`` floats, fgr
-    ``9 * ceil(H/16) * H * 16`` more) for the sequence loop: one buffer per Python thread, kept and
-    grown as needed, so that training does not allocate (and page in) a few MB per layer and step.
-    """
-    need = (spec.G + (9 if spec.fgr else 0)) * -(-spec.H // 16) * spec.H * 16
+    """Room for a layer's packed recurrent weights (``G * H8 * H`` floats, fgr ``9 * H8 * H``
+    more, ``H8`` = H rounded up to a multiple of 8) for the sequence loop: one buffer per Python
+    thread, kept and grown as needed, so that training does not allocate (and page in) a few MB per
+    layer and step."""
+    need = (spec.G + (9 if spec.fgr else 0)) * -(-spec.H // 8) * 8 * spec.H
     buf = getattr(_workspaces, "buf", None)
     if buf is None or buf.numel() < need:
         buf = _workspaces.buf = torch.empty(need)
