@@ -31,6 +31,10 @@ step to end of its last). ``--warmup`` untimed steps run first on each side. The
 per-step ``tokens_per_s`` (metrics log; it times only the model part of a step) is reported as a
 cross-check.
 
+The Trainer keeps freed memory in the process (it raises glibc's malloc thresholds process-wide,
+:mod:`lmlab.neural.heap`), so the bare loop, built first in the same process, runs with that
+setting too from then on: the ratio compares the loops, not the allocator settings.
+
 The machine is shared and noisy: the sides alternate in short blocks in one process with the same
 thread count (bare, lmlab, bare, lmlab, ..., bare). Each lmlab block is compared with the mean of
 the bare blocks just before and after it, which cancels load that drifts slowly; the table gives

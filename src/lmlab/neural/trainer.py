@@ -59,6 +59,7 @@ from lmlab.neural.checkpoint import (
 )
 from lmlab.neural.config import RunConfig
 from lmlab.neural.data import Corpus, batchify, bptt_windows
+from lmlab.neural.heap import keep_freed_memory
 from lmlab.neural.lm import NeuralLM, model_from_checkpoint, resolve_device
 
 CURVE_EVERY_S = 60.0  # redraw the learning curve after an epoch at most this often (and at the end)
@@ -182,6 +183,7 @@ class Trainer:
         t = config.train
         if t.threads:
             torch.set_num_threads(t.threads)
+        keep_freed_memory()  # (process-wide) no page faults on each step's large buffers
         self.device = resolve_device(t.device)
         if self.device.type == "cuda":
             torch.backends.cudnn.deterministic = True
