@@ -49,9 +49,10 @@ def test_training_steps_fault_no_pages_in():
         pytest.skip("not glibc: mallopt unavailable")
     off, faults_default = probe("0")
     assert not off
-    # glibc's defaults: thousands of pages (5,000-27,000 measured) faulted in again every step
+    # glibc's defaults: thousands of pages (5,000-27,000 measured) faulted in again every step;
+    # kept: none to a hundred or so
     assert faults_default > 1000
-    assert faults < 100
+    assert faults * 10 < faults_default
 
 
 def test_switched_off_by_environment(monkeypatch):
