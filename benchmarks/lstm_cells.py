@@ -31,12 +31,13 @@ counts threads spinning at barriers. (Pairing each model with its own fused run,
 instead of one fused run per round, cut the spread of the ratios by about half here.)
 
 Like lmlab's trainer, the benchmark first keeps freed memory in the process
-(:func:`lmlab.neural.heap.keep_freed_memory`; both models gain, by 10-20% here: without it every
-step faults its logits' pages in again); ``--malloc-defaults`` leaves glibc's defaults.
+(:func:`lmlab.neural.heap.keep_freed_memory`: without it every step faults its logits' pages in
+again; both models' 2x200 steps were 20-30% shorter with it here, 2x650 steps about the same);
+``--malloc-defaults`` leaves glibc's defaults.
 
 Usage::
 
-    python benchmarks/lstm_cells.py                 # 2x200 and 2x650, all variants (~20 min)
+    python benchmarks/lstm_cells.py                 # 2x200 and 2x650, all variants (~10 min)
     python benchmarks/lstm_cells.py --quick --json  # 2x200 only, vanilla + np + fgr; JSON on stdout
 
 Writes JSON (default ``benchmarks/results/lstm_cells.json``; ``--quick``: ``lstm_cells_quick.json``)

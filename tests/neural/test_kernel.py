@@ -63,9 +63,10 @@ needs_loop = pytest.mark.skipif(not kernel.loop_available(),
 @pytest.mark.parametrize("hidden", [5, 37, 70])
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_sequence_loop_equals_step_loop(variant, hidden, threads, monkeypatch):
-    """The whole-sequence kernel call (products split over the threads by units, 16 at a time:
-    with H=5 one thread has nothing to do, with 70 the last slice is partial) computes what the
-    per-step loop does, outputs, carried state (fgr: with its gate history) and every gradient."""
+    """The whole-sequence kernel call (units split over the threads in groups of 8, walked 16 at
+    a time: with H=5 one thread has nothing to do, with 37 and 70 threads end on tiles of 8 and
+    fewer) computes what the per-step loop does, outputs, carried state (fgr: with its gate
+    history) and every gradient."""
     monkeypatch.setattr(cells, "ONEDNN_STEP_MIN_H", 10**6)
     monkeypatch.setattr(cells, "ONEDNN_SEQ_MIN_H", 10**6)
     saved = torch.get_num_threads()

@@ -63,8 +63,8 @@ each step is one recurrent matrix product in torch plus one call of a small comp
 pass; backwards, each step is one kernel call (the gradients of the pre-activations and the cell,
 adding up the bias and peephole gradients) and one product, and the weight gradients are one
 product each over all steps at the end. Large products go to oneDNN (see ``ONEDNN`` below). On
-CPUs with AVX2 the whole time loop is one kernel call instead: the units are cut into tiles of
-16, and each thread does, per step, the recurrent product for its own tiles (own small
+CPUs with AVX2 the whole time loop is one kernel call instead: each thread owns an equal share of
+the units, in tiles of 16, and does, per step, the recurrent product for its own tiles (own small
 matrix-product code on packed weights) and their elementwise work (``KERNEL_LOOP``). Where the
 kernel cannot be built (no C compiler) or for other dtypes and devices, the same steps run as
 about ten torch elementwise ops each (:mod:`lmlab.neural.cell_steps`). ``np`` is exactly
@@ -141,7 +141,7 @@ class _Spec:
 # faster than torch.mm/addmm (MKL) on the CPU, float32 only. ``ONEDNN = False`` forces
 # torch.addmm. The whole-sequence products (input projection, weight gradients) switch to oneDNN
 # from H >= ONEDNN_SEQ_MIN_H, the input gradient dG W_ih from H >= ONEDNN_DX_MIN_H (its
-# [T*B, G*H] x [G*H, H] product was 9-13% faster in oneDNN from H = 128 on, 2 threads, T*B = 700);
+# [T*B, G*H] x [G*H, H] product was 9-15% faster in oneDNN from H = 128 on, 2 threads, T*B = 700);
 # the per-step recurrent products, where torch does them (no sequence loop: KERNEL_LOOP off, or a
 # CPU without AVX2), from H >= ONEDNN_STEP_MIN_H (thresholds measured in
 # benchmarks/lstm_cells.py and on the products alone).

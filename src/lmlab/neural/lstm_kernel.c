@@ -278,9 +278,8 @@ int lstm_backward_step(const lstm_plan *P, int t, const float *dh, const float *
  * cores' caches, and a second barrier per step backwards.) The recurrent weight is packed once per
  * call (work: G * H8 * H floats, from the caller) into panels of 16 columns (8 for a last tile of
  * at most 8), [K][16] each, that a step streams in order; the products use a 5 x 16 register tile
- * (10 vectors). In
- * benchmarks/lstm_cells.py's setting this is 25-30% faster per step than MKL's sgemm called on
- * the same slices. The vector code needs AVX2 + FMA (-march=native on such a CPU); elsewhere
+ * (10 vectors). In benchmarks/lstm_cells.py's setting this is 25-30% faster per step than MKL's
+ * sgemm called on the same slices. The vector code needs AVX2 + FMA (-march=native on such a CPU); elsewhere
  * lstm_loop_available() is 0 and lmlab drives the per-step functions above from Python instead.
  * fgr adds its gate recurrence to the same loop (W_gg packed the same way). Without OpenMP the
  * loop runs on one thread. */
