@@ -223,17 +223,20 @@ static int known(int flags)
     }
 }
 
-#ifdef _OPENMP
-/* Thread k of nt owns units [j0, j1): slices of whole cache lines (16 floats), maybe empty. */
-static void unit_range(int H, int nt, int k, int *j0, int *j1)
+/* Thread k of nt owns units [c0, c1) of H, the same in every step and loop: an equal share of the
+ * groups of 8 (maybe none). (Shares of whole 16-unit tiles left one thread with up to a tile more
+ * than the other: 7 of 13 tiles at H = 200.) */
+static void own_columns(int H, int nt, int k, int *c0, int *c1)
 {
-    int chunk = ((H + nt - 1) / nt + 15) / 16 * 16;
-    *j0 = k * chunk < H ? k * chunk : H;
-    *j1 = *j0 + chunk < H ? *j0 + chunk : H;
+    const long groups = (H + 7) / 8;
+    const int a = (int)(8 * (groups * k / nt)), b = (int)(8 * (groups * (k + 1) / nt));
+    *c0 = a < H ? a : H;
+    *c1 = b < H ? b : H;
 }
-#define OWN_UNITS(H, j0, j1) unit_range(H, omp_get_num_threads(), omp_get_thread_num(), &j0, &j1)
+#ifdef _OPENMP
+#define OWN_COLUMNS(H, c0, c1) own_columns(H, omp_get_num_threads(), omp_get_thread_num(), &c0, &c1)
 #else
-#define OWN_UNITS(H, j0, j1) (j0 = 0, j1 = H)
+#define OWN_COLUMNS(H, c0, c1) own_columns(H, 1, 0, &c0, &c1)
 #endif
 
 /* One step, its units split over nthreads threads (worth it from B*H ~ 10^4: the parallel region
@@ -244,7 +247,7 @@ int lstm_forward_step(const lstm_plan *P, int t, const float *g, int nthreads)
     OMP(omp parallel num_threads(nthreads) if (nthreads > 1))
     {
         int j0, j1;
-        OWN_UNITS(P->H, j0, j1);
+        OWN_COLUMNS(P->H, j0, j1);
 #define FWD(F) forward_rows(P, t, g, j0, j1, F)
         if (j1 > j0) DISPATCH(FWD, P->flags)
 #undef FWD
@@ -259,7 +262,7 @@ int lstm_backward_step(const lstm_plan *P, int t, const float *dh, const float *
     OMP(omp parallel num_threads(nthreads) if (nthreads > 1))
     {
         int j0, j1;
-        OWN_UNITS(P->H, j0, j1);
+        OWN_COLUMNS(P->H, j0, j1);
 #define BWD(F) backward_rows(P, t, dh, da, j0, j1, F)
         if (j1 > j0) DISPATCH(BWD, flags)
 #undef BWD
@@ -359,22 +362,7 @@ static void pack_panel(const float *Y, size_t row_step, size_t col_step, int K, 
         }
 }
 
-/* Thread k of nt owns units [c0, c1) of H in every loop below: an equal share of the groups of 8
- * (a share of whole 16-unit tiles, as for the per-step kernels, left one thread with up to a
- * tile more than the other: 7 of 13 tiles at H = 200). The thread walks its units in tiles of
- * 16 (the last maybe 8 or fewer). */
-static void own_columns(int H, int nt, int k, int *c0, int *c1)
-{
-    const long groups = (H + 7) / 8;
-    const int a = (int)(8 * (groups * k / nt)), b = (int)(8 * (groups * (k + 1) / nt));
-    *c0 = a < H ? a : H;
-    *c1 = b < H ? b : H;
-}
-#ifdef _OPENMP
-#define OWN_COLUMNS(H, c0, c1) own_columns(H, omp_get_num_threads(), omp_get_thread_num(), &c0, &c1)
-#else
-#define OWN_COLUMNS(H, c0, c1) own_columns(H, 1, 0, &c0, &c1)
-#endif
+/* A thread walks its units [c0, c1) (own_columns) in tiles of 16, the last maybe 8 or fewer. */
 #define TILES(j0, n, c0, c1) \
     for (int j0 = c0, n = c1 - c0 < 16 ? c1 - c0 : 16; j0 < c1; \
          j0 += 16, n = c1 - j0 < 16 ? c1 - j0 : 16)
@@ -533,4 +521,4 @@ void transpose(const float *src, int rows, int cols, float *dst, int nthreads)
     (void)nthreads;
 }
 
-int lstm_kernel_version(void) { return 9; }
+int lstm_kernel_version(void) { return 10; }
