@@ -119,7 +119,8 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ.setdefault(var, str(args.threads))  # before numpy loads
-    from lmlab.analysis.embeddings import load_embeddings, require_gensim, write_word2vec
+    from lmlab.analysis.embedding_formats import write_word2vec
+    from lmlab.analysis.embeddings import load_embeddings, require_gensim
     from lmlab.datasets import find_corpus
     from lmlab.errors import LmlabError
 

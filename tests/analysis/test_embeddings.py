@@ -1,4 +1,5 @@
-"""``lmlab embed ...`` and :mod:`lmlab.analysis.embeddings` / :mod:`lmlab.analysis.ppmi`.
+"""``lmlab embed ...`` and :mod:`lmlab.analysis.embeddings` / :mod:`lmlab.analysis.ppmi` (the
+vector files themselves: test_embedding_formats.py).
 
 Most tests use a checkpoint whose embedding matrix is set by hand (no training), so every
 neighbour, analogy answer, accuracy and correlation is known in advance; one test trains a tiny
@@ -8,7 +9,6 @@ computations (numpy, scipy, a dict-based PPMI) and against gensim's own KeyedVec
 
 from __future__ import annotations
 
-import gzip
 import json
 import sys
 from collections import defaultdict
@@ -21,69 +21,10 @@ from scipy import stats
 from lmlab.analysis import embeddings as E
 from lmlab.analysis import ppmi as P
 from lmlab.cli import main
-from lmlab.corpus import SPECIALS, Vocabulary
-from lmlab.neural.checkpoint import save_checkpoint
-from lmlab.neural.config import ModelConfig, RunConfig
-from lmlab.neural.models import build_model
+from tests.analysis.embedding_helpers import DIM, HAVE_GENSIM, WORDS, make_checkpoint, needs_gensim
 from tests.cli_helpers import fails, ok
 
 torch.set_num_threads(1)
-# evaluation and the gensim parity checks need gensim (the `embeddings` and `test` extras); the
-# rest of lmlab's embedding tools are numpy only and are tested without it
-try:
-    import gensim  # noqa: F401
-
-    HAVE_GENSIM = True
-except ImportError:
-    HAVE_GENSIM = False
-needs_gensim = pytest.mark.skipif(not HAVE_GENSIM,
-                                  reason="gensim not installed (pip install 'lmlab[embeddings]')")
-
-# Hand-made geometry (D = 12): royal e0, male e1, female e2, capital e3, country e4, one
-# dimension per country e5..e9, the specials on e10/e11 (orthogonal to every word).
-CAPITALS = [("athens", "greece"), ("baghdad", "iraq"), ("bangkok", "thailand"),
-            ("beijing", "china"), ("berlin", "germany")]
-WORDS = ["king", "queen", "man", "woman"] + [w for pair in CAPITALS for w in pair]
-DIM = 12
-
-
-def crafted_vectors(seed: int = 0) -> np.ndarray:
-    e = np.eye(DIM)
-    rows = [e[0] + e[1], e[0] + e[2], e[1], e[2]]
-    for i in range(len(CAPITALS)):
-        rows += [e[3] + e[5 + i], e[4] + e[5 + i]]
-    noise = np.random.default_rng(seed).normal(0, 0.01, (len(rows), DIM))
-    noise[:, 10:] = 0
-    return (np.array(rows) + noise).astype(np.float32)
-
-
-def make_checkpoint(path, vectors, words=WORDS, model="lstm", tied=False, bidirectional=False,
-                    output=None):
-    vocab = Vocabulary(list(SPECIALS) + list(words))
-    dim = vectors.shape[1]
-    cfg = RunConfig(ModelConfig(model=model, vocab_size=len(vocab), emsize=dim, hidden=dim,
-                                layers=1, tied=tied, bidirectional=bidirectional, window=2))
-    torch.manual_seed(0)
-    net = build_model(cfg.model)
-    full = torch.zeros(len(vocab), dim)
-    full[0, 10], full[1, 10], full[1, 11], full[2, 11] = 1, 1, 1, 1  # <unk>, <s>, </s>
-    full[3:] = torch.from_numpy(vectors)
-    with torch.no_grad():
-        net.embedding.weight.copy_(full)
-        if output is not None:
-            net.decoder.weight.copy_(torch.from_numpy(output))
-    save_checkpoint(path, {"config": cfg.to_dict(), "vocab": vocab.itos,
-                           "model": net.state_dict()})
-    return path
-
-
-@pytest.fixture(scope="module")
-def crafted(tmp_path_factory):
-    """(checkpoint, input vectors, output vectors) of an untied LSTM with hand-set weights."""
-    d = tmp_path_factory.mktemp("emb")
-    vectors = crafted_vectors()
-    output = np.random.default_rng(5).normal(size=(len(WORDS) + 3, DIM)).astype(np.float32)
-    return make_checkpoint(d / "crafted.pt", vectors, output=output), vectors, output
 
 
 def unit(x):
@@ -166,71 +107,6 @@ def test_output_embeddings_tied_nnlm_bidirectional(crafted, tmp_path, capsys):
         np.testing.assert_array_equal(emb.vectors[2:], vectors)
         assert emb.meta["model"] == kind
         assert E.load_embeddings(path, "output").dim == DIM
-
-
-# ----------------------------------------------------------------------------------------------
-# export and vector files
-# ----------------------------------------------------------------------------------------------
-
-
-@needs_gensim
-def test_export_round_trips_through_gensim(crafted, tmp_path, capsys):
-    ckpt = crafted[0]
-    emb = E.load_embeddings(ckpt)
-    KeyedVectors = E.require_gensim()
-    for fmt, name, binary in (("word2vec", "v.txt", False), ("word2vec-binary", "v.bin", True),
-                              ("word2vec", "v.txt.gz", False)):
-        out = tmp_path / name
-        assert "wrote 16 vectors x 12" in ok(capsys, "embed", "export", ckpt, out, "--format",
-                                             fmt)
-        kv = KeyedVectors.load_word2vec_format(str(out), binary=binary)
-        assert kv.index_to_key == emb.words
-        np.testing.assert_array_equal(kv.vectors, emb.vectors)  # float32 exactly
-        back = E.load_embeddings(out)
-        assert back.words == emb.words and np.array_equal(back.vectors, emb.vectors)
-    # files gensim wrote read back here, and the embed commands take them like a checkpoint
-    for binary in (False, True):
-        path = tmp_path / f"gensim{int(binary)}.w2v"
-        emb.to_keyed_vectors().save_word2vec_format(str(path), binary=binary)
-        back = E.read_word2vec(path)
-        assert back.words == emb.words and np.array_equal(back.vectors, emb.vectors)
-        assert back.meta["format"] == ("word2vec-binary" if binary else "word2vec")
-    a = json.loads(ok(capsys, "embed", "neighbors", ckpt, "athens", "--json"))
-    b = json.loads(ok(capsys, "embed", "neighbors", tmp_path / "gensim1.w2v", "athens", "--json"))
-    assert a["neighbors"] == b["neighbors"]
-    ok(capsys, "embed", "export", ckpt, tmp_path / "proj", "--format", "tsv")
-    meta = (tmp_path / "proj" / "metadata.tsv").read_text().splitlines()
-    vecs = np.loadtxt(tmp_path / "proj" / "vectors.tsv", delimiter="\t", dtype=np.float32)
-    assert meta == emb.words and np.array_equal(vecs, emb.vectors)
-    back = E.load_embeddings(tmp_path / "proj")
-    assert back.words == emb.words and np.array_equal(back.vectors, emb.vectors)
-
-
-@pytest.mark.parametrize("content,needle", [
-    (b"", "starts with a line 'COUNT DIM'"),
-    (b"hello world\nx 1 2\n", "starts with a line 'COUNT DIM'"),
-    (b"2 3\na 1 2 3\n", "header says 2 vectors but 1 lines follow"),
-    (b"2 3\na 1 2 3\nb 1 2\n", ":3: expected a word and 3 numbers, got 2"),
-    (b"1 2\na 1 x\n", ":2: not a number"),
-    (b"2 2\na 1 2\na 3 4\n", "word 'a' appears twice"),
-    (b"1 2\na nan 1\n", "non-finite"),
-    (b"2 2\na \x00\x00\x80\x3f\x00\x00\x80\x3f\nb \x00\x00", "truncated binary word2vec"),
-    (b"1 2\na \x00\x00\x80\x3f\x00\x00\x80\x3f\nextra stuff\xff", "data after the 1 vectors"),
-])
-def test_malformed_vector_files(tmp_path, capsys, content, needle):
-    path = tmp_path / "bad.w2v"
-    path.write_bytes(content)
-    assert needle in fails(capsys, "embed", "neighbors", path, "a")
-
-
-def test_binary_file_of_zeros_and_gzip(tmp_path):
-    """All-zero binary vectors decode as UTF-8: still read as binary."""
-    path = tmp_path / "z.bin.gz"
-    with gzip.open(path, "wb") as f:
-        f.write(b"2 2\na " + bytes(8) + b"\nb " + bytes(8))
-    emb = E.read_word2vec(path)
-    assert emb.words == ["a", "b"] and not emb.vectors.any()
-    assert emb.neighbors("a", 1) == [("b", 0.0)]
 
 
 # ----------------------------------------------------------------------------------------------

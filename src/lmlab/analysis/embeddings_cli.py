@@ -226,7 +226,7 @@ def cmd_evaluate(args) -> int:
 
 
 def cmd_export(args) -> int:
-    from lmlab.analysis.embeddings import export
+    from lmlab.analysis.embedding_formats import export
 
     emb = _load(args)
     written = export(emb, args.out, args.format)
@@ -250,7 +250,7 @@ def cmd_plot(args) -> int:
 
 
 def cmd_ppmi(args) -> int:
-    from lmlab.analysis.embeddings import FORMATS, export
+    from lmlab.analysis.embedding_formats import FORMATS, export
     from lmlab.analysis.ppmi import ppmi_embeddings
     from lmlab.fileio import check_output_path
 

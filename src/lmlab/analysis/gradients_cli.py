@@ -1,7 +1,8 @@
 """``lmlab gradients``: vanishing and exploding gradients of a recurrent LM on real text.
 
-Only the argument parser is built at import time (no torch); :mod:`lmlab.analysis.gradients`
-is imported when the command runs.
+Only the argument parser is built at import time (no torch);
+:mod:`lmlab.analysis.gradients_report` (which runs :mod:`lmlab.analysis.gradients`) is imported
+when the command runs.
 """
 
 from __future__ import annotations
@@ -56,7 +57,7 @@ def cmd_gradients(args) -> int:
         raise LmlabError(f"--seed must be >= 0, got {args.seed}")
     import torch
 
-    from lmlab.analysis.gradients import run
+    from lmlab.analysis.gradients_report import run
 
     if args.threads:
         torch.set_num_threads(args.threads)
