@@ -101,6 +101,39 @@ def test_summarize_by_hand():
         stats.ttest_ind([20.0, 24.0], [10.0, 12.0], equal_var=False).pvalue)
 
 
+def test_diverged_runs_are_counted_not_averaged(tmp_path):
+    def run(v, s, t, **kw):
+        return {"variant": v, "seed": s, "parameters": 10, "test_ppl": t,
+                "valid_ppl": None if t is None else t + 1, "train_ppl": 5.0,
+                "train_tokens_per_s": 100.0, "epochs": 1, "device": "cpu", **kw}
+
+    runs = [run("vanilla", 1, 10.0, diverged=False), run("vanilla", 2, 12.0, diverged=False),
+            run("noaf", 1, 30.0, diverged=False), run("noaf", 2, None, diverged=True),
+            run("nog", 1, None), run("nog", 2, None)]  # written before the key existed
+    summary = summarize(runs, StudyConfig(), {})
+    rows = {r["variant"]: r for r in summary["variants"]}
+    assert [rows[v]["diverged"] for v in ("vanilla", "noaf", "nog")] == [0, 1, 2]
+    assert rows["noaf"]["test_ppl"] == [30.0] and rows["noaf"]["test_ppl_mean"] == 30.0
+    assert rows["noaf"]["p_vs_vanilla"] is None  # one finite run: no test
+    assert rows["nog"]["test_ppl_mean"] is None
+    md = ablation.markdown_table(summary)
+    assert "| noaf | 2 | 1 | 31.00 ± 0.00 | 30.00 ± 0.00 | 30.00 |" in md
+    assert "| nog | 2 | 2 | - | - | - |" in md and "diverged: runs whose" in md
+    ablation.plot_study(summary, tmp_path / "a.png")
+    assert (tmp_path / "a.png").stat().st_size > 0
+
+
+def test_run_with_overflowing_perplexity_is_marked_diverged(synth_dir, tmp_path, monkeypatch):
+    from lmlab.neural.trainer import Trainer
+
+    folder, _ = synth_dir
+    monkeypatch.setattr(Trainer, "evaluate_test", lambda self: {"perplexity": float("inf")})
+    record = ablation.run_one(folder, str(tmp_path), "vanilla", 1, quick(seeds=1))
+    assert record["diverged"] is True
+    saved = json.loads((tmp_path / "vanilla_s1.json").read_text())
+    assert saved["diverged"] is True and saved["test_ppl"] is None
+
+
 def test_cli_synthetic_quick_and_summary_only(tmp_path, capsys):
     out = ok(capsys, "ablate", "--synthetic", "--quick", "--distance", "3", "--out", tmp_path,
              "--variants", "vanilla", "noaf", "--seeds", "2", "--max-train-tokens", "800")

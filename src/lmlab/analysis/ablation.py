@@ -12,7 +12,10 @@ variants (not the fused ``torch.nn.LSTM``), so differences come from the equatio
 
 The summary (``results.json``, ``results.md`` and ``ablation.png``) gives per variant the mean and
 standard deviation over seeds of validation and test perplexity, the parameter count, training
-tokens/s and epochs, and Welch's t-test (scipy) of its test perplexities against vanilla's.
+tokens/s and epochs, and Welch's t-test (scipy) of its test perplexities against vanilla's. A run
+whose validation or test perplexity overflowed (cross-entropy beyond ~709 nats: NOAF's unbounded
+``h = o·c`` does this) is counted as diverged and left out of those statistics, so the count
+says how many seeds each mean stands for.
 """
 
 from __future__ import annotations
@@ -137,11 +140,15 @@ def run_one(data: str, runs_dir: str, variant: str, seed: int,
             "valid_ppl": result.epochs[-1]["valid_ppl"] if result.epochs else None,
             "best_valid_ppl": result.best_valid_ppl,
             "test_ppl": test["perplexity"] if test else None,
+            "diverged": False,
             "train_tokens_per_s": tokens / seconds if seconds else None,
             "wall_seconds": round(wall, 1), "device": str(trainer.device),
         }
     finally:
         trainer.close()
+    # perplexity overflows (inf, written as null) once cross-entropy passes ~709 nats
+    record["diverged"] = not (_finite(record["valid_ppl"])
+                              and (test is None or _finite(record["test_ppl"])))
     with atomic_output(Path(runs_dir) / f"{name}.json", "w") as f:
         json.dump(json_safe(record), f, indent=1)
     return record
@@ -255,10 +262,21 @@ def _report(record: dict | None, log, bar) -> None:
         raise _interrupted()
     bar.update(1)
     test = record["test_ppl"]
-    log(f"{run_name(record['variant'], record['seed'])}: valid {record['valid_ppl']:.2f}, test "
-        f"{test:.2f}, {record['wall_seconds']:.0f} s" if test is not None and
-        record["valid_ppl"] is not None else
-        f"{run_name(record['variant'], record['seed'])}: {record['status']} (no finite result)")
+    name = run_name(record["variant"], record["seed"])
+    log(f"{name}: diverged (perplexity not finite), {record['wall_seconds']:.0f} s"
+        if _diverged(record) else
+        f"{name}: valid {record['valid_ppl']:.2f}, test "
+        + (f"{test:.2f}" if test is not None else "-") + f", {record['wall_seconds']:.0f} s")
+
+
+def _finite(x) -> bool:
+    return x is not None and math.isfinite(x)
+
+
+def _diverged(record: dict) -> bool:
+    """Whether a run's validation or test perplexity overflowed. Records written before the key
+    existed: validation perplexity missing (every run validates)."""
+    return record.get("diverged", record["valid_ppl"] is None)
 
 
 def _mean_std(values: list) -> tuple[float | None, float | None]:
@@ -275,12 +293,12 @@ def summarize(records: list[dict], study: StudyConfig, extra: dict) -> dict:
     by_variant: dict[str, list[dict]] = {}
     for r in records:
         by_variant.setdefault(r["variant"], []).append(r)
-    base = [r["test_ppl"] for r in by_variant.get("vanilla", []) if r["test_ppl"] is not None]
+    base = [r["test_ppl"] for r in by_variant.get("vanilla", []) if _finite(r["test_ppl"])]
     rows = []
     for variant, rs in by_variant.items():
-        tests = [r["test_ppl"] for r in rs if r["test_ppl"] is not None]
-        row = {"variant": variant, "runs": len(rs), "parameters": rs[0]["parameters"],
-               "test_ppl": tests}
+        tests = [r["test_ppl"] for r in rs if _finite(r["test_ppl"])]
+        row = {"variant": variant, "runs": len(rs), "diverged": sum(map(_diverged, rs)),
+               "parameters": rs[0]["parameters"], "test_ppl": tests}
         for key in ("valid_ppl", "test_ppl", "train_ppl", "train_tokens_per_s", "epochs"):
             row[f"{key}_mean"], row[f"{key}_std"] = _mean_std([r[key] for r in rs])
         row["p_vs_vanilla"] = None
@@ -313,7 +331,9 @@ def markdown_table(summary: dict) -> str:
     lines = [f"LSTM variants, {s['layers']}x{s['hidden']} (embedding {s['emsize']}), "
              f"{s['epochs']} epoch(s), {s['optimizer']} lr {s['lr']}, BPTT {s['bptt']}, batch "
              f"{s['batch_size']}, {s['seeds']} seed(s); mean ± std over seeds. p: Welch's "
-             "t-test of test perplexity against vanilla.", ""]
+             "t-test of test perplexity against vanilla. diverged: runs whose validation or "
+             "test perplexity overflowed (is not finite); the statistics are over the other "
+             "runs.", ""]
     devices: dict[str, int] = {}
     for r in summary["runs"]:
         devices[r.get("device", "?")] = devices.get(r.get("device", "?"), 0) + 1
@@ -321,8 +341,8 @@ def markdown_table(summary: dict) -> str:
                  + " (tokens/s are each run's own, under whatever else that machine ran).")
     if "entropy_floor_ppl" in summary:
         lines += [f"Source entropy floor: perplexity {summary['entropy_floor_ppl']:.3f}.", ""]
-    lines += ["| variant | runs | valid ppl | test ppl | test median | Δ test vs vanilla | p | "
-              "params | train tok/s |", "|---|---|---|---|---|---|---|---|---|"]
+    lines += ["| variant | runs | diverged | valid ppl | test ppl | test median | Δ test vs "
+              "vanilla | p | params | train tok/s |", "|---|---|---|---|---|---|---|---|---|---|"]
     vanilla = next((r for r in summary["variants"] if r["variant"] == "vanilla"), None)
     for r in summary["variants"]:
         delta = "-"
@@ -334,7 +354,7 @@ def markdown_table(summary: dict) -> str:
         speed = "-" if r["train_tokens_per_s_mean"] is None else \
             f"{r['train_tokens_per_s_mean']:,.0f}"
         median = "-" if r["test_ppl_median"] is None else _fmt(r["test_ppl_median"], 0.0)
-        lines.append(f"| {r['variant']} | {r['runs']} | "
+        lines.append(f"| {r['variant']} | {r['runs']} | {r['diverged']} | "
                      f"{_fmt(r['valid_ppl_mean'], r['valid_ppl_std'])} | "
                      f"{_fmt(r['test_ppl_mean'], r['test_ppl_std'])} | {median.split(' ±')[0]} | "
                      f"{delta} | {p} | {r['parameters']:,} | {speed} |")
@@ -342,18 +362,21 @@ def markdown_table(summary: dict) -> str:
 
 
 def plot_study(summary: dict, path: Path) -> None:
-    """Test perplexity per variant: one box per variant (its seeds as dots), vanilla's mean as a
-    dashed line."""
+    """Test perplexity per variant: one box per variant (its seeds as dots, diverged runs counted
+    under its name), vanilla's mean as a dashed line."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     rows = [r for r in summary["variants"] if r["test_ppl"]]
+    lost = [f"{r['variant']} {r['diverged']}/{r['runs']}" for r in summary["variants"]
+            if not r["test_ppl"] and r["diverged"]]
     fig, ax = plt.subplots(figsize=(1.0 + 0.8 * max(len(rows), 1), 4))
     if rows:
         data = [r["test_ppl"] for r in rows]
-        labels = [r["variant"] for r in rows]
+        labels = [r["variant"] + (f"\n{r['diverged']}/{r['runs']} div." if r["diverged"] else "")
+                  for r in rows]
         try:
             ax.boxplot(data, tick_labels=labels)
         except TypeError:  # matplotlib < 3.9
@@ -368,6 +391,8 @@ def plot_study(summary: dict, path: Path) -> None:
         if "entropy_floor_ppl" in summary:
             ax.axhline(summary["entropy_floor_ppl"], color="tab:green", linestyle=":",
                        linewidth=1, label="entropy floor")
+    if lost:
+        ax.set_xlabel("no finite perplexity (diverged): " + ", ".join(lost), fontsize=8)
     s = summary["study"]
     ax.set_ylabel("test perplexity")
     ax.set_title(f"LSTM variants ({s['layers']}x{s['hidden']}, {s['epochs']} epochs, "
