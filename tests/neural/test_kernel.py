@@ -87,10 +87,11 @@ def test_sequence_loop_equals_step_loop(variant, hidden, threads, monkeypatch):
 
 
 @needs_loop
-@pytest.mark.parametrize("batch", [1, 4, 5, 6, 9, 12])
+@pytest.mark.parametrize("batch", [1, 4, 5, 6, 9, 10, 11, 12, 16, 20, 23, 31])
 def test_sequence_loop_batch_sizes(batch, monkeypatch):
-    """The loop's products work on row tiles of 5 (batch 12 = 5 + 5 + 2, 9 = 5 + 4, ...) and
-    column panels of 16 (H=37: partial panels on both threads)."""
+    """The loop's products work on row tiles of equal height up to 10 rows with AVX-512, else 5
+    (batch 23 = 8 + 8 + 7 or 5 + 5 + 5 + 4 + 4, 11 = 6 + 5 or 4 + 4 + 3, ...) and column panels
+    of 16 (H=37: partial panels on both threads)."""
     torch.manual_seed(6)
     model = VariantLSTM(4, 37, 1)
     x = torch.randn(3, batch, 4, requires_grad=True)
