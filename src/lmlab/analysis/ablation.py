@@ -133,22 +133,20 @@ def run_one(data: str, runs_dir: str, variant: str, seed: int,
         wall = time.perf_counter() - start
         seconds = _train_seconds(trainer.paths["metrics"])
         tokens = trainer.inputs.numel() * result.epoch
+        valid_ppl = result.epochs[-1]["valid_ppl"] if result.epochs else None
+        test_ppl = test["perplexity"] if test else None
         record = {
             "variant": variant, "seed": seed, "status": result.status, "epochs": result.epoch,
             "steps": result.step, "parameters": sum(p.numel() for p in trainer.model.parameters()),
             "train_ppl": result.epochs[-1]["train_ppl"] if result.epochs else None,
-            "valid_ppl": result.epochs[-1]["valid_ppl"] if result.epochs else None,
-            "best_valid_ppl": result.best_valid_ppl,
-            "test_ppl": test["perplexity"] if test else None,
-            "diverged": False,
+            "valid_ppl": valid_ppl, "best_valid_ppl": result.best_valid_ppl, "test_ppl": test_ppl,
+            # perplexity overflows (inf, written as null) once cross-entropy passes ~709 nats
+            "diverged": not (_finite(valid_ppl) and (test is None or _finite(test_ppl))),
             "train_tokens_per_s": tokens / seconds if seconds else None,
             "wall_seconds": round(wall, 1), "device": str(trainer.device),
         }
     finally:
         trainer.close()
-    # perplexity overflows (inf, written as null) once cross-entropy passes ~709 nats
-    record["diverged"] = not (_finite(record["valid_ppl"])
-                              and (test is None or _finite(record["test_ppl"])))
     with atomic_output(Path(runs_dir) / f"{name}.json", "w") as f:
         json.dump(json_safe(record), f, indent=1)
     return record
