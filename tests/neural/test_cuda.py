@@ -28,6 +28,7 @@ def corpus(tmp_path_factory):
     return load_corpus(d)
 
 
+@pytest.mark.filterwarnings("error")  # e.g. cuDNN's weight-compaction warning for np
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_variant_cell_on_gpu_matches_reference(variant):
     torch.manual_seed(0)

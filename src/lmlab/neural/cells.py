@@ -76,6 +76,7 @@ the tests.
 from __future__ import annotations
 
 import math
+import warnings
 from functools import partial
 
 import torch
@@ -370,8 +371,14 @@ class VariantLSTM(nn.Module):
             w_ih, w_hh, b, _, _ = self.layer_params(k)
             flat += [torch.roll(w, -H, 0) for w in (w_ih, w_hh, b)]
             flat.append(b.new_zeros(b.shape))  # torch's second bias
-        out, h, c = torch.lstm(x, (h0, c0), flat, True, self.num_layers, self.dropout,
-                               self.training, False, False)
+        with warnings.catch_warnings():
+            # On CUDA, cuDNN copies weights that are not one flat buffer into one and warns, at
+            # every call, that this costs memory. These weights are fresh copies made above for
+            # this call alone, so that copy is one more of the same size, not a forgotten
+            # flatten_parameters(); the warning would only puzzle the user.
+            warnings.filterwarnings("ignore", "RNN module weights are not part of single")
+            out, h, c = torch.lstm(x, (h0, c0), flat, True, self.num_layers, self.dropout,
+                                   self.training, False, False)
         return out, (h, c)
 
 
