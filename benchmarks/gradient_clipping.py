@@ -48,7 +48,8 @@ from lmlab.corpus import TokenStream, Vocabulary
 from lmlab.errors import LmlabError
 from lmlab.neural.config import ModelConfig, RunConfig, TrainConfig
 from lmlab.neural.data import Corpus
-from lmlab.neural.trainer import Trainer, sidecar_paths
+from lmlab.neural.run_files import sidecar_paths
+from lmlab.neural.trainer import Trainer
 from lmlab.synth import MarkovSource, sample_splits
 
 CELLS = ("rnn_tanh", "rnn_relu")

@@ -194,7 +194,7 @@ class LmlabLoop:
 
     def self_reported(self, steps: set[int]) -> list[float]:
         """The Trainer's own per-step tokens/s (metrics log) of ``steps``."""
-        self.trainer._flush_metrics()
+        self.trainer.metrics.flush()
         out = []
         with open(self.trainer.paths["metrics"], encoding="utf-8") as f:
             for line in f:

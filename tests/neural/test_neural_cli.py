@@ -16,7 +16,7 @@ import torch
 
 from lmlab.cli import main
 from lmlab.neural.checkpoint import load_checkpoint
-from lmlab.neural.trainer import sidecar_paths
+from lmlab.neural.run_files import sidecar_paths
 from lmlab.synth import MarkovSource, write_splits
 from tests.cli_helpers import fails, ok
 

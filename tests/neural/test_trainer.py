@@ -15,7 +15,8 @@ from lmlab.neural.checkpoint import load_checkpoint
 from lmlab.neural.config import ModelConfig, RunConfig, TrainConfig
 from lmlab.neural.data import DataError, batchify, load_corpus
 from lmlab.neural.lm import load_neural
-from lmlab.neural.trainer import Trainer, TrainingInterrupted, check_train_options, sidecar_paths
+from lmlab.neural.run_files import sidecar_paths
+from lmlab.neural.trainer import Trainer, TrainingInterrupted, check_train_options
 from lmlab.synth import MarkovSource, sample_splits, write_splits
 
 torch.set_num_threads(1)
@@ -317,6 +318,10 @@ def test_resume_mismatches(corpus, tmp_path, data_dir):
     ("train", "lr", -1.0, "--lr must be a positive"),
     ("train", "lr", float("nan"), "--lr"),
     ("train", "clip", -1.0, "--clip"),
+    ("train", "clip", float("inf"), "--clip must be a finite"),
+    ("train", "weight_decay", float("nan"), "--weight-decay"),
+    ("train", "seed", -1, "--seed must be an integer >= 0"),
+    ("train", "threads", -2, "--threads"),
     ("train", "lr_decay", 1.5, "--lr-decay"),
     ("train", "nan_lr_factor", 1.0, "--nan-lr-factor"),
     ("train", "optimizer", "rmsprop", "--optimizer"),
@@ -325,6 +330,8 @@ def test_resume_mismatches(corpus, tmp_path, data_dir):
     ("train", "batch_size", 2.5, "batch_size must be of type int"),
     ("train", "lr", "fast", "lr must be of type float"),
     ("model", "dropout", 1.0, "--dropout"),
+    ("model", "dropout", float("nan"), "--dropout"),
+    ("model", "init_range", float("inf"), "--init-range"),
     ("model", "hidden", 0, "--hidden"),
     ("model", "tied", "yes", "tied must be of type bool"),
 ])

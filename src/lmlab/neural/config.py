@@ -40,10 +40,10 @@ class ModelConfig:
         _at_least("hidden", self.hidden, 1)
         _at_least("layers", self.layers, 1)
         _at_least("window", self.window, 1)
-        if not 0.0 <= self.dropout < 1.0:
+        if not 0.0 <= self.dropout < 1.0:  # (NaN fails this too)
             raise LmlabError(f"--dropout must be in [0, 1), got {self.dropout}")
-        if not self.init_range > 0:
-            raise LmlabError(f"--init-range must be > 0, got {self.init_range}")
+        if not (self.init_range > 0 and math.isfinite(self.init_range)):
+            raise LmlabError(f"--init-range must be a positive number, got {self.init_range}")
         if self.tied and self.emsize != self.hidden and self.model != "nnlm":
             raise LmlabError(f"--tied needs --emsize == --hidden ({self.emsize} != {self.hidden})")
         if self.residual and self.model == "nnlm":
@@ -81,9 +81,15 @@ class TrainConfig:
             raise LmlabError(f"--lr must be a positive number, got {self.lr}")
         if not 0 < self.lr_decay <= 1:
             raise LmlabError(f"--lr-decay must be in (0, 1], got {self.lr_decay}")
-        if self.clip < 0:
-            raise LmlabError(f"--clip must be >= 0, got {self.clip}")
-        _at_least("max-nan-retries", self.max_nan_retries, 0)
+        if not (self.clip >= 0 and math.isfinite(self.clip)):
+            raise LmlabError(f"--clip must be a finite number >= 0, got {self.clip}")
+        if not (self.weight_decay >= 0 and math.isfinite(self.weight_decay)):
+            raise LmlabError(f"--weight-decay must be >= 0, got {self.weight_decay}")
+        if not 0 < self.nan_lr_factor < 1:
+            raise LmlabError(f"--nan-lr-factor must be in (0, 1), got {self.nan_lr_factor}")
+        for name in ("max_nan_retries", "decay_start", "plateau_patience", "early_stop",
+                     "checkpoint_every", "threads", "seed"):
+            _at_least(name.replace("_", "-"), getattr(self, name), 0)
 
 
 @dataclass
@@ -92,6 +98,9 @@ class RunConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
 
     def check(self) -> None:
+        """Every value's type (a TOML ``lr = 1`` becomes 1.0), then every range."""
+        for section, obj in (("model", self.model), ("train", self.train)):
+            _check_types(section, obj)
         self.model.check()
         self.train.check()
 
@@ -124,6 +133,22 @@ def _build(kind, values: dict, source: str):
     if unknown:
         raise LmlabError(f"{source}: unknown option(s) {sorted(unknown)}")
     return kind(**values)
+
+
+def _check_types(section: str, obj) -> None:
+    """Values from TOML or JSON must have the field's type (an int where an int is expected)."""
+    for f in fields(obj):
+        value = getattr(obj, f.name)
+        kind = str(f.type).replace(" ", "")
+        ok = {"int": isinstance(value, int) and not isinstance(value, bool),
+              "float": isinstance(value, int | float) and not isinstance(value, bool),
+              "bool": isinstance(value, bool),
+              "str": isinstance(value, str),
+              "str|None": value is None or isinstance(value, str)}.get(kind, True)
+        if not ok:
+            raise LmlabError(f"[{section}] {f.name} must be of type {kind}, got {value!r}")
+        if kind == "float":
+            setattr(obj, f.name, float(value))
 
 
 def _one_of(name: str, value, allowed) -> None:

@@ -30,7 +30,6 @@ writes ``NAME.config.json``, ``NAME.metrics.jsonl`` (one JSON object per step, e
 from __future__ import annotations
 
 import contextlib
-import json
 import math
 import os
 import random
@@ -47,7 +46,7 @@ import torch
 
 from lmlab.corpus import TokenStream, Vocabulary
 from lmlab.errors import LmlabError
-from lmlab.fileio import atomic_output, check_output_path, json_safe
+from lmlab.fileio import check_output_path
 from lmlab.metrics import summarize
 from lmlab.neural.checkpoint import (
     get_rng_state,
@@ -61,6 +60,7 @@ from lmlab.neural.config import RunConfig
 from lmlab.neural.data import Corpus, batchify, bptt_windows
 from lmlab.neural.heap import keep_freed_memory
 from lmlab.neural.lm import NeuralLM, model_from_checkpoint, resolve_device
+from lmlab.neural.run_files import MetricsLog, sidecar_paths, write_run_config
 
 CURVE_EVERY_S = 60.0  # redraw the learning curve after an epoch at most this often (and at the end)
 
@@ -92,54 +92,10 @@ class TrainResult:
     best_valid_ppl: float | None = None
 
 
-def sidecar_paths(checkpoint: str | os.PathLike) -> dict[str, Path]:
-    """Files written beside a checkpoint ``NAME.pt``: config, metrics log, learning curve."""
-    path = Path(checkpoint)
-    stem = path.with_suffix("") if path.suffix else path
-    return {"config": Path(f"{stem}.config.json"), "metrics": Path(f"{stem}.metrics.jsonl"),
-            "curve": Path(f"{stem}.curve.png")}
-
-
 def check_train_options(config: RunConfig) -> None:
-    """RunConfig.check() plus the training options it leaves open; one-line errors."""
-    _check_types(config)
+    """Every option of the run (:meth:`RunConfig.check`) and its device; one-line errors."""
     config.check()
-    t = config.train
-    for name in ("decay_start", "plateau_patience", "early_stop", "checkpoint_every", "threads",
-                 "seed"):
-        value = getattr(t, name)
-        if value < 0:
-            raise LmlabError(f"--{name.replace('_', '-')} must be >= 0, got {value}")
-    if not 0 < t.nan_lr_factor < 1:
-        raise LmlabError(f"--nan-lr-factor must be in (0, 1), got {t.nan_lr_factor}")
-    if not (t.weight_decay >= 0 and math.isfinite(t.weight_decay)):
-        raise LmlabError(f"--weight-decay must be >= 0, got {t.weight_decay}")
-    if not math.isfinite(t.clip):
-        raise LmlabError(f"--clip must be finite, got {t.clip}")
-    if config.model.dropout != config.model.dropout:  # NaN passes the range check's negation
-        raise LmlabError("--dropout must be in [0, 1), got nan")
-    if not math.isfinite(config.model.init_range):
-        raise LmlabError(f"--init-range must be finite, got {config.model.init_range}")
-    resolve_device(t.device)
-
-
-def _check_types(config: RunConfig) -> None:
-    """Values from TOML or JSON must have the field's type (an int where an int is expected)."""
-    from dataclasses import fields
-
-    for section, obj in (("model", config.model), ("train", config.train)):
-        for f in fields(obj):
-            value = getattr(obj, f.name)
-            kind = str(f.type).replace(" ", "")
-            ok = {"int": isinstance(value, int) and not isinstance(value, bool),
-                  "float": isinstance(value, int | float) and not isinstance(value, bool),
-                  "bool": isinstance(value, bool),
-                  "str": isinstance(value, str),
-                  "str|None": value is None or isinstance(value, str)}.get(kind, True)
-            if not ok:
-                raise LmlabError(f"[{section}] {f.name} must be of type {kind}, got {value!r}")
-            if kind == "float":
-                setattr(obj, f.name, float(value))
+    resolve_device(config.train.device)
 
 
 def seed_everything(seed: int) -> None:
@@ -164,6 +120,7 @@ class Trainer:
         check_train_options(config)
         self.out = Path(out)
         self.paths = sidecar_paths(self.out)
+        self.metrics = MetricsLog(self.paths["metrics"])
         self.corpus = corpus
         self.vocab: Vocabulary = corpus.vocab
         self.progress = progress
@@ -223,7 +180,7 @@ class Trainer:
         if data is not None:
             self._restore(data)
             self._snapshot = to_cpu(data)
-            self._rewrite_metrics()
+            self.metrics.rewrite(self.history, self.step)
         else:
             for p in self.paths.values():
                 check_output_path(p)
@@ -326,7 +283,7 @@ class Trainer:
         data = self.state_dict()
         save_checkpoint(self.out, data)
         self._snapshot = data
-        self._flush_metrics()
+        self.metrics.flush()
         if curve and time.monotonic() - self._last_curve >= CURVE_EVERY_S:
             self._write_curve()
 
@@ -338,7 +295,7 @@ class Trainer:
             raise LmlabError(f"--max-steps must be >= 0, got {max_steps}")
         if self._snapshot is None:
             self._write_config()
-            self._start_metrics()
+            self.metrics.start()
             self.save()
         else:
             self._write_config()
@@ -351,7 +308,7 @@ class Trainer:
                 self._write_curve()
                 raise TrainingInterrupted(self.out, self.step) from None
             finally:
-                self._flush_metrics()
+                self.metrics.flush()
         self._write_curve()
         return TrainResult(status, self.epoch, self.step, os.fspath(self.out),
                            [dict(e) for e in self.history["epochs"]], self.best_valid)
@@ -434,7 +391,7 @@ class Trainer:
         h["step_epoch"].append(self.epoch + 1)
         self._consistent = True
         elapsed = time.perf_counter() - tic
-        self._metric({"step": self.step, "epoch": self.epoch + 1, "loss": loss_value,
+        self.metrics.write({"step": self.step, "epoch": self.epoch + 1, "loss": loss_value,
                       "grad_norm": grad_norm, "lr": self.lr, **parts,
                       "tokens_per_s": round(tokens / elapsed, 1) if elapsed > 0 else None})
         if bar is not None:
@@ -462,7 +419,7 @@ class Trainer:
         event = {"event": "nan_rollback", "what": what, "at": where, "to_step": self.step,
                  "lr": new_lr, "count": self.nan_events}
         self.history["events"].append(event)
-        self._metric(event)
+        self.metrics.write(event)
         self.log(f"warning: {what} became non-finite at {where}; rolled back to step "
                  f"{self.step}, learning rate now {new_lr:.4g}")
 
@@ -482,7 +439,7 @@ class Trainer:
         record = {"epoch": self.epoch, "step": self.step, "lr": self.lr, "train_ppl": train_ppl,
                   "valid_ppl": valid, "best_valid_ppl": self.best_valid}
         self.history["epochs"].append(record)
-        self._metric({**record, "seconds": round(seconds, 3)})
+        self.metrics.write({**record, "seconds": round(seconds, 3)})
         self.log(f"epoch {self.epoch}/{t.epochs}: train ppl {train_ppl:.2f}, valid ppl "
                  f"{valid:.2f}, lr {self.lr:.4g}, {seconds:.1f}s")
         lr = self.lr
@@ -511,7 +468,7 @@ class Trainer:
         result = summarize(lm.logprobs(stream), stream).to_dict()
         self.history["test"] = {k: v for k, v in result.items() if not isinstance(v, float)
                                 or math.isfinite(v)}
-        self._metric({"test": self.history["test"], "step": self.step})
+        self.metrics.write({"test": self.history["test"], "step": self.step})
         self.save()
         return result
 
@@ -538,48 +495,11 @@ class Trainer:
 
     # -- side files -----------------------------------------------------------------------------
     def _write_config(self) -> None:
-        with atomic_output(self.paths["config"], "w") as f:
-            json.dump({"config": self.config.to_dict(), "checkpoint": self.out.name,
-                       "vocab_size": len(self.vocab), "data": self.corpus.folder}, f, indent=2)
-            f.write("\n")
-
-    def _start_metrics(self) -> None:
-        self._metrics_file = open(self.paths["metrics"], "w", encoding="utf-8")  # noqa: SIM115
-
-    def _rewrite_metrics(self) -> None:
-        """On resume: the log again from the checkpoint's history (drops steps after it)."""
-        h = self.history
-        with atomic_output(self.paths["metrics"], "w") as f:
-            by_step: dict[int, list[dict]] = {}
-            for e in h["epochs"]:
-                by_step.setdefault(e["step"], []).append(e)
-            for i, loss in enumerate(h["step_loss"]):
-                f.write(json.dumps({"step": i + 1, "epoch": h["step_epoch"][i], "loss": loss,
-                                    "grad_norm": h["grad_norm"][i], "lr": h["step_lr"][i]}) + "\n")
-                for e in by_step.get(i + 1, []):
-                    f.write(json.dumps(e) + "\n")
-            for e in h["events"]:
-                f.write(json.dumps(e) + "\n")
-            f.write(json.dumps({"event": "resume", "step": self.step}) + "\n")
-        self._metrics_file = open(self.paths["metrics"], "a", encoding="utf-8")  # noqa: SIM115
-
-    def _metric(self, record: dict) -> None:
-        f = getattr(self, "_metrics_file", None)
-        if f is not None:
-            f.write(json.dumps(record, allow_nan=False, default=str)
-                    if _finite(record) else json.dumps(json_safe(record)))
-            f.write("\n")
-
-    def _flush_metrics(self) -> None:
-        f = getattr(self, "_metrics_file", None)
-        if f is not None:
-            f.flush()
+        write_run_config(self.paths["config"], self.config.to_dict(), self.out.name,
+                         len(self.vocab), self.corpus.folder)
 
     def close(self) -> None:
-        f = getattr(self, "_metrics_file", None)
-        if f is not None:
-            f.close()
-            self._metrics_file = None
+        self.metrics.close()
 
     def _write_curve(self) -> None:
         self._last_curve = time.monotonic()
@@ -613,8 +533,3 @@ def _detach(state):
 
 def _exp(x: float) -> float:
     return math.exp(x) if x < 700 else float("inf")
-
-
-def _finite(record: dict) -> bool:
-    return all(not isinstance(v, float) or math.isfinite(v) for v in record.values())
-

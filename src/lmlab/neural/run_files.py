@@ -1,0 +1,83 @@
+"""The files a training run writes beside its checkpoint ``NAME.pt``.
+
+* ``NAME.config.json``: the run's configuration, checkpoint name, vocabulary size and data folder;
+* ``NAME.metrics.jsonl``: one JSON object per optimiser step, epoch, event and test score. On
+  resume the log is rewritten from the checkpoint's history, so steps taken after the last save
+  (and lost with it) leave no trace;
+* ``NAME.curve.png``: the learning curve (drawn by the trainer with :mod:`lmlab.plots`).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+from typing import TextIO
+
+from lmlab.fileio import atomic_output, json_safe
+
+
+def sidecar_paths(checkpoint: str | os.PathLike) -> dict[str, Path]:
+    """Files written beside a checkpoint ``NAME.pt``: config, metrics log, learning curve."""
+    path = Path(checkpoint)
+    stem = path.with_suffix("") if path.suffix else path
+    return {"config": Path(f"{stem}.config.json"), "metrics": Path(f"{stem}.metrics.jsonl"),
+            "curve": Path(f"{stem}.curve.png")}
+
+
+def write_run_config(path: Path, config: dict, checkpoint: str, vocab_size: int,
+                     data: str | None) -> None:
+    with atomic_output(path, "w") as f:
+        json.dump({"config": config, "checkpoint": checkpoint, "vocab_size": vocab_size,
+                   "data": data}, f, indent=2)
+        f.write("\n")
+
+
+class MetricsLog:
+    """``NAME.metrics.jsonl``, appended one record per line; writes nothing until opened by
+    :meth:`start` or :meth:`rewrite`."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._file: TextIO | None = None
+
+    def start(self) -> None:
+        """A new run: an empty log."""
+        self._file = open(self.path, "w", encoding="utf-8")  # noqa: SIM115 - kept open
+
+    def rewrite(self, history: dict, step: int) -> None:
+        """On resume: the log again from the checkpoint's ``history`` (steps, the epoch records
+        after their last step, events), then a ``resume`` record at ``step``."""
+        with atomic_output(self.path, "w") as f:
+            by_step: dict[int, list[dict]] = {}
+            for e in history["epochs"]:
+                by_step.setdefault(e["step"], []).append(e)
+            for i, loss in enumerate(history["step_loss"]):
+                f.write(json.dumps({"step": i + 1, "epoch": history["step_epoch"][i],
+                                    "loss": loss, "grad_norm": history["grad_norm"][i],
+                                    "lr": history["step_lr"][i]}) + "\n")
+                for e in by_step.get(i + 1, []):
+                    f.write(json.dumps(e) + "\n")
+            for e in history["events"]:
+                f.write(json.dumps(e) + "\n")
+            f.write(json.dumps({"event": "resume", "step": step}) + "\n")
+        self._file = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 - kept open
+
+    def write(self, record: dict) -> None:
+        """One record; a non-finite float (a diverged loss) becomes null, as JSON has none."""
+        if self._file is None:
+            return
+        finite = all(not isinstance(v, float) or math.isfinite(v) for v in record.values())
+        self._file.write(json.dumps(record, allow_nan=False, default=str) if finite
+                         else json.dumps(json_safe(record)))
+        self._file.write("\n")
+
+    def flush(self) -> None:
+        if self._file is not None:
+            self._file.flush()
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None

@@ -1,0 +1,63 @@
+"""The files beside a checkpoint: their names and the metrics log, known answers."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from lmlab.neural.run_files import MetricsLog, sidecar_paths, write_run_config
+
+
+def test_sidecar_paths_replace_the_suffix(tmp_path):
+    paths = sidecar_paths(tmp_path / "run.pt")
+    assert paths == {"config": tmp_path / "run.config.json",
+                     "metrics": tmp_path / "run.metrics.jsonl",
+                     "curve": tmp_path / "run.curve.png"}
+    assert sidecar_paths("model")["metrics"] == Path("model.metrics.jsonl")
+
+
+def test_run_config_file(tmp_path):
+    path = tmp_path / "run.config.json"
+    write_run_config(path, {"model": {"hidden": 8}}, "run.pt", 12, "data/ptb")
+    assert json.loads(path.read_text()) == {"config": {"model": {"hidden": 8}},
+                                            "checkpoint": "run.pt", "vocab_size": 12,
+                                            "data": "data/ptb"}
+
+
+def _records(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def test_metrics_log_writes_records_and_null_for_non_finite(tmp_path):
+    log = MetricsLog(tmp_path / "m.jsonl")
+    log.write({"step": 0})  # not started: nothing, no file
+    assert not log.path.exists()
+    log.start()
+    log.write({"step": 1, "loss": 2.5})
+    log.write({"step": 2, "loss": float("nan"), "grad_norm": float("inf")})
+    log.close()
+    log.close()  # twice is fine
+    assert _records(log.path) == [{"step": 1, "loss": 2.5},
+                                  {"step": 2, "loss": None, "grad_norm": None}]
+
+
+def test_metrics_log_rewrite_from_history_then_appends(tmp_path):
+    log = MetricsLog(tmp_path / "m.jsonl")
+    log.start()
+    log.write({"step": 99, "lost": "after the last save"})
+    history = {"step_loss": [3.0, 2.0, 1.5], "grad_norm": [1.0, 0.5, 0.25],
+               "step_lr": [1.0, 1.0, 0.5], "step_epoch": [1, 1, 2],
+               "epochs": [{"epoch": 1, "step": 2, "valid_ppl": 9.0}],
+               "events": [{"event": "nan_rollback", "to_step": 1}]}
+    log.rewrite(history, step=3)
+    log.write({"step": 4, "loss": 1.0})
+    log.close()
+    assert _records(log.path) == [
+        {"step": 1, "epoch": 1, "loss": 3.0, "grad_norm": 1.0, "lr": 1.0},
+        {"step": 2, "epoch": 1, "loss": 2.0, "grad_norm": 0.5, "lr": 1.0},
+        {"epoch": 1, "step": 2, "valid_ppl": 9.0},  # right after the step that ended the epoch
+        {"step": 3, "epoch": 2, "loss": 1.5, "grad_norm": 0.25, "lr": 0.5},
+        {"event": "nan_rollback", "to_step": 1},
+        {"event": "resume", "step": 3},
+        {"step": 4, "loss": 1.0},
+    ]
