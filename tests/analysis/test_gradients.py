@@ -1,7 +1,7 @@
-"""Gradient dynamics lab: the step-by-step recurrence reproduces the fused modules, gradients and
-Jacobian products match finite differences, the measured products never exceed the bound,
-spectral-radius regimes vanish/explode, and analysis has no side effects (``lmlab gradients``
-itself: test_gradients_report.py)."""
+"""Gradient dynamics lab: gradients and Jacobian products match finite differences, the measured
+products never exceed the bound, spectral-radius regimes vanish/explode, and analysis has no side
+effects (the step-by-step recurrence itself: test_recurrence.py; ``lmlab gradients``:
+test_gradients_report.py)."""
 
 from __future__ import annotations
 
@@ -16,69 +16,19 @@ from hypothesis import strategies as st
 
 from lmlab.analysis.gradients import (
     BOUND_CELLS,
-    CELLS,
     MAX_SEQ_LEN,
-    Stepwise,
     analyse,
     jacobian_plan,
     jacobian_products,
     loss_gradients,
     step_jacobians,
-    token_losses,
 )
 from lmlab.analysis.gradients_report import fresh_model, sample_batch
+from lmlab.analysis.recurrence import CELLS, Stepwise, token_losses
 from lmlab.errors import LmlabError
+from tests.analysis.gradient_helpers import V, batch, tiny
 
 torch.set_num_threads(1)
-
-V = 9
-
-
-def batch(T: int = 20, B: int = 2, seed: int = 0, vocab: int = V):
-    ids = np.random.default_rng(seed).integers(3, vocab, size=500)
-    return sample_batch(ids, T, B, seed)
-
-
-def tiny(cell: str, layers: int = 1, residual: bool = False, hidden: int = 3, seed: int = 0,
-         init_range: float = 0.5, dtype=torch.float64, **kw):
-    m = fresh_model(cell, V, hidden=hidden, layers=layers, residual=residual, seed=seed,
-                    init_range=init_range)
-    return m.to(dtype)
-
-
-STACKS = [(1, False), (2, False), (2, True)]
-
-
-# ----------------------------------------------------------------------------------------------
-# The step-by-step recurrence is the model
-# ----------------------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize("cell", CELLS)
-@pytest.mark.parametrize("layers,residual", STACKS)
-def test_stepwise_reproduces_fused_module(cell, layers, residual):
-    x, _ = batch(T=12, B=3)
-    for dtype, tol in ((torch.float64, 1e-12), (torch.float32, 2e-5)):
-        model = tiny(cell, layers, residual, hidden=5, init_range=0.3, dtype=dtype).eval()
-        with torch.no_grad():
-            ref, _ = model(x, None)
-        mine = Stepwise.from_model(model).run(x).logits
-        assert mine.dtype == torch.float64
-        assert (ref.double() - mine).abs().max() < tol
-
-
-def test_unsupported_models_are_refused():
-    from lmlab.neural.config import ModelConfig
-    from lmlab.neural.models import build_model
-
-    nnlm = build_model(ModelConfig(model="nnlm", vocab_size=V, emsize=4, hidden=4))
-    with pytest.raises(LmlabError, match="recurrent LM"):
-        Stepwise.from_model(nnlm)
-    variant = build_model(ModelConfig(model="lstm", vocab_size=V, emsize=4, hidden=4, layers=1,
-                                      variant="vanilla"))
-    with pytest.raises(LmlabError, match="variant"):
-        Stepwise.from_model(variant)
-
 
 # ----------------------------------------------------------------------------------------------
 # Finite differences (float64)
@@ -236,16 +186,6 @@ def test_spectral_radius_regimes_irnn():
     assert rates[1.5][1] == pytest.approx(math.log(1.5), abs=0.05)
     assert abs(rates[1.0][1]) < 0.05  # neutral: norm 1 while a unit stays active
     assert rates[0.5][0] < rates[1.0][0] < rates[1.5][0]
-
-
-def test_rescaling_gated_blocks():
-    model = fresh_model("gru", V, hidden=6, seed=0)
-    sw = Stepwise.from_model(model).with_spectral_radius(0.7)
-    w = sw.layers[0].w_hh
-    for g in range(3):
-        assert torch.linalg.eigvals(w[g * 6:(g + 1) * 6]).abs().max() == pytest.approx(0.7)
-    with pytest.raises(LmlabError, match="spectral-radius"):
-        Stepwise.from_model(model).with_spectral_radius(-1.0)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -13,8 +13,9 @@ import pytest
 import torch
 
 from lmlab.analysis import gradients_cli
-from lmlab.analysis.gradients import BOUND_CELLS, CELLS
+from lmlab.analysis.gradients import BOUND_CELLS
 from lmlab.analysis.gradients_report import fresh_model
+from lmlab.analysis.recurrence import CELLS
 from lmlab.cli import main
 
 torch.set_num_threads(1)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import sys
 
-CELLS = ("rnn_tanh", "rnn_relu", "irnn", "lstm", "gru")  # = gradients.CELLS (a test checks)
+CELLS = ("rnn_tanh", "rnn_relu", "irnn", "lstm", "gru")  # = recurrence.CELLS (a test checks)
 
 
 def add_parser(sub) -> None:

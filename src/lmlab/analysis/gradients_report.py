@@ -19,7 +19,8 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from lmlab.analysis.gradients import CELLS, MAX_SEQ_LEN, MAX_SEQUENCES, analyse
+from lmlab.analysis.gradients import MAX_SEQ_LEN, MAX_SEQUENCES, analyse
+from lmlab.analysis.recurrence import CELLS
 from lmlab.errors import LmlabError
 
 
