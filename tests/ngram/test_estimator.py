@@ -109,6 +109,16 @@ def test_small_data_mkn_falls_back_with_warning(capsys):
     assert "fallback" in capsys.readouterr().err
 
 
+def test_katz_undefined_good_turing_falls_back_quietly(recwarn):
+    # unigrams: (k+1) n_6 = n_1, so R = 1 and every d_r divides by zero
+    train = [[], ["a"], ["a"], ["a"], ["a", "d"], ["a", "b", "a"], ["b", "a", "c"],
+             ["a", "a", "b", "a", "b", "c", "a"], ["b", "a", "c"]]
+    model = fit(train, 2, "katz")
+    assert any("Good-Turing undefined for order 1" in w for w in model.meta["warnings"])
+    assert np.isclose(np.exp(model.next_logprobs([])).sum(), 1.0)
+    assert not [w for w in recwarn if issubclass(w.category, RuntimeWarning)]
+
+
 def test_small_data_mkn_strict_is_clear_error():
     from lmlab.errors import LmlabError
 

@@ -225,7 +225,8 @@ class Katz(Smoothing):
                 big_r = (k + 1) * nk[k + 1] / nk[1]
                 r = np.arange(1, k + 1, dtype=np.float64)
                 r_star = (r + 1) * nk[2: k + 2] / nk[1: k + 1]
-                d = (r_star / r - big_r) / (1 - big_r)
+                with np.errstate(divide="ignore", invalid="ignore"):  # R = 1: inf/nan, refused
+                    d = (r_star / r - big_r) / (1 - big_r)
                 if ((d > 0) & (d <= 1)).all():
                     ratios = [float(x) for x in d]
             n1, n2 = nk[1], nk[2]
