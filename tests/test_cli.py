@@ -329,6 +329,16 @@ def test_train_bad_output_paths_fail_before_writing(capsys, work, train_file):
     assert_nothing_written(work, set())
 
 
+def test_train_kenlm_slips_fail_before_writing(capsys, work, train_file, monkeypatch):
+    monkeypatch.chdir(work)
+    msg = run_err(capsys, "ngram", "train", train_file, "-o", "5")  # lmplz -o 5: the order
+    assert "--order" in msg
+    run_err(capsys, "ngram", "train", train_file, "-o", "m.arpa", name="m.arpa")
+    run_err(capsys, "ngram", "train", train_file, "-o", "m.ARPA.gz", name="m.ARPA.gz")
+    assert_nothing_written(work, set())
+    run_ok(capsys, "ngram", "train", train_file, "-o", "m.lm", "--arpa", "m.arpa")
+
+
 def test_train_bad_vocab_file(capsys, work, train_file):
     v = work / "v.txt"
     v.write_text("w1\nw2\nw1\n", encoding="utf-8")

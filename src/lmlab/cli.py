@@ -116,6 +116,14 @@ def cmd_ngram_train(args) -> int:
 
     if not args.output and not args.arpa:
         raise LmlabError("nothing to write: give -o MODEL and/or --arpa FILE")
+    # Two slips a KenLM user makes (lmplz -o is the order, and its output is ARPA): both fail
+    # here, before training, rather than leave a model file named "5" or a .arpa that is not one.
+    if args.output and args.output.isdigit():
+        raise LmlabError(f"-o {args.output} would write a model file named {args.output!r}; the "
+                         f"order is --order/-n (lmplz's -o)")
+    if args.output and args.output.lower().endswith((".arpa", ".arpa.gz")):
+        raise LmlabError(f"-o writes lmlab's own model format, not ARPA; use --arpa "
+                         f"{args.output}", args.output)
     # Check every output before training, so a failure writes nothing (not -o without --arpa).
     if args.arpa and args.smoothing == "addk":
         raise LmlabError("addk model has no backoff form and cannot be written as ARPA")
