@@ -13,7 +13,8 @@ def next_word_distribution(model, context: list[str], temperature: float = 1.0,
     """Probabilities over the vocabulary for the word after ``context`` (a sentence prefix),
     sharpened or flattened by ``temperature`` and restricted to the ``top_k`` most likely words."""
     if not 0 < temperature < np.inf:
-        raise LmlabError(f"temperature must be a finite number > 0, got {temperature}")
+        raise LmlabError(f"temperature must be a finite number > 0, got {temperature} "
+                         "(for greedy decoding use --top-k 1)")
     if top_k is not None and top_k < 1:
         raise LmlabError(f"top-k must be >= 1, got {top_k}")
     logp = np.asarray(model.next_logprobs(list(context)), dtype=np.float64) / temperature
