@@ -16,6 +16,7 @@ import torch
 
 from lmlab.cli import main
 from lmlab.neural.checkpoint import load_checkpoint
+from lmlab.neural.lm import load_neural
 from lmlab.neural.run_files import sidecar_paths
 from lmlab.synth import MarkovSource, write_splits
 from tests.cli_helpers import fails, ok
@@ -65,6 +66,10 @@ def test_score_generate_next(trained, capsys):
     assert a == b and len(a.split()) >= 15
     nxt = json.loads(ok(capsys, "ngram", "next", trained, "w1", "--top", "3", "--json"))
     assert len(nxt) == 3 and nxt[0]["prob"] >= nxt[1]["prob"]
+    every = json.loads(ok(capsys, "ngram", "next", trained, "w1", "--top", "1000", "--json"))
+    words = [r["word"] for r in every]
+    assert "<s>" not in words and "</s>" in words  # <s> is never a next word
+    assert len(words) == len(load_neural(trained).vocab) - 1
 
 
 def test_flags_override_config_file(data_dir, tmp_path, capsys):
