@@ -5,6 +5,7 @@ variant against torch.nn.LSTM, the gate-fixing variants against their definition
 from __future__ import annotations
 
 import copy
+import warnings
 
 import pytest
 import torch
@@ -436,3 +437,17 @@ def test_bad_arguments():
     with pytest.raises(LmlabError):  # only fgr carries gate activations
         z = torch.zeros(1, B, H)
         model(torch.randn(T, B, IN), (z, z, torch.zeros(1, B, 3 * H)))
+
+
+def test_cudnn_compaction_warning_is_silenced_on_cuda_only():
+    """np on CUDA passes fresh weight copies to cuDNN, which warns about compacting them at every
+    call (tests/neural/test_cuda.py fails on any warning there); nothing else is silenced."""
+    message = "RNN module weights are not part of single contiguous chunk of memory."
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        with cells._no_compaction_warning(True):
+            warnings.warn(message, UserWarning, stacklevel=1)
+            warnings.warn("something else", UserWarning, stacklevel=1)
+        with cells._no_compaction_warning(False):
+            warnings.warn(message, UserWarning, stacklevel=1)
+    assert [str(w.message) for w in seen] == ["something else", message]

@@ -75,6 +75,7 @@ the tests.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import warnings
 from functools import partial
@@ -371,15 +372,25 @@ class VariantLSTM(nn.Module):
             w_ih, w_hh, b, _, _ = self.layer_params(k)
             flat += [torch.roll(w, -H, 0) for w in (w_ih, w_hh, b)]
             flat.append(b.new_zeros(b.shape))  # torch's second bias
-        with warnings.catch_warnings():
-            # On CUDA, cuDNN copies weights that are not one flat buffer into one and warns, at
-            # every call, that this costs memory. These weights are fresh copies made above for
-            # this call alone, so that copy is one more of the same size, not a forgotten
-            # flatten_parameters(); the warning would only puzzle the user.
-            warnings.filterwarnings("ignore", "RNN module weights are not part of single")
+        with _no_compaction_warning(x.is_cuda):
             out, h, c = torch.lstm(x, (h0, c0), flat, True, self.num_layers, self.dropout,
                                    self.training, False, False)
         return out, (h, c)
+
+
+@contextlib.contextmanager
+def _no_compaction_warning(cuda: bool):
+    """On CUDA, cuDNN copies weights that are not one flat buffer into one and warns, at every
+    call, that this costs memory. np's weights are fresh copies made for the call alone, so that
+    copy is one more of the same size, not a forgotten ``flatten_parameters()``: the warning would
+    only puzzle the user. The CPU path warns nothing and gets no filter (``catch_warnings`` swaps
+    process-wide state)."""
+    if not cuda:
+        yield
+        return
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "RNN module weights are not part of single")
+        yield
 
 
 def reference_lstm(x: Tensor, state: tuple[Tensor, ...] | None, params: list[dict[str, Tensor]],
