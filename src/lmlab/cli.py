@@ -96,6 +96,8 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--sentences", type=int, default=20000)
     d.add_argument("--seed", type=int, default=0)
     d.add_argument("--json", action="store_true")
+    d.add_argument("--no-neural", action="store_true",
+                   help="n-grams only (skip the small LSTM: a second instead of about ten)")
     d.set_defaults(func=cmd_demo)
 
     data = sub.add_parser("data", help="benchmark corpora: where to get them, verify checksums")
@@ -279,7 +281,8 @@ def cmd_interpolate(args) -> int:
 def cmd_demo(args) -> int:
     from lmlab.demo import run_demo
 
-    return run_demo(n_sentences=args.sentences, seed=args.seed, as_json=args.json)
+    return run_demo(n_sentences=args.sentences, seed=args.seed, as_json=args.json,
+                    neural=not args.no_neural)
 
 
 def cmd_data(args) -> int:
