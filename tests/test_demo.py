@@ -4,21 +4,18 @@ would be seeing the word it predicts), and the LSTM sees past the n-gram horizon
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 
 import pytest
 
+from lmlab.demo import run_demo
 from tests.cli_helpers import fails, ok
 
 
 @pytest.fixture(scope="module")
 def rows():
-    from lmlab.demo import run_demo
-
-    pytest.importorskip("torch")
-    import contextlib
-    import io
-
     buf = io.StringIO()
     with contextlib.redirect_stdout(buf):
         assert run_demo(n_sentences=3000, seed=1, as_json=True) == 0

@@ -122,7 +122,7 @@ def cmd_ngram_train(args) -> int:
     # here, before training, rather than leave a model file named "5" or a .arpa that is not one.
     if args.output and args.output.isdigit():
         raise LmlabError(f"-o {args.output} would write a model file named {args.output!r}; the "
-                         f"order is --order/-n (lmplz's -o)")
+                         "order is --order/-n (lmplz's -o)")
     if args.output and args.output.lower().endswith((".arpa", ".arpa.gz")):
         raise LmlabError(f"-o writes lmlab's own model format, not ARPA; use --arpa "
                          f"{args.output}", args.output)
@@ -235,12 +235,11 @@ def cmd_score(args) -> int:
 def cmd_next(args) -> int:
     import numpy as np
 
+    from lmlab.corpus import BOS_ID
     from lmlab.models import load_model
 
     if args.top < 1:
         raise LmlabError(f"--top must be >= 1, got {args.top}")
-    from lmlab.corpus import BOS_ID
-
     model = load_model(args.model)
     logp = model.next_logprobs(list(args.context))
     # <s> is context only, never a next word; a neural softmax still gives it a sliver of mass

@@ -82,6 +82,11 @@ SVD_EVERY_STEP_LIMIT = 2e9  # above (products x T x W³), spectral norms on a gr
 BOUND_RTOL = 1e-9  # numerical slack of the bound check (float64)
 
 
+# ----------------------------------------------------------------------------------------------
+# Loss gradients and Jacobian products on a step-by-step run (lmlab.analysis.recurrence)
+# ----------------------------------------------------------------------------------------------
+
+
 def loss_gradients(trace: Trace, targets: Tensor, t: int, retain: bool = True
                    ) -> dict[str, list[list[Tensor]]]:
     """``∂L_t/∂h_k^(l)`` (and ``∂L_t/∂c_k^(l)``) for every layer ``l`` and ``k <= t``, one

@@ -392,8 +392,8 @@ class Trainer:
         self._consistent = True
         elapsed = time.perf_counter() - tic
         self.metrics.write({"step": self.step, "epoch": self.epoch + 1, "loss": loss_value,
-                      "grad_norm": grad_norm, "lr": self.lr, **parts,
-                      "tokens_per_s": round(tokens / elapsed, 1) if elapsed > 0 else None})
+                            "grad_norm": grad_norm, "lr": self.lr, **parts,
+                            "tokens_per_s": round(tokens / elapsed, 1) if elapsed > 0 else None})
         if bar is not None:
             bar.update(1)
             avg = self.loss_sum / self.loss_tokens
