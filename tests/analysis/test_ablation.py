@@ -123,6 +123,19 @@ def test_diverged_runs_are_counted_not_averaged(tmp_path):
     assert (tmp_path / "a.png").stat().st_size > 0
 
 
+def test_diverged_run_with_a_finite_validation_is_left_out_of_every_perplexity():
+    def run(seed, valid, test, diverged):
+        return {"variant": "noaf", "seed": seed, "parameters": 10, "test_ppl": test,
+                "valid_ppl": valid, "train_ppl": 5.0, "train_tokens_per_s": 100.0 * seed,
+                "epochs": 1, "device": "cpu", "diverged": diverged}
+
+    # seed 2's validation was finite, its test overflowed (null)
+    row = summarize([run(1, 31.0, 30.0, False), run(2, 90.0, None, True)], StudyConfig(),
+                    {})["variants"][0]
+    assert row["diverged"] == 1 and row["valid_ppl_mean"] == 31.0
+    assert row["train_tokens_per_s_mean"] == 150.0  # speed counts every run
+
+
 def test_run_with_overflowing_perplexity_is_marked_diverged(synth_dir, tmp_path, monkeypatch):
     from lmlab.neural.trainer import Trainer
 

@@ -278,7 +278,7 @@ def _diverged(record: dict) -> bool:
 
 
 def _mean_std(values: list) -> tuple[float | None, float | None]:
-    xs = [x for x in values if x is not None and math.isfinite(x)]
+    xs = [x for x in values if _finite(x)]
     if not xs:
         return None, None
     return statistics.fmean(xs), (statistics.stdev(xs) if len(xs) > 1 else 0.0)
@@ -291,14 +291,18 @@ def summarize(records: list[dict], study: StudyConfig, extra: dict) -> dict:
     by_variant: dict[str, list[dict]] = {}
     for r in records:
         by_variant.setdefault(r["variant"], []).append(r)
-    base = [r["test_ppl"] for r in by_variant.get("vanilla", []) if _finite(r["test_ppl"])]
+    base = [r["test_ppl"] for r in by_variant.get("vanilla", [])
+            if not _diverged(r) and _finite(r["test_ppl"])]
     rows = []
     for variant, rs in by_variant.items():
-        tests = [r["test_ppl"] for r in rs if _finite(r["test_ppl"])]
-        row = {"variant": variant, "runs": len(rs), "diverged": sum(map(_diverged, rs)),
+        # perplexities over the runs that did not diverge; speed and epochs over all runs
+        kept = [r for r in rs if not _diverged(r)]
+        tests = [r["test_ppl"] for r in kept if _finite(r["test_ppl"])]
+        row = {"variant": variant, "runs": len(rs), "diverged": len(rs) - len(kept),
                "parameters": rs[0]["parameters"], "test_ppl": tests}
         for key in ("valid_ppl", "test_ppl", "train_ppl", "train_tokens_per_s", "epochs"):
-            row[f"{key}_mean"], row[f"{key}_std"] = _mean_std([r[key] for r in rs])
+            source = kept if key.endswith("_ppl") else rs
+            row[f"{key}_mean"], row[f"{key}_std"] = _mean_std([r[key] for r in source])
         row["p_vs_vanilla"] = None
         row["test_ppl_median"] = statistics.median(tests) if tests else None
         if variant != "vanilla" and len(base) >= 2 and len(tests) >= 2:
