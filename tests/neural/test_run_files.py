@@ -35,10 +35,12 @@ def test_metrics_log_writes_records_and_null_for_non_finite(tmp_path):
     log.start()
     log.write({"step": 1, "loss": 2.5})
     log.write({"step": 2, "loss": float("nan"), "grad_norm": float("inf")})
+    log.write({"test": {"perplexity": float("inf"), "tokens": 3}})
     log.close()
     log.close()  # twice is fine
     assert _records(log.path) == [{"step": 1, "loss": 2.5},
-                                  {"step": 2, "loss": None, "grad_norm": None}]
+                                  {"step": 2, "loss": None, "grad_norm": None},
+                                  {"test": {"perplexity": None, "tokens": 3}}]
 
 
 def test_metrics_log_rewrite_from_history_then_appends(tmp_path):

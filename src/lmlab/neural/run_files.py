@@ -10,7 +10,6 @@
 from __future__ import annotations
 
 import json
-import math
 import os
 from pathlib import Path
 from typing import TextIO
@@ -65,13 +64,15 @@ class MetricsLog:
         self._file = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 - kept open
 
     def write(self, record: dict) -> None:
-        """One record; a non-finite float (a diverged loss) becomes null, as JSON has none."""
+        """One record; a non-finite float (a diverged loss), at any depth, becomes null, as JSON
+        has none."""
         if self._file is None:
             return
-        finite = all(not isinstance(v, float) or math.isfinite(v) for v in record.values())
-        self._file.write(json.dumps(record, allow_nan=False, default=str) if finite
-                         else json.dumps(json_safe(record)))
-        self._file.write("\n")
+        try:
+            line = json.dumps(record, allow_nan=False, default=str)
+        except ValueError:  # inf or nan somewhere: the rare case pays for the walk
+            line = json.dumps(json_safe(record), default=str)
+        self._file.write(line + "\n")
 
     def flush(self) -> None:
         if self._file is not None:
