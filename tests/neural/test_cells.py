@@ -72,7 +72,7 @@ def use_backend(monkeypatch, onednn: bool) -> None:
     monkeypatch.setattr(cells, "ONEDNN", onednn)
     monkeypatch.setattr(cells, "ONEDNN_STEP_MIN_H", 0)
     monkeypatch.setattr(cells, "ONEDNN_SEQ_MIN_H", 0)
-    monkeypatch.setattr(cells, "ONEDNN_DX_MIN_H", 0)
+    monkeypatch.setattr(cells, "ONEDNN_INPUT_MIN_H", 0)
 
 
 def test_onednn_modes(monkeypatch):
@@ -81,7 +81,7 @@ def test_onednn_modes(monkeypatch):
     want = cell_steps.onednn_ops() is not None
     assert cells._onednn_modes(x, 8) == (want, want, want)
     assert cells._onednn_modes(x.double(), 8) == (False, False, False)
-    monkeypatch.setattr(cells, "ONEDNN_DX_MIN_H", 9)
+    monkeypatch.setattr(cells, "ONEDNN_INPUT_MIN_H", 9)
     assert cells._onednn_modes(x, 8) == (want, want, False)
     use_backend(monkeypatch, False)
     assert cells._onednn_modes(x, 8) == (False, False, False)
@@ -118,6 +118,37 @@ def test_float32_fast_path_matches_float64_reference(variant, fused_np, onednn, 
     ref = results(lambda: reference_lstm(x64, state64, model64.gate_params(), variant), x64,
                   state64, list(model64.parameters()))
     assert_close_all(fast, ref, atol=2e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("dtype,use_kernel", [(torch.float64, False), (torch.float32, True)])
+@pytest.mark.parametrize("used", ["out", "h", "c", "out[:-1]"])
+@pytest.mark.parametrize("variant", ["vanilla", "fgr"])
+def test_gradients_when_only_some_outputs_are_used(variant, used, dtype, use_kernel,
+                                                   monkeypatch):
+    """The layers take the gradients of unused outputs as None (not zero tensors): a loss on the
+    output sequence alone, on the final h or c alone, or on all but the last step still gives
+    the reference gradients (torch-op path in float64, kernel path in float32)."""
+    if use_kernel and kernel.library() is None:
+        pytest.skip("no compiled kernel")
+    monkeypatch.setattr(cells, "KERNEL", use_kernel)
+    model = make(variant, dtype=dtype, hidden=16)
+    x, state = inputs(variant, dtype=dtype, hidden=16)
+
+    def loss_of(out, new_state):
+        chosen = {"out": out, "h": new_state[0], "c": new_state[1], "out[:-1]": out[:-1]}[used]
+        return (chosen * torch.linspace(-1, 1, chosen.numel(), dtype=dtype).view_as(chosen)).sum()
+
+    wrt = [x, *state, *model.parameters()]
+    got = torch.autograd.grad(loss_of(*model(x, state)), wrt, allow_unused=True)
+    model64 = copy.deepcopy(model).double()
+    x64, state64 = inputs(variant, hidden=16)
+    want = torch.autograd.grad(
+        loss_of(*reference_lstm(x64, state64, model64.gate_params(), variant)),
+        [x64, *state64, *model64.parameters()], allow_unused=True)
+    for k, (a, b) in enumerate(zip(got, want, strict=True)):
+        a = torch.zeros_like(b) if a is None else a.double()
+        b = torch.zeros_like(a) if b is None else b
+        torch.testing.assert_close(a, b, atol=2e-5, rtol=1e-5, msg=f"gradient {k}")
 
 
 @pytest.mark.parametrize("variant,fused_np", CASES)

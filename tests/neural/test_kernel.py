@@ -43,7 +43,7 @@ def test_kernel_equals_torch_ops(variant, hidden, onednn_min, monkeypatch):
     that is not a multiple of the vector width and one at which the products switch to oneDNN."""
     monkeypatch.setattr(cells, "ONEDNN_STEP_MIN_H", onednn_min)
     monkeypatch.setattr(cells, "ONEDNN_SEQ_MIN_H", onednn_min)
-    monkeypatch.setattr(cells, "ONEDNN_DX_MIN_H", onednn_min)
+    monkeypatch.setattr(cells, "ONEDNN_INPUT_MIN_H", onednn_min)
     torch.manual_seed(0)
     model = VariantLSTM(5, hidden, 2, variant=variant, forget_bias=1.0)
     x = torch.randn(6, 3, 5, requires_grad=True)
@@ -60,13 +60,16 @@ needs_loop = pytest.mark.skipif(not kernel.loop_available(),
 
 @needs_loop
 @pytest.mark.parametrize("threads", [1, 2, 3])
+@pytest.mark.parametrize("batch", [3, 13])
 @pytest.mark.parametrize("hidden", [5, 37, 70])
 @pytest.mark.parametrize("variant", VARIANTS)
-def test_sequence_loop_equals_step_loop(variant, hidden, threads, monkeypatch):
-    """The whole-sequence kernel call (units split over the threads in groups of 8, walked 16 at
-    a time: with H=5 one thread has nothing to do, with 37 and 70 threads end on tiles of 8 and
-    fewer) computes what the per-step loop does, outputs, carried state (fgr: with its gate
-    history) and every gradient."""
+def test_sequence_loop_equals_step_loop(variant, hidden, batch, threads, monkeypatch):
+    """The whole-sequence kernel call computes what the per-step loop does, outputs, carried
+    state (fgr: with its gate history) and every gradient. Batch 3: every thread takes every row
+    and the units are split (in groups of 8, walked 16 at a time: with H=5 one thread has nothing
+    to do, with 37 and 70 threads end on tiles of 8 and fewer). Batch 13: each thread takes rows of
+    its own (6 + 7, 4 + 4 + 5), all units, weights packed by all, and bias and peephole gradients
+    summed per row group."""
     monkeypatch.setattr(cells, "ONEDNN_STEP_MIN_H", 10**6)
     monkeypatch.setattr(cells, "ONEDNN_SEQ_MIN_H", 10**6)
     saved = torch.get_num_threads()
@@ -74,8 +77,8 @@ def test_sequence_loop_equals_step_loop(variant, hidden, threads, monkeypatch):
     try:
         torch.manual_seed(1)
         model = VariantLSTM(4, hidden, 2, variant=variant, forget_bias=1.0)
-        x = torch.randn(7, 3, 4, requires_grad=True)
-        state = make_state(2, 3, hidden, variant)
+        x = torch.randn(7, batch, 4, requires_grad=True)
+        state = make_state(2, batch, hidden, variant)
         results = []
         for loop in (True, False):
             monkeypatch.setattr(cells, "KERNEL_LOOP", loop)
@@ -89,9 +92,10 @@ def test_sequence_loop_equals_step_loop(variant, hidden, threads, monkeypatch):
 @needs_loop
 @pytest.mark.parametrize("batch", [1, 4, 5, 6, 9, 10, 11, 12, 16, 20, 23, 31])
 def test_sequence_loop_batch_sizes(batch, monkeypatch):
-    """The loop's products work on row tiles of equal height up to 10 rows with AVX-512, else 5
-    (batch 23 = 8 + 8 + 7 or 5 + 5 + 5 + 4 + 4, 11 = 6 + 5 or 4 + 4 + 3, ...) and column panels
-    of 16 (H=37: partial panels on both threads)."""
+    """The loop's products work on row tiles of equal height up to 10 rows with AVX-512, else 5,
+    over the rows a thread owns: all of them below 4 rows per thread (batch 6 on 2 threads:
+    6 or 3 + 3), else its own share (23 = 11 + 12 rows: tiles 6 + 5 and 6 + 6, or 4 + 4 + 3
+    and 4 + 4 + 4), and column panels of 16 (H=37: partial panels on both threads)."""
     torch.manual_seed(6)
     model = VariantLSTM(4, 37, 1)
     x = torch.randn(3, batch, 4, requires_grad=True)

@@ -80,10 +80,10 @@ def weight_grads(dG: Tensor, inputs: list[Tensor], dnn: bool) -> list[Tensor]:
 
 
 def projections(x2: Tensor, w_ih: Tensor, b: Tensor, w_hh: Tensor, B: int, step_dnn: bool,
-                seq_dnn: bool) -> tuple[Tensor, Tensor]:
+                in_dnn: bool) -> tuple[Tensor, Tensor]:
     """The forward pass's products: ``x2 W_ih^T + b`` for all steps at once ``[T*B, G*H]``, and
     ``W_hh`` made ready for the per-step products (pre-packed for oneDNN, else transposed)."""
-    if seq_dnn:
+    if in_dnn:
         A = _dnn_ops[0](x2, w_ih, b, "none", [], "")
     else:
         A = torch.addmm(b, x2, w_ih.t())
@@ -131,7 +131,7 @@ def to_previous_step(t: int, dG_t: Tensor, d_outl, a0: Tensor | None, w_hh: Tens
     return (mm(dG_t, w_hh, dnn) if need_dh0 else None), da
 
 
-def forward_ops(x, h0, c0, a0, w_ih, w_hh, b, p, w_gg, spec, step_dnn, seq_dnn):
+def forward_ops(x, h0, c0, a0, w_ih, w_hh, b, p, w_gg, spec, step_dnn, in_dnn):
     """The forward steps as torch ops: ``(hs, A, C, S)``."""
     T, B, _ = x.shape
     H, G = spec.H, spec.G
@@ -145,7 +145,7 @@ def forward_ops(x, h0, c0, a0, w_ih, w_hh, b, p, w_gg, spec, step_dnn, seq_dnn):
             w[col["z"]].mul_(minus_two)
     # Pre-activations of every step from the input: one product. A[t] then receives the
     # activations step by step, so afterwards A holds (o, i, f, z) of every step.
-    A, w_rec = projections(x2, w_in, b_in, w_rec, B, step_dnn, seq_dnn)
+    A, w_rec = projections(x2, w_in, b_in, w_rec, B, step_dnn, in_dnn)
     A = A.view(T, B, G * H)
     act_sig = tail if spec.z_tanh else sig  # columns that go through one sigmoid
     C = x.new_empty(T + 1, B, H)  # C[0] = c0, C[t+1] = c_t
@@ -348,24 +348,25 @@ def backward_ops(x, h0, a0, w_hh, p, w_gg, A, C, S, d_out, d_hN, d_cN, d_aN, spe
 
 
 def _check(status: int, name: str) -> None:
+    """Raise for a kernel call's nonzero status (-1: unknown variant flags or no vector code,
+    -2: out of memory)."""
+    if status == -2:
+        raise MemoryError(f"{name}: out of memory")
     if status:
         raise RuntimeError(f"{name}: unknown variant flags or no vector code")
 
 
-def forward_kernel(x, h0, c0, a0, w_ih, w_hh, b, p, w_gg, spec, step_dnn, seq_dnn, loop=False):
+def forward_kernel(x, h0, c0, a0, w_ih, w_hh, b, p, w_gg, spec, step_dnn, in_dnn, loop=False):
     """The forward steps with the compiled kernel: ``(hs, A, C, S)``. Each step is the
     recurrent product in torch (pre-activations into ``A[t]`` or a fresh tensor) and one kernel
     call that turns them into the activations, ``c_t`` and ``h_t``; with ``loop`` the whole time
-    loop, products included, is one kernel call."""
+    loop, products included, is one kernel call (which also puts ``h0, c0`` in ``hs[0], C[0]``)."""
     T, B, _ = x.shape
     H, G = spec.H, spec.G
-    x2 = x.reshape(T * B, -1)
-    A, w_rec = projections(x2, w_ih, b, w_hh, B, step_dnn and not loop, seq_dnn)
+    A, w_rec = projections(x.view(T * B, -1), w_ih, b, w_hh, B, step_dnn and not loop, in_dnn)
     A = A.view(T, B, G * H)
     C = x.new_empty(T + 1, B, H)
-    C[0] = c0
     hs = x.new_empty(T + 1, B, H)
-    hs[0] = h0
     out = hs[1:]
     S = x.new_empty(T, B, H) if spec.h_tanh else None
     fgr_loop = loop and spec.fgr  # the loop does fgr's gate recurrence too
@@ -374,11 +375,13 @@ def forward_kernel(x, h0, c0, a0, w_ih, w_hh, b, p, w_gg, spec, step_dnn, seq_dn
     plan = kernel.make_plan(spec, A, C, S, out, p, w_gg=w_gg_c, a0=a0_c)
     lib, plan_ref = kernel.library(), ctypes.byref(plan)
     if loop:
-        w = w_hh.contiguous()
-        _check(lib.lstm_forward_seq(plan_ref, T, h0.data_ptr(), w.data_ptr(),
+        _check(lib.lstm_forward_seq(plan_ref, T, h0.data_ptr(), c0.data_ptr(),
+                                    w_hh.contiguous().data_ptr(),
                                     kernel.workspace(spec).data_ptr(), torch.get_num_threads()),
                "lstm_forward_seq")
         return hs, A, C, S
+    C[0] = c0
+    hs[0] = h0
     step, nt = lib.lstm_forward_step, kernel.step_threads(B, H)
     Al, Ol = A.unbind(0), out.unbind(0)
     if spec.fgr:

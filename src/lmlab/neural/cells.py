@@ -63,9 +63,11 @@ each step is one recurrent matrix product in torch plus one call of a small comp
 pass; backwards, each step is one kernel call (the gradients of the pre-activations and the cell,
 adding up the bias and peephole gradients) and one product, and the weight gradients are one
 product each over all steps at the end. Large products go to oneDNN (see ``ONEDNN`` below). On
-CPUs with AVX2 the whole time loop is one kernel call instead: each thread owns an equal share of
-the units, in tiles of 16, and does, per step, the recurrent product for its own tiles (own small
-matrix-product code on packed weights) and their elementwise work (``KERNEL_LOOP``). Where the
+CPUs with AVX2 the whole time loop is one kernel call instead (``KERNEL_LOOP``): each thread owns
+rows of the batch of its own and runs their steps without waiting for the others where the packed
+recurrent weight fits the cores' L2 caches, else an equal share of the units of every row, with a
+barrier per step; per step it does the recurrent product for its part (own small matrix-product
+code on packed weights, tiles of 16 units) and the part's elementwise work. Where the
 kernel cannot be built (no C compiler) or for other dtypes and devices, the same steps run as
 about ten torch elementwise ops each (:mod:`lmlab.neural.cell_steps`). ``np`` is exactly
 ``torch.nn.LSTM`` and by default runs on torch's own fused kernel (``FUSED_NP``).
@@ -78,7 +80,6 @@ from __future__ import annotations
 import contextlib
 import math
 import warnings
-from functools import partial
 
 import torch
 from torch import Tensor, nn
@@ -141,16 +142,18 @@ class _Spec:
 
 # Matrix products left to torch (see lmlab.neural.cell_steps): oneDNN's linear ops where they are
 # faster than torch.mm/addmm (MKL) on the CPU, float32 only. ``ONEDNN = False`` forces
-# torch.addmm. The whole-sequence products (input projection, weight gradients) switch to oneDNN
-# from H >= ONEDNN_SEQ_MIN_H, the input gradient dG W_ih from H >= ONEDNN_DX_MIN_H (its
-# [T*B, G*H] x [G*H, H] product was 9-15% faster in oneDNN from H = 128 on, 2 threads, T*B = 700);
-# the per-step recurrent products, where torch does them (no sequence loop: KERNEL_LOOP off, or a
-# CPU without AVX2), from H >= ONEDNN_STEP_MIN_H (thresholds measured in
-# benchmarks/lstm_cells.py and on the products alone).
+# torch.addmm. The products with W_ih over all steps, the input projection x W_ih^T + b and the
+# input gradient dG W_ih, switch to oneDNN from H >= ONEDNN_INPUT_MIN_H (2 threads, T*B = 700: the
+# input gradient 9-15% faster from H = 128 on; the projection 4-10% from 128 to 400, where
+# torch.addmm first copies the bias into every row of its [T*B, G*H] result); the weight gradients
+# from H >= ONEDNN_SEQ_MIN_H (below it they were as fast in MKL); the per-step recurrent products,
+# where torch does them (no sequence loop: KERNEL_LOOP off, or a CPU without AVX2), from
+# H >= ONEDNN_STEP_MIN_H (thresholds measured in benchmarks/lstm_cells.py and on the products
+# alone).
 ONEDNN = True
 ONEDNN_STEP_MIN_H = 256
 ONEDNN_SEQ_MIN_H = 512
-ONEDNN_DX_MIN_H = 128
+ONEDNN_INPUT_MIN_H = 128
 # np is exactly torch.nn.LSTM: by default it runs on torch's own fused kernel (torch.lstm, oneDNN's
 # RNN primitive on CPU) instead of _LSTMLayer; False runs it through _LSTMLayer like the others.
 FUSED_NP = True
@@ -163,21 +166,31 @@ KERNEL = True
 KERNEL_LOOP = True
 
 
+def _modes(x: Tensor, hidden: int) -> tuple[bool, bool, bool, bool, bool]:
+    """How :class:`_LSTMLayer` computes a layer of this size on this input: the three oneDNN
+    switches of :func:`_onednn_modes`, then whether the compiled kernel does the steps and whether
+    it runs the whole time loop."""
+    use_kernel = KERNEL and kernel.usable(x)
+    return (*_onednn_modes(x, hidden), use_kernel,
+            use_kernel and KERNEL_LOOP and kernel.loop_available())
+
+
 def _onednn_modes(x: Tensor, hidden: int) -> tuple[bool, bool, bool]:
-    """Whether (the per-step products, the whole-sequence products, the input gradient) use
+    """Whether (the per-step products, the weight gradients, the products with W_ih) use
     oneDNN."""
     if not (ONEDNN and x.device.type == "cpu" and x.dtype == torch.float32
             and torch.backends.mkldnn.enabled and steps.onednn_ops() is not None):
         return False, False, False
-    return hidden >= ONEDNN_STEP_MIN_H, hidden >= ONEDNN_SEQ_MIN_H, hidden >= ONEDNN_DX_MIN_H
+    return hidden >= ONEDNN_STEP_MIN_H, hidden >= ONEDNN_SEQ_MIN_H, hidden >= ONEDNN_INPUT_MIN_H
 
 
 class _LSTMLayer(torch.autograd.Function):
     """One LSTM layer over a whole sequence, with a hand-written backward through time.
 
-    Inputs: ``x [T,B,in]``, ``h0, c0 [B,H]``, ``a0 [B,3H]`` or None (FGR gate history), ``w_ih,
-    w_hh, b``, ``p [P,H]`` or None, ``w_gg [3H,3H]`` or None. Outputs: ``out [T,B,H]``,
-    ``hN, cN [B,H]``, ``aN [B,3H]`` (FGR; else an empty tensor).
+    Inputs: ``x [T,B,in]``, ``h0, c0 [B,H]`` (all contiguous), ``a0 [B,3H]`` or None (FGR gate
+    history), ``w_ih, w_hh, b``, ``p [P,H]`` or None, ``w_gg [3H,3H]`` or None, the layer's
+    :class:`_Spec` and :func:`_modes`. Outputs: ``out [T,B,H]``, ``hN, cN [B,H]``, ``aN [B,3H]``
+    (FGR; else an empty tensor).
 
     Speed notes: ``tanh(u)`` is evaluated as ``1 - 2 σ(-2u)`` (torch's CPU sigmoid is several
     times cheaper than its tanh and not multi-threaded for small tensors), with the block-input rows
@@ -187,22 +200,24 @@ class _LSTMLayer(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, x, h0, c0, a0, w_ih, w_hh, b, p, w_gg, spec: _Spec):
-        T, B, _ = x.shape
-        H = spec.H
-        step_dnn, seq_dnn, dx_dnn = _onednn_modes(x, H)
-        use_kernel = KERNEL and kernel.usable(x)
-        loop = use_kernel and KERNEL_LOOP and kernel.loop_available()
-        run = partial(steps.forward_kernel, loop=loop) if use_kernel else steps.forward_ops
-        hs, A, C, S = run(x, h0.contiguous(), c0, a0, w_ih, w_hh, b, p, w_gg, spec, step_dnn,
-                          seq_dnn)
-        ctx.spec = spec
-        ctx.modes = step_dnn, seq_dnn, dx_dnn, use_kernel, loop
+    def forward(ctx, x, h0, c0, a0, w_ih, w_hh, b, p, w_gg, spec: _Spec, modes: tuple):
+        T = x.shape[0]
+        step_dnn, _, in_dnn, use_kernel, loop = modes
+        if use_kernel:
+            hs, A, C, S = steps.forward_kernel(x, h0, c0, a0, w_ih, w_hh, b, p, w_gg, spec,
+                                               step_dnn, in_dnn, loop)
+        else:
+            hs, A, C, S = steps.forward_ops(x, h0, c0, a0, w_ih, w_hh, b, p, w_gg, spec, step_dnn,
+                                            in_dnn)
+        ctx.spec, ctx.modes = spec, modes
+        # gradients of unused outputs (mostly hN, cN: the carried state is detached) arrive as
+        # None, not as zero tensors the backward would add and copy
+        ctx.set_materialize_grads(False)
         ctx.save_for_backward(x, h0, a0, w_ih, w_hh, p, w_gg, hs, A, C, S)
         out = hs[1:]
         hN = hs[T].clone()
         cN = C[T].clone()
-        aN = A[T - 1, :, : 3 * H].clone() if spec.fgr else x.new_empty(0)
+        aN = A[T - 1, :, : 3 * spec.H].clone() if spec.fgr else x.new_empty(0)
         if not spec.fgr:
             ctx.mark_non_differentiable(aN)
         return out, hN, cN, aN
@@ -210,22 +225,27 @@ class _LSTMLayer(torch.autograd.Function):
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, d_out, d_hN, d_cN, d_aN):
-        spec, (step_dnn, seq_dnn, dx_dnn, use_kernel, loop) = ctx.spec, ctx.modes
+        spec, (step_dnn, seq_dnn, in_dnn, use_kernel, loop) = ctx.spec, ctx.modes
         x, h0, a0, w_ih, w_hh, p, w_gg, hs, A, C, S = ctx.saved_tensors
         T, B, _ = x.shape
         H, G = spec.H, spec.G
         needs = ctx.needs_input_grad
         d_out = torch.zeros_like(hs[1:]) if d_out is None else d_out.contiguous()
-        run = partial(steps.backward_kernel, loop=loop) if use_kernel else steps.backward_ops
-        dG, dh, dc, da, db, dp = run(x, h0, a0, w_hh, p, w_gg, A, C, S, d_out, d_hN, d_cN, d_aN,
-                                     spec, step_dnn, needs[1])
+        if use_kernel:
+            dG, dh, dc, da, db, dp = steps.backward_kernel(
+                x, h0, a0, w_hh, p, w_gg, A, C, S, d_out, d_hN, d_cN, d_aN, spec, step_dnn,
+                needs[1], loop)
+        else:
+            dG, dh, dc, da, db, dp = steps.backward_ops(
+                x, h0, a0, w_hh, p, w_gg, A, C, S, d_out, d_hN, d_cN, d_aN, spec, step_dnn,
+                needs[1])
 
         # --- parameter and input gradients: one product over all steps each ------------------
         dG2 = dG.view(T * B, G * H)
-        dx = steps.mm(dG2, w_ih, dx_dnn).view_as(x) if needs[0] else None
+        dx = steps.mm(dG2, w_ih, in_dnn).view_as(x) if needs[0] else None
         products = []  # (columns of dG, input over all steps) of each weight gradient
         if needs[4]:
-            products.append((G * H, x.reshape(T * B, -1)))
+            products.append((G * H, x.view(T * B, -1)))
         if needs[5]:  # h_{t-1} for all t
             products.append((G * H, hs[:-1].reshape(T * B, H)))
         if spec.fgr and needs[8]:  # gate activations (o, i, f) of the previous step for all t
@@ -237,7 +257,7 @@ class _LSTMLayer(torch.autograd.Function):
         dw_gg = next(grads) if spec.fgr and needs[8] else None
         da0 = da if spec.fgr and a0 is not None and needs[3] else None
         return (dx, dh, dc if needs[2] else None, da0, dw_ih, dw_hh, db if needs[6] else None,
-                dp if needs[7] else None, dw_gg, None)
+                dp if needs[7] else None, dw_gg, None, None)
 
 
 class VariantLSTM(nn.Module):
@@ -299,9 +319,9 @@ class VariantLSTM(nn.Module):
 
     def layer_params(self, k: int) -> tuple[Tensor, Tensor, Tensor, Tensor | None, Tensor | None]:
         """``(weight_ih, weight_hh, bias, peephole or None, weight_gg or None)`` of layer ``k``."""
-        return (getattr(self, f"weight_ih_l{k}"), getattr(self, f"weight_hh_l{k}"),
-                getattr(self, f"bias_l{k}"), getattr(self, f"peephole_l{k}", None),
-                getattr(self, f"weight_gg_l{k}", None))
+        params = self._parameters  # (plain dict lookups: nn.Module's __getattr__ is Python code)
+        return (params[f"weight_ih_l{k}"], params[f"weight_hh_l{k}"], params[f"bias_l{k}"],
+                params.get(f"peephole_l{k}"), params.get(f"weight_gg_l{k}"))
 
     def gate_params(self) -> list[dict[str, Tensor]]:
         """Per layer, the named matrices of the equations, as views of the packed parameters
@@ -342,6 +362,8 @@ class VariantLSTM(nn.Module):
         a0 = state[2] if carry_gates else None
         if self.variant == "np" and FUSED_NP:
             return self._torch_lstm(x, h0, c0)
+        # h0[k], c0[k] go to the kernel as they are; the modes are the same for every layer
+        h0, c0, modes = h0.contiguous(), c0.contiguous(), _modes(x, H)
         hs, cs, as_ = [], [], []
         inp = x
         for k in range(L):
@@ -350,7 +372,7 @@ class VariantLSTM(nn.Module):
                 inp = nn.functional.dropout(inp, self.dropout, True)
             inp, hN, cN, aN = _LSTMLayer.apply(inp.contiguous(), h0[k], c0[k],
                                                a0[k] if a0 is not None else None,
-                                               w_ih, w_hh, b, p, w_gg, self._spec)
+                                               w_ih, w_hh, b, p, w_gg, self._spec, modes)
             hs.append(hN)
             cs.append(cN)
             as_.append(aN)
@@ -358,7 +380,6 @@ class VariantLSTM(nn.Module):
         if carry_gates:
             new_state = new_state + (torch.stack(as_),)
         return inp, new_state
-
 
     def _torch_lstm(self, x: Tensor, h0: Tensor, c0: Tensor) -> tuple[Tensor, tuple[Tensor, ...]]:
         """np through torch's own fused LSTM kernel, the weights reordered to its (i, f, g, o).

@@ -139,7 +139,7 @@ def _compile() -> ctypes.CDLL | None:
         except OSError as err:
             errors.append([str(err)])
             continue
-        if lib.lstm_kernel_version() == 11:
+        if lib.lstm_kernel_version() == 12:
             return lib
     if errors:
         warnings.warn(f"lmlab: could not compile the LSTM cell kernel ({errors[-1][0]}); "
@@ -159,7 +159,7 @@ def library() -> ctypes.CDLL | None:
             _lib.lstm_forward_step.argtypes = [ptr, i, ptr, i]
             _lib.lstm_backward_step.argtypes = [ptr, i, ptr, ptr, i]
             _lib.lstm_forward_seq.restype = _lib.lstm_backward_seq.restype = i
-            _lib.lstm_forward_seq.argtypes = [ptr, i, ptr, ptr, ptr, i]
+            _lib.lstm_forward_seq.argtypes = [ptr, i, ptr, ptr, ptr, ptr, i]
             _lib.lstm_backward_seq.argtypes = [ptr, i, ptr, ptr, ptr, ptr, i, i, i, i]
             _lib.lstm_loop_available.restype = i
             _lib.transpose.restype = None
@@ -215,29 +215,45 @@ def make_plan(spec, A: Tensor, C: Tensor, S: Tensor | None, out: Tensor | None, 
               dG: Tensor | None = None, dc: Tensor | None = None, db: Tensor | None = None,
               dp: Tensor | None = None, w_gg: Tensor | None = None, a0: Tensor | None = None,
               da: Tensor | None = None) -> Plan:
-    """The kernel's view of one layer's buffers (all contiguous; they must outlive the plan).
-    Backwards, ``dG, dc`` and the accumulators ``db [G*H]`` and ``dp`` (like ``p``) are needed;
-    for fgr's sequence loop ``w_gg`` and ``a0`` (forward, None: no gate history) or ``da``."""
-    has = spec.has
-    flags = ((_HAS_I if has["i"] else 0) | (_HAS_F if has["f"] else 0)
-             | (_HAS_O if has["o"] else 0) | (_CIFG if spec.cifg else 0)
-             | (_Z_TANH if spec.z_tanh else 0) | (_H_TANH if spec.h_tanh else 0)
-             | (_PEEP if spec.peep else 0))
-    B = A.shape[1]
-    cols = [spec.col[g].start if has[g] else -1 for g in ("o", "i", "f", "z")]
-    peep = {g: None for g in ("o", "i", "f")}
-    d_peep = dict(peep)
+    """The kernel's view of one layer's buffers (all contiguous float32; they must outlive the
+    plan). Backwards, ``dG, dc`` and the accumulators ``db [G*H]`` and ``dp`` (like ``p``) are
+    needed; for fgr's sequence loop ``w_gg`` and ``a0`` (forward, None: no gate history) or
+    ``da``. (Called twice per layer and training step, where the step's large products have just
+    flushed the caches and Python code runs several times slower than warm, about 60 against 4
+    microseconds here: hence pointer arithmetic, and the variant's constants cached on the spec.)"""
+    consts = _plan_constants(spec)
+    B, H = A.shape[1], spec.H
+    peep = [None, None, None]  # p_o, p_i, p_f
+    d_peep = [None, None, None]
     if spec.peep:
-        for row, g in enumerate(spec.peep):
-            peep[g] = p[row]
-            d_peep[g] = dp[row] if dp is not None else None
+        base, d_base, row_bytes = _ptr(p), _ptr(dp), 4 * H
+        for row, slot in enumerate(consts[2]):
+            peep[slot] = base + row * row_bytes
+            if d_base is not None:
+                d_peep[slot] = d_base + row * row_bytes
+    return Plan(B, H, spec.G, consts[0], *consts[1], _ptr(A), _ptr(C), _ptr(S), _ptr(out),
+                _ptr(dG), *peep, _ptr(dc), _ptr(db), *d_peep, _ptr(w_gg), _ptr(a0), _ptr(da))
 
-    def ptr(t: Tensor | None) -> int | None:
-        if t is None:
-            return None
-        assert t.is_contiguous() and t.dtype == torch.float32
-        return t.data_ptr()
 
-    return Plan(B, spec.H, spec.G, flags, *cols, ptr(A), ptr(C), ptr(S), ptr(out), ptr(dG),
-                ptr(peep["o"]), ptr(peep["i"]), ptr(peep["f"]), ptr(dc), ptr(db),
-                ptr(d_peep["o"]), ptr(d_peep["i"]), ptr(d_peep["f"]), ptr(w_gg), ptr(a0), ptr(da))
+def _ptr(t: Tensor | None) -> int | None:
+    """The data address of a contiguous float32 tensor for the kernel (None stays None)."""
+    if t is None:
+        return None
+    assert t.dtype == torch.float32 and t.is_contiguous()
+    return t.data_ptr()
+
+
+def _plan_constants(spec) -> tuple[int, list[int], list[int]]:
+    """A spec's variant flags, the column of each gate (o, i, f, z; -1 if absent) and, for each
+    peephole row, its slot in (p_o, p_i, p_f); cached on the spec."""
+    consts = getattr(spec, "_plan_constants", None)
+    if consts is None:
+        has = spec.has
+        flags = ((_HAS_I if has["i"] else 0) | (_HAS_F if has["f"] else 0)
+                 | (_HAS_O if has["o"] else 0) | (_CIFG if spec.cifg else 0)
+                 | (_Z_TANH if spec.z_tanh else 0) | (_H_TANH if spec.h_tanh else 0)
+                 | (_PEEP if spec.peep else 0))
+        cols = [spec.col[g].start if has[g] else -1 for g in ("o", "i", "f", "z")]
+        slots = ["oif".index(g) for g in spec.peep]
+        consts = spec._plan_constants = (flags, cols, slots)
+    return consts

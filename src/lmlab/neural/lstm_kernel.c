@@ -11,14 +11,17 @@
  *
  * Layout (all row-major, contiguous): A [T, B, G*H] holds the gate activations of every step in
  * packed order (o, i, f, z minus absent gates); C [T+1, B, H] the cells (C[0] = c0); S [T, B, H]
- * sigma(-2 c_t), so tanh(c_t) = 1 - 2 S (absent for noaf); OUT [T, B, H] the outputs h_t
- * (preceded in memory by h0); DG [T, B, G*H] the gradients of the pre-activations. The
- * equations are those of the module docstring of lmlab/neural/cells.py; tanh(u) is computed as
- * 1 - 2 / (1 + exp(2u)), which is exact in real arithmetic and saturates correctly at +-inf.
+ * sigma(-2 c_t), so tanh(c_t) = 1 - 2 S (absent for noaf); OUT [T, B, H] the outputs h_t,
+ * preceded in memory by h0 [B, H] (for the backward pass); DG [T, B, G*H] the gradients of the
+ * pre-activations. The equations are those of the module docstring of lmlab/neural/cells.py;
+ * tanh(u) is computed as 1 - 2 / (1 + exp(2u)), which is exact in real arithmetic and saturates
+ * correctly at +-inf.
  */
 #include <math.h>
 #include <stddef.h>
+#include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 #ifdef _OPENMP
 #include <omp.h>
 #define OMP(directive) _Pragma(#directive)
@@ -56,10 +59,11 @@ static inline float tanh_(float x) { return 1.0f - 2.0f / (1.0f + expf(2.0f * x)
 /* One step forward, units [j0, j1) of every row, for a fixed variant: F is a compile-time
  * constant in every instantiation, so the branches fold away and the loop over j vectorises. */
 static inline __attribute__((always_inline)) void
-forward_rows(const lstm_plan *P, int t, const float *g, int j0, int j1, const int F)
+forward_rows(const lstm_plan *P, int t, const float *g, int b0, int b1, int j0, int j1,
+             const int F)
 {
     const int B = P->B, H = P->H, GH = P->G * H;
-    for (int b = 0; b < B; b++) {
+    for (int b = b0; b < b1; b++) {
         const float *gb = g + (size_t)b * GH;
         float *a = P->A + ((size_t)t * B + b) * GH;
         const float *cp = P->C + ((size_t)t * B + b) * H;
@@ -125,11 +129,11 @@ sigmoid_grad(float d, float g, float *dg, float *db)
  * c_{t-1}, and adds this step's share of the bias and peephole gradients to P->db, P->dp_*
  * (summing them here saves two more passes over DG afterwards). */
 static inline __attribute__((always_inline)) void
-backward_rows(const lstm_plan *P, int t, const float *dh, const float *da, int j0, int j1,
-              const int F)
+backward_rows(const lstm_plan *P, int t, const float *dh, const float *da, int b0, int b1,
+              int j0, int j1, const int F)
 {
     const int B = P->B, H = P->H, GH = P->G * H;
-    for (int b = 0; b < B; b++) {
+    for (int b = b0; b < b1; b++) {
         const float *a = P->A + ((size_t)t * B + b) * GH;
         const float *cp = P->C + ((size_t)t * B + b) * H;
         const float *cn = P->C + ((size_t)(t + 1) * B + b) * H;
@@ -248,7 +252,7 @@ int lstm_forward_step(const lstm_plan *P, int t, const float *g, int nthreads)
     {
         int j0, j1;
         OWN_COLUMNS(P->H, j0, j1);
-#define FWD(F) forward_rows(P, t, g, j0, j1, F)
+#define FWD(F) forward_rows(P, t, g, 0, P->B, j0, j1, F)
         if (j1 > j0) DISPATCH(FWD, P->flags)
 #undef FWD
     }
@@ -263,7 +267,7 @@ int lstm_backward_step(const lstm_plan *P, int t, const float *dh, const float *
     {
         int j0, j1;
         OWN_COLUMNS(P->H, j0, j1);
-#define BWD(F) backward_rows(P, t, dh, da, j0, j1, F)
+#define BWD(F) backward_rows(P, t, dh, da, 0, P->B, j0, j1, F)
         if (j1 > j0) DISPATCH(BWD, flags)
 #undef BWD
     }
@@ -392,12 +396,87 @@ static void pack_panel(const float *Y, size_t row_step, size_t col_step, int K, 
 
 int lstm_loop_available(void) { return LMLAB_LOOP; }
 
+#if LMLAB_LOOP
+/* How the threads share a sequence loop. Rows of the batch are independent through the whole
+ * sequence (a row's h_t, c_t and gradients depend only on that row's earlier steps), so each
+ * thread can take rows [b0, b1) of its own, with all units [c0, c1) = [0, H), and run its steps
+ * without waiting for the others: no barrier per step, and equal shares (at H = 200 units split
+ * 96 : 104). But then every thread streams all of W_hh each step instead of its own part, which
+ * pays only while W_hh stays in each core's L2 cache: measured at B = 20 on 2 threads (1 MB L2),
+ * the loop was 4-7% faster at H = 200 (W_hh 0.64 MB), and slower from H = 400 on (2.6 MB: 7%
+ * forwards; 650: 5-10%, fgr 20-25%). So rows are split where W_hh (packed) takes at most 3/4 of
+ * L2 and the batch has at least MIN_SPLIT_ROWS rows per thread; otherwise every thread takes every
+ * row and units [c0, c1) of them (own_columns), and a barrier per step hands on the complete h_t
+ * (dG[t] backwards). The threads pack the weights together, each the panels of its units
+ * [p0, p1): its own units where it alone uses them, else an equal share of the 16-unit tiles
+ * (panels must start where the steps' tiles do), and then wait for each other once. */
+#define MIN_SPLIT_ROWS 4
+
+typedef struct {
+    int b0, b1, c0, c1, p0, p1;
+    int group, groups; /* this thread's row group, and how many there are */
+} share;
+
+/* The L2 cache of one core in bytes (512 KB where the C library does not say). */
+static long l2_bytes(void)
+{
+    static long bytes; /* 0: not asked yet (asking twice does no harm) */
+    if (!bytes) {
+        bytes = 512L * 1024;
+#ifdef _SC_LEVEL2_CACHE_SIZE
+        const long n = sysconf(_SC_LEVEL2_CACHE_SIZE);
+        if (n > 0) bytes = n;
+#endif
+    }
+    return bytes;
+}
+
+/* Whether nt threads split the B rows (else the units) of a loop over packed weights of that
+ * many floats. */
+static int split_rows(int B, int nt, size_t weight_floats)
+{
+    return nt > 1 && B >= MIN_SPLIT_ROWS * nt
+        && weight_floats * sizeof(float) <= (size_t)l2_bytes() / 4 * 3;
+}
+
+static share thread_share(int B, int H, int nt, int k, int rows)
+{
+    share s;
+    s.groups = rows ? nt : 1;
+    if (rows) {
+        const int tiles = (H + 15) / 16, t0 = tiles * k / nt, t1 = tiles * (k + 1) / nt;
+        s.group = k;
+        s.b0 = (int)((long)B * k / nt);
+        s.b1 = (int)((long)B * (k + 1) / nt);
+        s.c0 = 0;
+        s.c1 = H;
+        s.p0 = 16 * t0 < H ? 16 * t0 : H;
+        s.p1 = 16 * t1 < H ? 16 * t1 : H;
+    } else {
+        s.group = 0;
+        s.b0 = 0;
+        s.b1 = B;
+        own_columns(H, nt, k, &s.c0, &s.c1);
+        s.p0 = s.c0;
+        s.p1 = s.c1;
+    }
+    return s;
+}
+#ifdef _OPENMP
+#define THREAD_SHARE(B, H, rows) \
+    thread_share(B, H, omp_get_num_threads(), omp_get_thread_num(), rows)
+#else
+#define THREAD_SHARE(B, H, rows) thread_share(B, H, 1, 0, rows)
+#endif
+#endif
+
 /* Forward through T steps. A[t] holds the input projections (x_t W_ih^T + b) on entry and the
- * activations on return; W: W_hh [G*H, H] row-major; h0 [B, H]; work: (G + 9 fgr) * H8 * H
- * floats, H8 = H rounded up to a multiple of 8. Returns 0, or -1 for unknown flags or no vector
- * code. */
-int lstm_forward_seq(const lstm_plan *P, int T, const float *h0, const float *W, float *work,
-                     int nthreads)
+ * activations on return; W: W_hh [G*H, H] row-major; h0, c0 [B, H], which it also copies to
+ * their places before OUT and at C[0] (here, rather than as two more torch calls); work:
+ * (G + 9 fgr) * H8 * H floats, H8 = H rounded up to a multiple of 8. Returns 0, or -1 for
+ * unknown flags or no vector code. */
+int lstm_forward_seq(const lstm_plan *P, int T, const float *h0, const float *c0, const float *W,
+                     float *work, int nthreads)
 {
     if (!known(P->flags) || nthreads < 1 || !LMLAB_LOOP) return -1;
 #if LMLAB_LOOP
@@ -405,13 +484,13 @@ int lstm_forward_seq(const lstm_plan *P, int T, const float *h0, const float *W,
     /* The panel of gate g's units [j0, j0 + 16) is at work + (g * H8 + j0) * H (H rows), so a
      * thread's panels lie together; fgr: W_gg^T's at gg + (g * H8 + j0) * 3H (3H rows). */
     float *gg = work + (size_t)G * H8 * H;
+    const int rows = split_rows(B, nthreads, (size_t)G * H8 * H);
     OMP(omp parallel num_threads(nthreads))
     {
-        int c0, c1;
-        OWN_COLUMNS(H, c0, c1);
-        /* Gate g's column j of W^T is W's row g*H + j. A thread packs only the panels it uses,
-         * so no barrier after packing, and they stay in its cache. */
-        TILES(j0, n, c0, c1) {
+        const share s = THREAD_SHARE(B, H, rows);
+        /* Gate g's column j of W^T is W's row g*H + j. Each thread packs its share of the
+         * panels (they then stay in its cache where it alone uses them). */
+        TILES(j0, n, s.p0, s.p1) {
             for (int g = 0; g < G; g++)
                 pack_panel(W + (size_t)g * H * H, 1, H, H, H, j0, n,
                            work + ((size_t)g * H8 + j0) * H);
@@ -419,22 +498,32 @@ int lstm_forward_seq(const lstm_plan *P, int T, const float *h0, const float *W,
                 pack_panel(P->Wgg + (size_t)g * H * H3, 1, H3, H3, H, j0, n,
                            gg + ((size_t)g * H8 + j0) * H3);
         }
+        if (s.groups > 1) {
+            OMP(omp barrier)
+        }
+        const int b0 = s.b0, nb = s.b1 - s.b0;
+        for (int b = b0; b < s.b1; b++) { /* this thread's part of h0 and c0, the part it reads */
+            const size_t at = (size_t)b * H + s.c0, n = (size_t)(s.c1 - s.c0) * sizeof(float);
+            memcpy(P->OUT - (size_t)B * H + at, h0 + at, n);
+            memcpy(P->C + at, c0 + at, n);
+        }
         for (int t = 0; t < T; t++) {
-            const float *h = t ? P->OUT + (size_t)(t - 1) * B * H : h0;
+            const float *h = (t ? P->OUT + (size_t)(t - 1) * B * H : h0) + (size_t)b0 * H;
             float *a = P->A + (size_t)t * B * GH;
             /* fgr: the previous step's activations o, i, f (complete after the last barrier) */
             const float *prev = !P->Wgg ? NULL : t ? a - (size_t)B * GH : P->a0;
             const int ld_prev = t ? GH : H3;
-            TILES(j0, n, c0, c1) {
+            TILES(j0, n, s.c0, s.c1) {
+                float *ab = a + (size_t)b0 * GH + j0;
                 for (int g = 0; g < G; g++)
-                    panel_product(B, n, H, h, H, work + ((size_t)g * H8 + j0) * H,
-                                  a + g * H + j0, GH);
+                    panel_product(nb, n, H, h, H, work + ((size_t)g * H8 + j0) * H, ab + g * H,
+                                  GH);
                 for (int g = 0; prev && g < 3; g++)
-                    panel_product(B, n, H3, prev, ld_prev, gg + ((size_t)g * H8 + j0) * H3,
-                                  a + g * H + j0, GH);
+                    panel_product(nb, n, H3, prev + (size_t)b0 * ld_prev, ld_prev,
+                                  gg + ((size_t)g * H8 + j0) * H3, ab + g * H, GH);
                 /* a whole tile's loop has a constant trip count: vectorised without remainder */
-#define FWD(F) forward_rows(P, t, a, j0, j0 + n, F)
-#define FWD16(F) forward_rows(P, t, a, j0, j0 + 16, F)
+#define FWD(F) forward_rows(P, t, a, s.b0, s.b1, j0, j0 + n, F)
+#define FWD16(F) forward_rows(P, t, a, s.b0, s.b1, j0, j0 + 16, F)
                 if (n == 16) {
                     DISPATCH(FWD16, P->flags)
                 } else {
@@ -443,11 +532,13 @@ int lstm_forward_seq(const lstm_plan *P, int T, const float *h0, const float *W,
 #undef FWD
 #undef FWD16
             }
-            OMP(omp barrier) /* h_t is complete */
+            if (s.groups == 1) {
+                OMP(omp barrier) /* h_t is complete */
+            }
         }
     }
 #else
-    (void)P; (void)T; (void)h0; (void)W; (void)work;
+    (void)P; (void)T; (void)h0; (void)c0; (void)W; (void)work;
 #endif
     return 0;
 }
@@ -458,7 +549,8 @@ int lstm_forward_seq(const lstm_plan *P, int T, const float *h0, const float *W,
  * return; work as for the forward. fgr: P->da holds the gradient w.r.t. the last step's o, i, f
  * on entry if da_in, and w.r.t. a0 on return if need_da0. Per step: dG[t] tile by tile, then
  * (once it is complete) dh_{t-1} = d_out[t-1] + dG[t] W (and, fgr, da_{t-1} = dG[t][:, :3H] W_gg)
- * tile by tile. Returns as lstm_forward_seq. */
+ * tile by tile. Returns as lstm_forward_seq, or -2 when memory for the bias and peephole
+ * gradients of the row groups runs out. */
 int lstm_backward_seq(const lstm_plan *P, int T, float *dh, const float *d_out, const float *W,
                       float *work, int nthreads, int need_dh0, int da_in, int need_da0)
 {
@@ -470,22 +562,41 @@ int lstm_backward_seq(const lstm_plan *P, int T, float *dh, const float *d_out, 
      * W_gg's columns g*H + j0 ... at gg + (g * H8 + j0) * 3H */
     float *gg = work + (size_t)H8 * GH;
     const int need_da0_ = P->Wgg && need_da0;
+    /* Row groups other than the first add up their bias and peephole gradients apart (GH + 3H
+     * floats each), into P->db and P->dp_* at the end: no two threads add to the same sums. */
+    const int rows = split_rows(B, nthreads, (size_t)H8 * GH);
+    const size_t acc_len = (size_t)GH + 3 * (size_t)H;
+    float *acc = rows ? calloc((size_t)(nthreads - 1) * acc_len, sizeof(float)) : NULL;
+    if (rows && !acc) return -2;
+    int groups = 1;
     OMP(omp parallel num_threads(nthreads))
     {
-        int c0, c1;
-        OWN_COLUMNS(H, c0, c1);
-        TILES(j0, n, c0, c1) {
+        const share s = THREAD_SHARE(B, H, rows);
+        lstm_plan Q = *P; /* this thread's view: its row group's own gradient sums */
+        if (s.group > 0) {
+            float *mine = acc + (size_t)(s.group - 1) * acc_len;
+            Q.db = mine;
+            Q.dp_o = P->dp_o ? mine + GH : NULL;
+            Q.dp_i = P->dp_i ? mine + GH + H : NULL;
+            Q.dp_f = P->dp_f ? mine + GH + 2 * H : NULL;
+        }
+        if (s.group == 0 && s.c0 == 0) groups = s.groups;
+        TILES(j0, n, s.p0, s.p1) {
             pack_panel(W, H, 1, GH, H, j0, n, work + (size_t)j0 * GH);
             for (int g = 0; P->Wgg && g < 3; g++)
                 pack_panel(P->Wgg + (size_t)g * H, H3, 1, H3, H, j0, n,
                            gg + ((size_t)g * H8 + j0) * H3);
         }
+        if (s.groups > 1) {
+            OMP(omp barrier)
+        }
+        const int b0 = s.b0, b1 = s.b1, nb = b1 - b0;
         for (int t = T - 1; t >= 0; t--) {
             const float *da = P->Wgg && (t < T - 1 || da_in) ? P->da : NULL;
             const int flags = P->flags | (da ? HAS_DA : 0);
-            TILES(j0, n, c0, c1) {
-#define BWD(F) backward_rows(P, t, dh, da, j0, j0 + n, F)
-#define BWD16(F) backward_rows(P, t, dh, da, j0, j0 + 16, F)
+            TILES(j0, n, s.c0, s.c1) {
+#define BWD(F) backward_rows(&Q, t, dh, da, b0, b1, j0, j0 + n, F)
+#define BWD16(F) backward_rows(&Q, t, dh, da, b0, b1, j0, j0 + 16, F)
                 if (n == 16) {
                     DISPATCH(BWD16, flags)
                 } else {
@@ -494,11 +605,13 @@ int lstm_backward_seq(const lstm_plan *P, int T, float *dh, const float *d_out, 
 #undef BWD
 #undef BWD16
             }
-            OMP(omp barrier) /* dG[t] is complete */
+            if (s.groups == 1) {
+                OMP(omp barrier) /* dG[t] is complete */
+            }
             if (t == 0 && !need_dh0 && !need_da0_) break;
-            const float *dg = P->DG + (size_t)t * B * GH;
-            TILES(j0, n, c0, c1) {
-                for (int b = 0; t > 0 || need_dh0 ? b < B : 0; b++) {
+            const float *dg = P->DG + ((size_t)t * B + b0) * GH;
+            TILES(j0, n, s.c0, s.c1) {
+                for (int b = b0; t > 0 || need_dh0 ? b < b1 : 0; b++) {
                     float *row = dh + (size_t)b * H + j0;
                     if (t > 0)
                         memcpy(row, d_out + ((size_t)(t - 1) * B + b) * H + j0,
@@ -507,16 +620,25 @@ int lstm_backward_seq(const lstm_plan *P, int T, float *dh, const float *d_out, 
                         memset(row, 0, (size_t)n * sizeof(float));
                 }
                 if (t > 0 || need_dh0)
-                    panel_product(B, n, GH, dg, GH, work + (size_t)j0 * GH, dh + j0, H);
+                    panel_product(nb, n, GH, dg, GH, work + (size_t)j0 * GH,
+                                  dh + (size_t)b0 * H + j0, H);
                 for (int g = 0; P->Wgg && (t > 0 || need_da0_) && g < 3; g++) {
-                    for (int b = 0; b < B; b++)
+                    for (int b = b0; b < b1; b++)
                         memset(P->da + (size_t)b * H3 + g * H + j0, 0, (size_t)n * sizeof(float));
-                    panel_product(B, n, H3, dg, GH, gg + ((size_t)g * H8 + j0) * H3,
-                                  P->da + g * H + j0, H3);
+                    panel_product(nb, n, H3, dg, GH, gg + ((size_t)g * H8 + j0) * H3,
+                                  P->da + (size_t)b0 * H3 + g * H + j0, H3);
                 }
-            }  /* no barrier: the next step reads only this thread's own units of dh and da */
+            }  /* no barrier: the next step reads only this thread's own part of dh and da */
         }
     }
+    for (int r = 1; r < groups; r++) {
+        const float *mine = acc + (size_t)(r - 1) * acc_len;
+        for (int k = 0; k < GH; k++) P->db[k] += mine[k];
+        float *dp[3] = {P->dp_o, P->dp_i, P->dp_f};
+        for (int q = 0; q < 3; q++)
+            for (int j = 0; dp[q] && j < H; j++) dp[q][j] += mine[GH + q * H + j];
+    }
+    free(acc);
 #else
     (void)P; (void)T; (void)dh; (void)d_out; (void)W; (void)work; (void)need_dh0; (void)da_in;
     (void)need_da0;
@@ -541,4 +663,4 @@ void transpose(const float *src, int rows, int cols, float *dst, int nthreads)
     (void)nthreads;
 }
 
-int lstm_kernel_version(void) { return 11; }
+int lstm_kernel_version(void) { return 12; }
