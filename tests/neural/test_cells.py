@@ -470,6 +470,26 @@ def test_bad_arguments():
         model(torch.randn(T, B, IN), (z, z, torch.zeros(1, B, 3 * H)))
 
 
+@pytest.mark.parametrize("variant", ["vanilla", "fgr", "np"])
+def test_state_of_the_wrong_shape_or_dtype_is_one_line_error(variant):
+    """The kernel reads the initial state as it is: a state of another batch size, layer count,
+    width or dtype than the input is refused before anything runs (it was read out of bounds, or
+    float64 bytes as float32)."""
+    model = VariantLSTM(IN, H, 2, variant=variant)
+    x = torch.randn(T, B, IN)
+    good = torch.zeros(2, B, H)
+    gates = (torch.zeros(2, B, 3 * H),) if variant == "fgr" else ()
+    model(x, (good, good, *gates))  # fine
+    bad_states = [(torch.zeros(2, B + 1, H), good), (good, torch.zeros(1, B, H)),
+                  (good, torch.zeros(2, B, H + 1)), (good.double(), good)]
+    if variant == "fgr":
+        bad_states.append((good, good, torch.zeros(2, B, H)))
+    for state in bad_states:
+        state = state if len(state) == 3 else (*state, *gates)
+        with pytest.raises(LmlabError, match="VariantLSTM state"):
+            model(x, state)
+
+
 def test_cudnn_compaction_warning_is_silenced_on_cuda_only():
     """np on CUDA passes fresh weight copies to cuDNN, which warns about compacting them at every
     call (tests/neural/test_cuda.py fails on any warning there); nothing else is silenced."""

@@ -358,6 +358,7 @@ class VariantLSTM(nn.Module):
         if state is None:
             h0 = c0 = x.new_zeros(L, B, H)
         else:
+            self._check_state(x, state)
             h0, c0 = state[0], state[1]
         a0 = state[2] if carry_gates else None
         if self.variant == "np" and FUSED_NP:
@@ -380,6 +381,18 @@ class VariantLSTM(nn.Module):
         if carry_gates:
             new_state = new_state + (torch.stack(as_),)
         return inp, new_state
+
+    def _check_state(self, x: Tensor, state: tuple[Tensor, ...]) -> None:
+        """A one-line LmlabError unless every state tensor has the shape ``[L, B, H]`` (fgr's gate
+        activations ``[L, B, 3H]``) and the input's dtype and device (the kernel reads them as
+        they are)."""
+        L, B, H = self.num_layers, x.size(1), self.hidden_size
+        for name, t, width in zip(("h", "c", "gate activations"), state, (H, H, 3 * H),
+                                  strict=False):  # (h, c) or (h, c, gates)
+            if tuple(t.shape) != (L, B, width) or t.dtype != x.dtype or t.device != x.device:
+                raise LmlabError(
+                    f"VariantLSTM state {name} must be [{L}, {B}, {width}] {x.dtype} on "
+                    f"{x.device} like the input; got {list(t.shape)} {t.dtype} on {t.device}")
 
     def _torch_lstm(self, x: Tensor, h0: Tensor, c0: Tensor) -> tuple[Tensor, tuple[Tensor, ...]]:
         """np through torch's own fused LSTM kernel, the weights reordered to its (i, f, g, o).

@@ -414,7 +414,7 @@ int lstm_loop_available(void) { return LMLAB_LOOP; }
 
 typedef struct {
     int b0, b1, c0, c1, p0, p1;
-    int group, groups; /* this thread's row group, and how many there are */
+    int thread, group, groups; /* this thread, its row group, and how many groups there are */
 } share;
 
 /* The L2 cache of one core in bytes (512 KB where the C library does not say). */
@@ -442,6 +442,7 @@ static int split_rows(int B, int nt, size_t weight_floats)
 static share thread_share(int B, int H, int nt, int k, int rows)
 {
     share s;
+    s.thread = k;
     s.groups = rows ? nt : 1;
     if (rows) {
         const int tiles = (H + 15) / 16, t0 = tiles * k / nt, t1 = tiles * (k + 1) / nt;
@@ -580,7 +581,7 @@ int lstm_backward_seq(const lstm_plan *P, int T, float *dh, const float *d_out, 
             Q.dp_i = P->dp_i ? mine + GH + H : NULL;
             Q.dp_f = P->dp_f ? mine + GH + 2 * H : NULL;
         }
-        if (s.group == 0 && s.c0 == 0) groups = s.groups;
+        if (s.thread == 0) groups = s.groups;
         TILES(j0, n, s.p0, s.p1) {
             pack_panel(W, H, 1, GH, H, j0, n, work + (size_t)j0 * GH);
             for (int g = 0; P->Wgg && g < 3; g++)
