@@ -144,8 +144,9 @@ class _Spec:
 # faster than torch.mm/addmm (MKL) on the CPU, float32 only. ``ONEDNN = False`` forces
 # torch.addmm. The products with W_ih over all steps, the input projection x W_ih^T + b and the
 # input gradient dG W_ih, switch to oneDNN from H >= ONEDNN_INPUT_MIN_H (2 threads, T*B = 700: the
-# input gradient 9-15% faster from H = 128 on; the projection 4-10% from 128 to 400, where
-# torch.addmm first copies the bias into every row of its [T*B, G*H] result); the weight gradients
+# input gradient 9-15% faster from H = 128 on; the projection 3-10% from 128 to 400 with warm
+# caches, where torch.addmm first copies the bias into every row of its [T*B, G*H] result, and
+# the same with cold ones); the weight gradients
 # from H >= ONEDNN_SEQ_MIN_H (below it they were as fast in MKL); the per-step recurrent products,
 # where torch does them (no sequence loop: KERNEL_LOOP off, or a CPU without AVX2), from
 # H >= ONEDNN_STEP_MIN_H (thresholds measured in benchmarks/lstm_cells.py and on the products

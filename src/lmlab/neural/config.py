@@ -84,7 +84,8 @@ class TrainConfig:
         if not (self.clip >= 0 and math.isfinite(self.clip)):
             raise LmlabError(f"--clip must be a finite number >= 0, got {self.clip}")
         if not (self.weight_decay >= 0 and math.isfinite(self.weight_decay)):
-            raise LmlabError(f"--weight-decay must be >= 0, got {self.weight_decay}")
+            raise LmlabError(f"--weight-decay must be a finite number >= 0, got "
+                             f"{self.weight_decay}")
         if not 0 < self.nan_lr_factor < 1:
             raise LmlabError(f"--nan-lr-factor must be in (0, 1), got {self.nan_lr_factor}")
         for name in ("max_nan_retries", "decay_start", "plateau_patience", "early_stop",

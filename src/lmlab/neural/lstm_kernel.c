@@ -2,9 +2,9 @@
  *
  * lmlab.neural.cells._LSTMLayer calls, per time step, lstm_forward_step / lstm_backward_step for
  * the step's elementwise work (instead of about ten torch elementwise ops, each a Python call and
- * a pass over memory), with the step's matrix product in torch; or, where the products are MKL's
- * (small H), lstm_forward_seq / lstm_backward_seq, the whole time loop with its products in one
- * call (see there). Also a tiled transpose for the weight gradients. Compiled on first use by
+ * a pass over memory), with the step's matrix product in torch; or, on CPUs with AVX2 and FMA,
+ * lstm_forward_seq / lstm_backward_seq, the whole time loop with its products in one call (see
+ * there). Also a tiled transpose for the weight gradients. Compiled on first use by
  * lmlab.neural.kernel (cc -O3, with OpenMP and glibc's vector math library libmvec where they
  * exist, so the work is split over torch's threads and the exp calls are vectorised); when no
  * compiler is available lmlab uses the torch-op path, which computes the same thing.
@@ -278,11 +278,13 @@ int lstm_backward_step(const lstm_plan *P, int t, const float *dh, const float *
  * Why: the per-step products of a word-level LM are small ([B, H] x [H, G*H] with B = 20): a
  * BLAS call splitting one of them over the threads spends much of its time synchronising, and
  * driving each step from Python adds a few microseconds per call on top. Here each thread owns a
- * contiguous block of units (the same in every step; own_columns), cut into tiles of 16, and for
- * each own tile does the product for the tile's columns of every gate block and then the tile's
- * elementwise work; one barrier per step hands the complete h_t (forward) or dG[t] (backward) to
- * the next products. (Tiles handed out dynamically measured slower: panels moving between the
- * cores' caches, and a second barrier per step backwards.) The recurrent weight is packed once per
+ * fixed part of every step (thread_share, below): rows of the batch of its own with all their
+ * units where the packed weight fits in L2, else a contiguous block of units (own_columns) of
+ * every row with one barrier per step, which hands the complete h_t (forward) or dG[t]
+ * (backward) to the next products. It cuts its units into tiles of 16 and for each tile does
+ * the product for the tile's columns of every gate block and then the tile's elementwise work.
+ * (Tiles handed out dynamically measured slower: panels moving between the cores' caches, and a
+ * second barrier per step backwards.) The recurrent weight is packed once per
  * call (work: G * H8 * H floats, from the caller) into panels of 16 columns (8 for a last tile of
  * at most 8), [K][16] each, that a step streams in order; the products use register tiles of up
  * to MAX_ROWS x 16 (below). In benchmarks/lstm_cells.py's setting this is 25-30% faster per step
