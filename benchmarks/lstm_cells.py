@@ -12,12 +12,19 @@ is (``--techniques``, on by default in the full run), the vanilla cell by other 
   per-step gate math recorded by autograd, autograd's backward);
 * ``vanilla/steps``: lmlab's sequence-level Function driving the kernel step by step from Python
   (each step's recurrent product in torch: MKL below H=256, oneDNN above) instead of the whole
-  time loop in one kernel call with its own products (what runs on CPUs without AVX2, and fgr);
+  time loop in one kernel call with its own products (what runs on CPUs without AVX2);
 * ``vanilla/ops``: lmlab's sequence-level Function with each step's elementwise work as torch ops
   instead of the compiled kernel (what runs where no C compiler is available);
 * ``vanilla/mkl``: lmlab's sequence-level Function with every product it leaves to torch on
   torch.mm (MKL), none on oneDNN;
 * ``np/own``: np through lmlab's Function instead of torch's fused kernel.
+
+Where fgr is measured, the table is followed by fgr's ratio BOUND on this machine: fgr does all of
+vanilla's work plus its gate recurrence, 54 H^2 more FLOP per token and layer (products with the
+3Hx3H W_gg: forward, and backward for the gradients w.r.t. the previous gates and W_gg). At best
+those run at the rate of a large square matrix product here (measured in the same process, before
+and after the rounds; the best is used), so fgr's step takes at least vanilla's step plus that
+time, and its ratio is at most time(fused) / (time(vanilla) + extra FLOP / that rate).
 
 The machine is shared and noisy (its speed drifts by 10-30% within minutes), so the comparison is
 a RATIO of PAIRED measurements: in each round every model (order rotated every round) trains
@@ -178,6 +185,34 @@ class Trainer:
             return (time.perf_counter() - wall) / n, (cpu_seconds() - cpu) / n
 
 
+def matmul_gflops(n: int = 2048, repeats: int = 4) -> float:
+    """This machine's rate for a large float32 matrix product, n x n by n x n (GFLOP/s, best of
+    ``repeats``, on torch's threads): more than any of the LSTM's skinnier products gets."""
+    a, b = torch.rand(n, n), torch.rand(n, n)
+    torch.mm(a, b)
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        torch.mm(a, b)
+        best = min(best, time.perf_counter() - start)
+    return 2 * n**3 / best / 1e9
+
+
+def fgr_extra_flops(hidden: int) -> int:
+    """FLOP per training step that fgr does on top of vanilla: per token and layer, the product
+    of the previous gates (o, i, f) with W_gg^T forward, and backward with W_gg (their gradient)
+    and with the step's gate gradients (W_gg's gradient), 9 H^2 multiply-adds each."""
+    return LAYERS * BATCH * BPTT * 3 * 2 * 9 * hidden**2
+
+
+def fgr_bound(rows: dict, hidden: int, gflops: float) -> float:
+    """The most fgr's ratio can be (see the module docstring): fused's median step time over
+    vanilla's (fused's where vanilla was not measured) plus fgr's extra FLOP at ``gflops``."""
+    fused = BATCH * BPTT / rows["fused"]["tokens_per_s"]
+    vanilla = fused / rows["vanilla"]["ratio_vs_fused"] if "vanilla" in rows else fused
+    return fused / (vanilla + fgr_extra_flops(hidden) / (gflops * 1e9))
+
+
 def summary(fused: list[float], mine: list[float]) -> dict:
     ratios = sorted(f / m for f, m in zip(fused, mine, strict=True))
     q = len(ratios) // 4
@@ -251,10 +286,16 @@ def main() -> None:
             print(msg, flush=True)
 
     results = {}
+    gflops = matmul_gflops() if "fgr" in kinds else None
     for hidden in sizes:
         log(f"{LAYERS}x{hidden}: V={VOCAB} B={BATCH} T={BPTT}, {args.threads} thread(s)")
         results[f"{LAYERS}x{hidden}"] = measure(hidden, kinds, rounds, args.steps, warmup=2,
                                                 log=log)
+    bounds = {}
+    if gflops is not None:
+        gflops = max(gflops, matmul_gflops())
+        bounds = {size: fgr_bound(rows, int(size.split("x")[1]), gflops)
+                  for size, rows in results.items()}
     head = "| model |"
     for s in results:
         head += f" {s} tok/s | {s} ratio (IQR) | best/best | CPU ratio |"
@@ -280,6 +321,8 @@ def main() -> None:
                                             for r in results.values())
         if "vanilla" in kinds else None,
         "table": table,
+        "matmul_gflops": gflops,
+        "fgr_ratio_bound": bounds or None,
     }
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(doc, indent=1))
@@ -287,6 +330,10 @@ def main() -> None:
         print(json.dumps(doc, indent=1))
     else:
         print("\n".join(table))
+        if bounds:
+            print("fgr's ratio at most (vanilla's step + its extra products at "
+                  f"{gflops:.0f} GFLOP/s, a large matrix product here): "
+                  + ", ".join(f"{size} {b:.2f}x" for size, b in bounds.items()))
         print(f"wrote {out}")
 
 

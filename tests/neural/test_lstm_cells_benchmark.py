@@ -3,6 +3,7 @@ writes the JSON the issue's interface names. Speed itself is measured by running
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import subprocess
 import sys
@@ -25,3 +26,21 @@ def test_lstm_cells_benchmark_runs(tmp_path):
     assert {"fused", "vanilla", "fgr", "vanilla/loop", "vanilla/steps", "vanilla/ops",
             "vanilla/mkl", "np/own"} <= set(rows)
     assert isinstance(doc["lstm_kernel_loop"], bool)
+    # fgr's bound: at most fused/vanilla's ratio, since fgr does vanilla's work and more
+    assert doc["matmul_gflops"] > 0
+    bound = doc["fgr_ratio_bound"]["2x8"]
+    assert 0 < bound < rows["vanilla"]["ratio_vs_fused"]
+
+
+def test_fgr_bound_by_hand():
+    spec = importlib.util.spec_from_file_location("lstm_cells_benchmark", SCRIPT)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    # 2 layers x 700 tokens x 54 H^2 (W_gg's three products, 2 FLOP per multiply-add)
+    assert bench.fgr_extra_flops(100) == 2 * 700 * 54 * 100**2 == 756_000_000
+    # fused 700 tokens/s: 1 s per step; vanilla 1.25x faster: 0.8 s; the extra 756 MFLOP at
+    # 3.78 GFLOP/s: 0.2 s; so fgr's step takes at least 1.0 s and its ratio is at most 1.0
+    rows = {"fused": {"tokens_per_s": 700.0}, "vanilla": {"ratio_vs_fused": 1.25}}
+    assert abs(bench.fgr_bound(rows, 100, 3.78) - 1.0) < 1e-12
+    del rows["vanilla"]  # then fused's step stands in for vanilla's: 1 / 1.2
+    assert abs(bench.fgr_bound(rows, 100, 3.78) - 1 / 1.2) < 1e-12
