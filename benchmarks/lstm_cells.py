@@ -199,9 +199,10 @@ def matmul_gflops(n: int = 2048, repeats: int = 4) -> float:
 
 
 def fgr_extra_flops(hidden: int) -> int:
-    """FLOP per training step that fgr does on top of vanilla: per token and layer, the product
-    of the previous gates (o, i, f) with W_gg^T forward, and backward with W_gg (their gradient)
-    and with the step's gate gradients (W_gg's gradient), 9 H^2 multiply-adds each."""
+    """FLOP per training step that fgr does on top of vanilla: per token and layer, three
+    products of 9 H^2 multiply-adds each: the previous gates (o, i, f) times W_gg^T forward; and
+    backward, the gate gradients times W_gg (the gradient w.r.t. the previous gates) and times the
+    previous gates (W_gg's own gradient)."""
     return LAYERS * BATCH * BPTT * 3 * 2 * 9 * hidden**2
 
 
