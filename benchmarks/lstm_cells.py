@@ -66,6 +66,7 @@ import torch
 from torch import nn
 
 import lmlab.neural.cells as cells
+from lmlab.neural import cell_steps as steps
 from lmlab.neural import kernel
 from lmlab.neural.cells import VARIANTS, VariantLSTM
 from lmlab.neural.heap import keep_freed_memory
@@ -186,15 +187,22 @@ class Trainer:
 
 
 def matmul_gflops(n: int = 2048, repeats: int = 4) -> float:
-    """This machine's rate for a large float32 matrix product, n x n by n x n (GFLOP/s, best of
-    ``repeats``, on torch's threads): more than any of the LSTM's skinnier products gets."""
+    """This machine's rate for a large float32 matrix product, n x n by n x n (GFLOP/s, on
+    torch's threads, best of ``repeats`` each with MKL's torch.mm and with oneDNN's linear op, the
+    two libraries lmlab's products use): more than any of the LSTM's skinnier products gets."""
     a, b = torch.rand(n, n), torch.rand(n, n)
-    torch.mm(a, b)
+    products = [lambda: torch.mm(a, b)]
+    dnn = steps.onednn_ops()
+    if dnn is not None:
+        b_t = b.t().contiguous()
+        products.append(lambda: dnn[0](a, b_t, None, "none", [], ""))
     best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
-        torch.mm(a, b)
-        best = min(best, time.perf_counter() - start)
+    for product in products:
+        product()
+        for _ in range(repeats):
+            start = time.perf_counter()
+            product()
+            best = min(best, time.perf_counter() - start)
     return 2 * n**3 / best / 1e9
 
 

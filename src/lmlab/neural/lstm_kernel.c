@@ -19,6 +19,7 @@
  */
 #include <math.h>
 #include <stddef.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -307,6 +308,17 @@ typedef float v8 __attribute__((vector_size(32)));
 #define MAX_ROWS 5
 #endif
 
+/* How far ahead, in rows k of a panel, tile() asks for the panel's memory (6 KB at 16 columns).
+ * Where the packed weights do not fit in L2 they stream from L3 or memory at every step (fgr's
+ * W_gg, 15 MB at H = 650; W_hh from H = 400 on), and the loop waited for them. Measured at
+ * H = 650, B = 20 on 2 threads, prefetching 96 rows ahead made fgr's time loop alone 1.35-1.5x
+ * faster, forward and backward (24 rows: 1.3x; 128 or 192: no better than 96), and fgr's whole
+ * training step 1.09x faster; vanilla's loop alone 0-4%, its training step not measurably. Where
+ * the weights sit in L2 (H = 200) neither changed measurably. The address is computed as an
+ * integer: it runs past the panel near its end, which is harmless for a prefetch but not for C
+ * pointer arithmetic. */
+#define PREFETCH_ROWS 96
+
 /* C[R, ncols] += X[R, K] Pt[K, 8 NV] (its first ncols columns), R <= MAX_ROWS, NV = 1 or 2
  * vectors; X rows ldx apart. */
 static inline __attribute__((always_inline)) void
@@ -319,6 +331,8 @@ tile(int K, const float *X, int ldx, const float *Pt, float *C, int ldc, int nco
     for (int k = 0; k < K; k++) {
         v8 y[2];
         for (int v = 0; v < NV; v++) memcpy(&y[v], Pt + (size_t)8 * NV * k + 8 * v, sizeof y[v]);
+        __builtin_prefetch((const void *)((uintptr_t)Pt
+                                          + sizeof(float) * 8 * NV * (size_t)(k + PREFETCH_ROWS)));
         for (int r = 0; r < R; r++) {
             const float x = X[(size_t)r * ldx + k];
             for (int v = 0; v < NV; v++) acc[r][v] += x * y[v];
