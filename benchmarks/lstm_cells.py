@@ -22,9 +22,10 @@ is (``--techniques``, on by default in the full run), the vanilla cell by other 
 Where fgr is measured, the table is followed by fgr's ratio BOUND on this machine: fgr does all of
 vanilla's work plus its gate recurrence, 54 H^2 more FLOP per token and layer (products with the
 3Hx3H W_gg: forward, and backward for the gradients w.r.t. the previous gates and W_gg). At best
-those run at the rate of a large square matrix product here (measured in the same process, before
-and after the rounds; the best is used), so fgr's step takes at least vanilla's step plus that
-time, and its ratio is at most time(fused) / (time(vanilla) + extra FLOP / that rate).
+those run at the rate of a large square matrix product here (2048 x 2048, the better of MKL and
+oneDNN, measured in the same process before and after the rounds), so fgr's step takes at least
+vanilla's step plus that time, and its ratio is at most
+time(fused) / (time(vanilla) + extra FLOP / that rate).
 
 The machine is shared and noisy (its speed drifts by 10-30% within minutes), so the comparison is
 a RATIO of PAIRED measurements: in each round every model (order rotated every round) trains
