@@ -63,3 +63,23 @@ def test_metrics_log_rewrite_from_history_then_appends(tmp_path):
         {"event": "resume", "step": 3},
         {"step": 4, "loss": 1.0},
     ]
+
+
+def test_metrics_log_rewrite_writes_null_for_non_finite(tmp_path):
+    # an epoch whose perplexity overflowed (cross-entropy past ~709 nats) is inf in the history
+    log = MetricsLog(tmp_path / "m.jsonl")
+    history = {"step_loss": [800.0], "grad_norm": [float("inf")], "step_lr": [1.0],
+               "step_epoch": [1], "epochs": [{"epoch": 1, "step": 1, "valid_ppl": float("inf")}],
+               "events": []}
+    log.rewrite(history, step=1)
+    log.close()
+
+    def no_constants(name):
+        raise AssertionError(f"{name} in the log: not JSON")
+
+    lines = log.path.read_text().splitlines()
+    assert [json.loads(line, parse_constant=no_constants) for line in lines] == [
+        {"step": 1, "epoch": 1, "loss": 800.0, "grad_norm": None, "lr": 1.0},
+        {"epoch": 1, "step": 1, "valid_ppl": None},
+        {"event": "resume", "step": 1},
+    ]

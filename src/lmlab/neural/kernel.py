@@ -220,7 +220,7 @@ def make_plan(spec, A: Tensor, C: Tensor, S: Tensor | None, out: Tensor | None, 
     needed; for fgr's sequence loop ``w_gg`` and ``a0`` (forward, None: no gate history) or
     ``da``. (Called twice per layer and training step, where the step's large products have just
     flushed the caches and Python code runs several times slower than warm, about 60 against 4
-    microseconds here: hence pointer arithmetic, and the variant's constants cached on the spec.)"""
+    microseconds here: hence pointer arithmetic, and the variant's constants computed once.)"""
     consts = _plan_constants(spec)
     B, H = A.shape[1], spec.H
     peep = [None, None, None]  # p_o, p_i, p_f
@@ -243,10 +243,14 @@ def _ptr(t: Tensor | None) -> int | None:
     return t.data_ptr()
 
 
+_PLAN_CONSTANTS: dict[tuple[str, int], tuple[int, list[int], list[int]]] = {}
+
+
 def _plan_constants(spec) -> tuple[int, list[int], list[int]]:
     """A spec's variant flags, the column of each gate (o, i, f, z; -1 if absent) and, for each
-    peephole row, its slot in (p_o, p_i, p_f); cached on the spec."""
-    consts = getattr(spec, "_plan_constants", None)
+    peephole row, its slot in (p_o, p_i, p_f); computed once per variant and width."""
+    key = (spec.variant, spec.H)
+    consts = _PLAN_CONSTANTS.get(key)
     if consts is None:
         has = spec.has
         flags = ((_HAS_I if has["i"] else 0) | (_HAS_F if has["f"] else 0)
@@ -255,5 +259,5 @@ def _plan_constants(spec) -> tuple[int, list[int], list[int]]:
                  | (_PEEP if spec.peep else 0))
         cols = [spec.col[g].start if has[g] else -1 for g in ("o", "i", "f", "z")]
         slots = ["oif".index(g) for g in spec.peep]
-        consts = spec._plan_constants = (flags, cols, slots)
+        consts = _PLAN_CONSTANTS[key] = (flags, cols, slots)
     return consts

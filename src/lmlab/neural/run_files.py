@@ -53,26 +53,20 @@ class MetricsLog:
             for e in history["epochs"]:
                 by_step.setdefault(e["step"], []).append(e)
             for i, loss in enumerate(history["step_loss"]):
-                f.write(json.dumps({"step": i + 1, "epoch": history["step_epoch"][i],
-                                    "loss": loss, "grad_norm": history["grad_norm"][i],
-                                    "lr": history["step_lr"][i]}) + "\n")
+                f.write(_line({"step": i + 1, "epoch": history["step_epoch"][i], "loss": loss,
+                               "grad_norm": history["grad_norm"][i],
+                               "lr": history["step_lr"][i]}))
                 for e in by_step.get(i + 1, []):
-                    f.write(json.dumps(e) + "\n")
+                    f.write(_line(e))
             for e in history["events"]:
-                f.write(json.dumps(e) + "\n")
-            f.write(json.dumps({"event": "resume", "step": step}) + "\n")
+                f.write(_line(e))
+            f.write(_line({"event": "resume", "step": step}))
         self._file = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 - kept open
 
     def write(self, record: dict) -> None:
-        """One record; a non-finite float (a diverged loss), at any depth, becomes null, as JSON
-        has none."""
-        if self._file is None:
-            return
-        try:
-            line = json.dumps(record, allow_nan=False, default=str)
-        except ValueError:  # inf or nan somewhere: the rare case pays for the walk
-            line = json.dumps(json_safe(record), default=str)
-        self._file.write(line + "\n")
+        """One record (see :func:`_line`)."""
+        if self._file is not None:
+            self._file.write(_line(record))
 
     def flush(self) -> None:
         if self._file is not None:
@@ -82,3 +76,12 @@ class MetricsLog:
         if self._file is not None:
             self._file.close()
             self._file = None
+
+
+def _line(record: dict) -> str:
+    """A record as one line of JSON; a non-finite float (a diverged loss or perplexity), at any
+    depth, becomes null, as JSON has none (the log a resume rewrites goes through here too)."""
+    try:
+        return json.dumps(record, allow_nan=False, default=str) + "\n"
+    except ValueError:  # inf or nan somewhere: the rare case pays for the walk
+        return json.dumps(json_safe(record), default=str) + "\n"
