@@ -45,20 +45,26 @@ def probe(env_value: str) -> tuple[bool, int, int]:
     return bool(int(out[0])), int(out[1]), int(out[2])
 
 
+LOGITS_PAGES = 700 * 10_000 * 4 // 4096  # one step's logits (or their gradient): 6,836 pages
+
+
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's malloc only")
 def test_training_steps_fault_no_pages_in():
     applied, _, faults = probe("1")
     if not applied:
         pytest.skip("not glibc: mallopt unavailable")
+    # Kept: the median step faults in less than a tenth of one logits block (none, measured). (The
+    # median, not the mean: the heap still grew by one logits-sized block in one step of the ten
+    # in about a third of the probes, a mean of 683 or 1,367.)
+    assert faults * 10 < LOGITS_PAGES
     off, faults_default, _ = probe("0")
     assert not off
-    # glibc's defaults: thousands of pages faulted in again (5,000-27,000 per step on average,
-    # measured; in bursts, so some steps fault none); kept: none in the median step. (Kept, the heap
-    # still grew by one logits-sized block, 6,836 pages, in one step of the ten in about a third of
-    # the runs: a mean of 683 or 1,367, which once failed this test against a default run's mean
-    # of 12,288. So the kept run is judged by its median step, the default run by its mean.)
-    assert faults_default > 1000
-    assert faults * 10 < faults_default
+    # glibc's defaults: usually thousands of pages faulted in again per step (means of
+    # 4,900-27,748 in 13 of 14 probes here), but its adaptive thresholds sometimes settle so that
+    # the measured steps fault none (a mean of 0 once, in a CI rehearsal); where the defaults did
+    # fault, keeping must cut the faults at least tenfold.
+    if faults_default > 1000:
+        assert faults * 10 < faults_default
 
 
 def test_switched_off_by_environment(monkeypatch):
