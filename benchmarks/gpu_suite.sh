@@ -70,9 +70,9 @@ job bi_forward $PTB bidirectional --runs lstm_forward --extra --device $DEVICE
 job bi $PTB bidirectional --runs lstm_bidirectional --extra --device $DEVICE
 job wt2_lstm $PTB wt2_lstm --extra --device $DEVICE
 job wt2_nnlm $PTB wt2_nnlm --extra --device $DEVICE
-job ablate_ptb python3 -m lmlab.cli ablate --data "$DATA/ptb" --out "$R/ablate_ptb" --jobs 4 \
+job ablate_ptb python3 -m lmlab.cli ablate --data "$DATA/ptb" -o "$R/ablate_ptb" --jobs 4 \
   --device $DEVICE
-job ablate_synth python3 -m lmlab.cli ablate --synthetic --out "$R/ablate_synth" --jobs 2 \
+job ablate_synth python3 -m lmlab.cli ablate --synthetic -o "$R/ablate_synth" --jobs 2 \
   --device $DEVICE
 wait
 echo "runs ended at $(( $(date +%s) - START )) s" | tee -a "$R/env.txt"
@@ -80,7 +80,7 @@ echo "runs ended at $(( $(date +%s) - START )) s" | tee -a "$R/env.txt"
 # Summaries of whatever finished (an interrupted study still has its finished runs).
 for study in ablate_ptb ablate_synth; do
   flag=$([ $study = ablate_synth ] && echo --synthetic || echo "--data $DATA/ptb")
-  python3 -m lmlab.cli ablate $flag --out "$R/$study" --summary-only --device $DEVICE \
+  python3 -m lmlab.cli ablate $flag -o "$R/$study" --summary-only --device $DEVICE \
     >>"$R/$study.out" 2>&1
 done
 rm -rf "$R"/ablate_*/runs/*.pt

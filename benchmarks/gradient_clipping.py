@@ -111,7 +111,7 @@ def one_run(cell: str, clip: float, corpus: Corpus, args, out_dir: Path) -> dict
                     device="cpu", threads=args.threads))
     ckpt = out_dir / ("runs_quick" if args.quick else "runs") / f"{name}.pt"
     tic = time.perf_counter()
-    trainer = Trainer(config, corpus, ckpt, overwrite=True, plot=False)
+    trainer = Trainer(config, corpus, ckpt, overwrite=True, plot=False, process_settings=True)
     gave_up = None
     try:
         trainer.train(max_steps=args.steps)

@@ -109,7 +109,7 @@ CORPUS = {"wt2_lstm": "wikitext-2", "wt2_nnlm": "wikitext-2"}
 def run(name: str, args: list[str], data: Path, out: Path, threads: int, seed: int,
         extra: list[str]) -> dict:
     ckpt = out / f"{name}.pt"
-    cmd = [sys.executable, "-m", "lmlab.cli", "train", *args, "--data", str(data), "--out",
+    cmd = [sys.executable, "-m", "lmlab.cli", "train", *args, "--data", str(data), "-o",
            str(ckpt), "--seed", str(seed), "--threads", str(threads), "--json", *extra]
     if ckpt.exists():
         cmd.append("--resume")

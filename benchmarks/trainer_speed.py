@@ -180,7 +180,8 @@ class LmlabLoop:
     def __init__(self, corpus: Corpus, workdir: Path, threads: int, seed: int) -> None:
         self.stamps: dict[int, tuple[float, float]] = {}
         self.trainer = Trainer(run_config(threads, seed), corpus, workdir / "trainer_speed.pt",
-                               overwrite=True, plot=False, step_hook=self._hook)
+                               overwrite=True, plot=False, step_hook=self._hook,
+                               process_settings=True)  # as `lmlab train` runs
 
     def _hook(self, trainer, step: int) -> None:
         self.stamps[step] = _now()

@@ -148,7 +148,8 @@ def test_unigram_addk_known_answer(capsys, tmp_path, train_file, test_file):
             c = counts[w] if (w in words or w == "</s>") else 0  # OOV -> <unk>, never seen
             total += math.log((c + k) / (n + k * size))
     m = tmp_path / "k.lm"
-    run_ok(capsys, "ngram", "train", train_file, "--order", "1", "-s", "addk", "--k", k, "-o", m)
+    run_ok(capsys, "ngram", "train", train_file, "--order", "1", "-s", "addk", "--add-k", k,
+           "-o", m)
     d = run_json(capsys, "eval", m, test_file)
     assert d["logprob"] == pytest.approx(total, rel=1e-9)
 
@@ -210,6 +211,19 @@ def test_score_and_next_agree(capsys, models):
         assert math.exp(got["logprob"]) == pytest.approx(r["prob"], rel=1e-9)
 
 
+def test_next_splits_a_quoted_context_as_score_does(capsys, models):
+    """`ngram next M "w3 w4"` = `ngram next M w3 w4`, the rule `score` uses for its sentence."""
+    quoted = run_json(capsys, "ngram", "next", models["model"], "w3  w4", "-k", "5")
+    separate = run_json(capsys, "ngram", "next", models["model"], "w3", "w4", "-k", "5")
+    assert quoted == separate
+    mixed = run_json(capsys, "ngram", "next", models["model"], " w3", "w4 ", "-k", "5")
+    assert mixed == separate
+    # the probability `next` gives a word is what `score` gives it after the same quoted context
+    best = next(r for r in separate if r["word"] != "</s>")
+    table = run_json(capsys, "score", models["model"], f"w3 w4 {best['word']}")
+    assert math.exp(table[2]["logprob"]) == pytest.approx(best["prob"], rel=1e-9)
+
+
 def test_score_text_output(capsys, models):
     out = run_ok(capsys, "score", models["model"], "w1 zz9 w2")
     lines = out.splitlines()
@@ -258,9 +272,9 @@ def test_data_errors(capsys, tmp_path, monkeypatch):
     monkeypatch.delenv("LMLAB_DATA", raising=False)
     run_err(capsys, "data", "verify")
     run_err(capsys, "data", "info", "nosuchcorpus")
-    run_err(capsys, "data", "verify", "ptb", "--data-dir", tmp_path / "none",
+    run_err(capsys, "data", "verify", "ptb", "--data", tmp_path / "none",
             name=tmp_path / "none")
-    msg = run_err(capsys, "data", "verify", "ptb", "--data-dir", tmp_path)
+    msg = run_err(capsys, "data", "verify", "ptb", "--data", tmp_path)
     assert "missing" in msg
 
 
@@ -313,7 +327,8 @@ def test_train_bad_order(capsys, work, train_file, order):
 
 
 @pytest.mark.parametrize("extra", [["--min-count", "0"], ["--max-vocab", "2"],
-                                   ["-s", "addk", "--k", "0"], ["-s", "addk", "--arpa", "x.arpa"]])
+                                   ["-s", "addk", "--add-k", "0"],
+                                   ["-s", "addk", "--arpa", "x.arpa"]])
 def test_train_bad_options_write_nothing(capsys, work, train_file, extra, monkeypatch):
     monkeypatch.chdir(work)
     run_err(capsys, "ngram", "train", train_file, "-o", "m.lm", *extra)
@@ -322,11 +337,15 @@ def test_train_bad_options_write_nothing(capsys, work, train_file, extra, monkey
 
 def test_train_bad_output_paths_fail_before_writing(capsys, work, train_file):
     m = work / "m.lm"
-    run_err(capsys, "ngram", "train", train_file, "-o", m, "--arpa", work / "no" / "m.arpa",
-            name=work / "no")
+    (work / "afile").write_text("x")
+    run_err(capsys, "ngram", "train", train_file, "-o", m, "--arpa",
+            work / "afile" / "no" / "m.arpa", name=work / "afile")  # a file on the way
     run_err(capsys, "ngram", "train", train_file, "-o", work, name=work)  # a directory
     run_err(capsys, "ngram", "train", train_file)  # nothing to write
-    assert_nothing_written(work, set())
+    assert_nothing_written(work, {"afile"})
+    # a missing folder is created (as PyTorch tools do)
+    run_ok(capsys, "ngram", "train", train_file, "-o", work / "new" / "m.lm")
+    assert (work / "new" / "m.lm").is_file()
 
 
 def test_train_kenlm_slips_fail_before_writing(capsys, work, train_file, monkeypatch):
@@ -420,9 +439,10 @@ def test_eval_truncated_model(capsys, models, work, test_file, cut):
 
 def test_eval_per_sentence_bad_path(capsys, models, work, test_file):
     run_err(capsys, "eval", models["model"], test_file, "--per-sentence", work, name=work)
+    (work / "afile").write_text("x")
     run_err(capsys, "eval", models["model"], test_file, "--per-sentence",
-            work / "no" / "x.tsv", name=work / "no")
-    assert_nothing_written(work, set())
+            work / "afile" / "x.tsv", name=work / "afile")
+    assert_nothing_written(work, {"afile"})
 
 
 @pytest.mark.parametrize("argv", [

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from lmlab.cli import main
-from lmlab.compare import compare, format_table, head_to_head
+from lmlab.comparison import compare, format_table, head_to_head
 from lmlab.corpus import read_corpus
 from lmlab.errors import LmlabError
 from lmlab.models import load_model
@@ -147,12 +147,14 @@ def test_user_errors_are_one_line(models, capsys, tmp_path):
     fails(capsys, "compare", models / "tri.lm", "--text", tmp_path / "missing.txt")
     fails(capsys, "compare", models / "tri.lm", models / "test.txt", "--text",
           models / "test.txt")  # a text file is not a model
-    fails(capsys, "compare", models / "tri.lm", "--text", models / "test.txt", "--plot",
-          tmp_path / "no" / "such" / "dir.png")
-    assert not (tmp_path / "no").exists()
+    (tmp_path / "afile").write_text("x")
+    assert "is a file, not a folder" in fails(
+        capsys, "compare", models / "tri.lm", "--text", models / "test.txt", "--plot",
+        tmp_path / "afile" / "such" / "dir.png")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["afile"]
 
 
 def test_import_is_light():
-    code = ("import sys, lmlab.compare, lmlab.cli; lmlab.cli.build_parser(); "
+    code = ("import sys, lmlab.comparison, lmlab.cli; lmlab.cli.build_parser(); "
             "assert 'torch' not in sys.modules and 'matplotlib' not in sys.modules")
     subprocess.run([sys.executable, "-c", code], check=True)

@@ -12,8 +12,8 @@ import pytest
 from lmlab.cli import main
 from lmlab.corpus import TokenStream, Vocabulary
 from lmlab.errors import LmlabError
-from lmlab.mixture import Mixture, em_weights, interpolate, mix
-from lmlab.models import load_model
+from lmlab.mixture import Mixture, em_weights, mix
+from lmlab.models import interpolate, load_model
 from lmlab.ngram.model import train_ngram
 from lmlab.synth import MarkovSource, write_splits
 

@@ -13,97 +13,154 @@ import json
 import math
 import sys
 import time
+import warnings
 
-from lmlab.errors import LmlabError
+from lmlab.cli_base import STDIN_HELP, HelpFormatter, add_command, split_words
+from lmlab.errors import LmlabError, LmlabWarning, file_label
 
 EXIT_USER_ERROR = 2
 # Commands that live with their subsystem: each module has ``add_parser(subparsers)`` and imports
 # nothing heavy (no torch) at import time, so every command starts fast.
-COMMAND_MODULES = [m for m in ("lmlab.compare", "lmlab.analysis.gradients_cli",
+COMMAND_MODULES = [m for m in ("lmlab.comparison", "lmlab.analysis.gradients_cli",
                                "lmlab.analysis.embeddings_cli", "lmlab.analysis.ablation_cli")
                    if importlib.util.find_spec(m) is not None]
-
-
 def _add_ngram(sub) -> None:
     from lmlab.ngram.smoothing import ALL_METHODS
 
-    ngram = sub.add_parser("ngram", help="n-gram language models (train, next)")
-    nsub = ngram.add_subparsers(dest="ngram_command", required=True)
-    t = nsub.add_parser("train", help="estimate an n-gram model from a text file")
-    t.add_argument("train", help="training text, one sentence per line (.gz ok)")
-    t.add_argument("--order", "-n", type=int, default=3)
-    t.add_argument("--smoothing", "-s", choices=ALL_METHODS, default="mkn")
-    t.add_argument("-o", "--output", help="lmlab model file to write")
-    t.add_argument("--arpa", help="also (or only) write an ARPA file (.gz to compress)")
-    t.add_argument("--min-count", type=int, default=1,
+    ngram = add_command(sub, "ngram", "lmlab ngram train train.txt --order 5 -o ptb5.lm",
+                        help="n-gram language models (train, next)",
+                        description="Estimate n-gram models (train) and query them (next).")
+    nsub = ngram.add_subparsers(dest="ngram_command", required=True, metavar="COMMAND")
+    t = add_command(nsub, "train",
+                    "lmlab ngram train train.txt --order 5 -s mkn -o ptb5.lm --arpa ptb5.arpa",
+                    help="estimate an n-gram model from a text file",
+                    description="Estimate an n-gram model from a text file (one sentence per "
+                    "line) and write it as an lmlab model (-o) and/or an ARPA file (--arpa).")
+    t.add_argument("train", help=f"training text, one sentence per line (.gz ok; {STDIN_HELP})")
+    t.add_argument("-n", "--order", type=int, default=3, metavar="N",
+                   help="n-gram order: N-1 previous words of context (lmplz -o)")
+    t.add_argument("-s", "--smoothing", choices=ALL_METHODS, default="mkn", metavar="METHOD",
+                   help="estimator: mle, addk (add-k), katz, wb (Witten-Bell), absdisc "
+                   "(absolute discounting), kn (Kneser-Ney), mkn (modified "
+                   "Kneser-Ney, as KenLM), stupid (stupid backoff)")
+    t.add_argument("-o", "--output", metavar="MODEL", help="lmlab model file to write")
+    t.add_argument("--arpa", metavar="FILE",
+                   help="also (or only) write an ARPA file (.gz to compress)")
+    t.add_argument("--min-count", type=int, default=1, metavar="N",
                    help="words seen fewer times become <unk> (default 1: keep all)")
-    t.add_argument("--max-vocab", type=int, help="keep at most this many words (with specials)")
-    t.add_argument("--vocab", help="use this vocabulary file instead of building one")
-    t.add_argument("--k", type=float, default=1.0, help="add-k constant (addk; 1 = Laplace)")
-    t.add_argument("--backoff-factor", type=float, default=0.4, help="stupid backoff factor")
+    t.add_argument("--max-vocab", type=int, metavar="N",
+                   help="keep at most this many words (with specials)")
+    t.add_argument("--vocab", metavar="FILE", help="use this vocabulary file instead of building "
+                   "one")
+    t.add_argument("--add-k", type=float, default=1.0, metavar="K",
+                   help="-s addk: the constant added to every count (1 = Laplace)")
+    t.add_argument("--backoff-factor", type=float, default=0.4, metavar="F",
+                   help="-s stupid: backoff factor")
     t.add_argument("--strict-discounts", action="store_true",
                    help="mkn: fail instead of using KenLM's fallback discounts on small data")
     t.set_defaults(func=cmd_ngram_train)
 
-    nx = nsub.add_parser("next", help="most likely next words after a context")
-    nx.add_argument("model")
-    nx.add_argument("context", nargs="*", help="context words (sentence prefix)")
-    nx.add_argument("--top", "-k", type=int, default=10)
-    nx.add_argument("--json", action="store_true")
+    nx = add_command(nsub, "next", 'lmlab ngram next ptb5.lm "the stock" -k 5',
+                     help="most likely next words after a context",
+                     description="The most likely next words after a context (a sentence "
+                     "prefix), with their probabilities.")
+    nx.add_argument("model", help="lmlab model file, ARPA file, checkpoint or mixture")
+    nx.add_argument("context", nargs="*",
+                    help="context words (separate words, or one quoted string)")
+    nx.add_argument("-k", "--top", type=int, default=10, metavar="K",
+                    help="how many words to list")
+    nx.add_argument("--json", action="store_true", help="print one JSON list")
     nx.set_defaults(func=cmd_next)
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from lmlab import __version__
+
     p = argparse.ArgumentParser(prog="lmlab", description="Train, evaluate, compare and dissect "
-                                "language models, from n-grams to LSTMs.")
-    sub = p.add_subparsers(dest="command", required=True)
+                                "language models, from n-grams to LSTMs.",
+                                epilog="example: lmlab ngram train train.txt -o ptb3.lm && "
+                                "lmlab eval ptb3.lm test.txt",
+                                formatter_class=HelpFormatter)
+    p.add_argument("--version", action="version", version=f"lmlab {__version__}",
+                   help="print the version and exit")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_ngram(sub)
     from lmlab.neural.cli import add_train_parser  # argparse only: torch loads when it runs
 
     add_train_parser(sub)
 
-    e = sub.add_parser("eval", help="perplexity report of a model on a text file")
-    e.add_argument("model", help="lmlab model file or ARPA file")
-    e.add_argument("text")
+    e = add_command(sub, "eval", "lmlab eval ptb5.lm test.txt",
+                    help="perplexity report of a model on a text file",
+                    description="Perplexity, cross-entropy and OOV count of a model on a text "
+                    "file (one sentence per line; every word and </s> is predicted).")
+    e.add_argument("model", help="lmlab model file, ARPA file, checkpoint or mixture")
+    e.add_argument("text", help=f"text, one sentence per line (.gz ok; {STDIN_HELP})")
     e.add_argument("--json", action="store_true", help="print one JSON object")
     e.add_argument("--per-sentence", metavar="FILE",
-                   help="write per-sentence log10 probability and perplexity (TSV)")
+                   help="also write per-sentence log10 probability and perplexity (TSV)")
     e.set_defaults(func=cmd_eval)
 
-    s = sub.add_parser("score", help="per-token log-probabilities of a sentence")
-    s.add_argument("model")
-    s.add_argument("sentence", nargs="+", help="the sentence (words, or one quoted string)")
-    s.add_argument("--json", action="store_true")
+    s = add_command(sub, "score", 'lmlab score ptb5.lm "the cat sat on the mat"',
+                    help="per-token log-probabilities of a sentence",
+                    description="Log-probability of every predicted token of one sentence "
+                    "(its words and </s>).")
+    s.add_argument("model", help="lmlab model file, ARPA file, checkpoint or mixture")
+    s.add_argument("sentence", nargs="+", help="the sentence (separate words, or one quoted "
+                   "string)")
+    s.add_argument("--json", action="store_true", help="print one JSON list")
     s.set_defaults(func=cmd_score)
 
-    g = sub.add_parser("generate", help="sample text from a model")
-    g.add_argument("model")
-    g.add_argument("--words", type=int, default=50)
-    g.add_argument("--temperature", type=float, default=1.0)
-    g.add_argument("--top-k", type=int)
-    g.add_argument("--seed", type=int, default=0)
+    g = add_command(sub, "generate", "lmlab generate ptb5.lm --words 30 --temperature 0.8 "
+                    "--seed 1", help="sample text from a model",
+                    description="Sample sentences from a model, one per line.")
+    g.add_argument("model", help="lmlab model file, ARPA file, checkpoint or mixture")
+    g.add_argument("--words", type=int, default=50, metavar="N", help="words to sample")
+    g.add_argument("--temperature", type=float, default=1.0, metavar="T",
+                   help="divide log-probabilities by T (< 1: safer, > 1: wilder)")
+    g.add_argument("--top-k", type=int, metavar="K",
+                   help="sample only from the K most likely words (default: all)")
+    g.add_argument("--seed", type=int, default=0, help="random seed")
     g.add_argument("--prefix", default="", help="start the first sentence with these words")
     g.set_defaults(func=cmd_generate)
 
-    i = sub.add_parser("interpolate", help="linear mixture of models, weights tuned by EM")
-    i.add_argument("models", nargs="+", help="two or more model files (any kind)")
-    i.add_argument("--valid", required=True, help="validation text for the EM weights")
-    i.add_argument("-o", "--output", required=True, help="mixture file to write (JSON)")
-    i.add_argument("--iterations", type=int, default=100)
+    i = add_command(sub, "interpolate",
+                    "lmlab interpolate ptb5.lm lstm.pt --valid valid.txt -o mix.json",
+                    help="linear mixture of models, weights tuned by EM",
+                    description="Linear interpolation of two or more models of any kind, its "
+                    "weights tuned by EM on a validation text; the mixture is a model like any "
+                    "other (eval, score, compare ...).")
+    i.add_argument("models", nargs="+", metavar="MODEL",
+                   help="two or more model files (any kind)")
+    i.add_argument("--valid", required=True, metavar="TEXT",
+                   help=f"validation text for the EM weights ({STDIN_HELP})")
+    i.add_argument("-o", "--output", required=True, metavar="FILE",
+                   help="mixture file to write (JSON)")
+    i.add_argument("--iterations", type=int, default=100, metavar="N",
+                   help="at most N EM iterations")
     i.set_defaults(func=cmd_interpolate)
 
-    d = sub.add_parser("demo", help="train models on built-in synthetic data with known entropy")
-    d.add_argument("--sentences", type=int, default=20000)
-    d.add_argument("--seed", type=int, default=0)
-    d.add_argument("--json", action="store_true")
+    d = add_command(sub, "demo", "lmlab demo --no-neural",
+                    help="train models on built-in synthetic data with known entropy",
+                    description="Train n-gram models (and a small LSTM) on synthetic text whose "
+                    "true entropy is known, and compare their perplexities with it.")
+    d.add_argument("--sentences", type=int, default=20000, metavar="N",
+                   help="training sentences")
+    d.add_argument("--seed", type=int, default=0, help="random seed")
+    d.add_argument("--json", action="store_true", help="print one JSON object")
     d.add_argument("--no-neural", action="store_true",
                    help="n-grams only (skip the small LSTM: a second instead of about ten)")
     d.set_defaults(func=cmd_demo)
 
-    data = sub.add_parser("data", help="benchmark corpora: where to get them, verify checksums")
-    data.add_argument("action", choices=["info", "verify"])
-    data.add_argument("name", nargs="?", help="corpus name (ptb, wikitext-2, ptb-char)")
-    data.add_argument("--data-dir", help="folder holding the corpora (default: $LMLAB_DATA)")
+    data = add_command(sub, "data", "lmlab data verify ptb --data ~/corpora",
+                       help="benchmark corpora: where to get them, verify checksums",
+                       description="info: where each benchmark corpus comes from and its "
+                       "checksums; verify: check your copy (DIR/NAME/train.txt ...) byte for "
+                       "byte.")
+    data.add_argument("action", choices=["info", "verify"], help="info or verify")
+    data.add_argument("name", nargs="?", help="corpus name (ptb, wikitext-2, ptb-char; "
+                      "default: all)")
+    data.add_argument("--data", metavar="DIR",
+                      help="folder holding the corpora (default: $LMLAB_DATA)")
     data.set_defaults(func=cmd_data)
     for name in COMMAND_MODULES:
         importlib.import_module(name).add_parser(sub)
@@ -140,7 +197,7 @@ def cmd_ngram_train(args) -> int:
     vocab = Vocabulary.load(args.vocab) if args.vocab else None
     start = time.perf_counter()
     model = train_ngram(args.train, order=args.order, smoothing=args.smoothing, vocab=vocab,
-                        min_count=args.min_count, max_vocab=args.max_vocab, k=args.k,
+                        min_count=args.min_count, max_vocab=args.max_vocab, k=args.add_k,
                         progress=sys.stderr.isatty(), **options)
     elapsed = time.perf_counter() - start
     if args.output:
@@ -158,7 +215,7 @@ def _fmt(x: float) -> str:
 
 
 def cmd_eval(args) -> int:
-    from lmlab.metrics import LN10, _safe_exp, evaluate, sentence_logprobs
+    from lmlab.metrics import LN10, evaluate, safe_exp, sentence_logprobs
     from lmlab.models import load_model
 
     model = load_model(args.model)
@@ -175,7 +232,7 @@ def cmd_eval(args) -> int:
         with atomic_output(args.per_sentence, "w") as f:
             f.write("sentence\ttokens\tlog10prob\tperplexity\n")
             for i, (lp, n) in enumerate(zip(sent, lengths, strict=True), 1):
-                f.write(f"{i}\t{n}\t{lp / LN10:.6f}\t{_safe_exp(-lp / n):.4f}\n")
+                f.write(f"{i}\t{n}\t{lp / LN10:.6f}\t{safe_exp(-lp / n):.4f}\n")
     d = {"model": args.model, "text": args.text, **result.to_dict(),
          "normalised": getattr(model, "normalised", True)}
     # Bidirectional checkpoints: backward/cloze numbers BESIDE the left-to-right ones.
@@ -190,8 +247,8 @@ def cmd_eval(args) -> int:
     desc = model.describe()
     summary = desc.get("summary") or f"{desc.get('smoothing', '')}, order {desc.get('order', '?')}"
     print(f"model       {args.model} ({summary})")
-    print(f"text        {args.text}: {result.sentences} sentences, {result.tokens} tokens "
-          f"(words + </s>), {result.oov} OOV")
+    print(f"text        {file_label(args.text)}: {result.sentences} sentences, "
+          f"{result.tokens} tokens (words + </s>), {result.oov} OOV")
     print(f"log10 prob  {_fmt(result.log10_prob)}")
     print(f"cross-ent.  {_fmt(result.cross_entropy_nats)} nats = "
           f"{_fmt(result.cross_entropy_bits)} bits per token")
@@ -212,10 +269,10 @@ def cmd_eval(args) -> int:
 
 
 def cmd_score(args) -> int:
-    from lmlab.metrics import LN10, _safe_exp, token_table
+    from lmlab.metrics import LN10, safe_exp, token_table
     from lmlab.models import load_model
 
-    words = " ".join(args.sentence).split()
+    words = split_words(args.sentence)
     model = load_model(args.model)
     rows = token_table(model, words)
     if args.json:
@@ -228,24 +285,18 @@ def cmd_score(args) -> int:
         print(f"{r['token']:<{width}}  {r['log10prob']:9.4f}  {r['bits']:7.3f}{flag}")
     total = sum(r["log10prob"] for r in rows)
     print(f"{'total':<{width}}  {total:9.4f}  perplexity "
-          f"{_fmt(_safe_exp(-total / len(rows) * LN10))}")
+          f"{_fmt(safe_exp(-total / len(rows) * LN10))}")
     return 0
 
 
 def cmd_next(args) -> int:
-    import numpy as np
-
-    from lmlab.corpus import BOS_ID
     from lmlab.models import load_model
 
     if args.top < 1:
         raise LmlabError(f"--top must be >= 1, got {args.top}")
     model = load_model(args.model)
-    logp = model.next_logprobs(list(args.context))
-    # <s> is context only, never a next word; a neural softmax still gives it a sliver of mass
-    # (mean 1e-6 on PTB test for the Zaremba-small LSTM, more for an undertrained model)
-    top = [i for i in np.argsort(-logp, kind="stable") if i != BOS_ID][: args.top]
-    rows = [{"word": model.vocab.itos[i], "prob": float(np.exp(logp[i]))} for i in top]
+    rows = [{"word": w, "prob": p} for w, p in model.next_words(split_words(args.context),
+                                                                k=args.top)]
     if args.json:
         print(json.dumps(rows))
     else:
@@ -255,18 +306,17 @@ def cmd_next(args) -> int:
 
 
 def cmd_generate(args) -> int:
-    from lmlab.generate import generate
     from lmlab.models import load_model
 
     model = load_model(args.model)
-    for sentence in generate(model, args.words, seed=args.seed, temperature=args.temperature,
-                             top_k=args.top_k, prefix=args.prefix.split()):
-        print(" ".join(sentence))
+    for sentence in model.generate(args.words, seed=args.seed, temperature=args.temperature,
+                                   top_k=args.top_k, prefix=args.prefix):
+        print(sentence)
     return 0
 
 
 def cmd_interpolate(args) -> int:
-    from lmlab.mixture import interpolate
+    from lmlab.models import interpolate
 
     mixture, history, alone = interpolate(args.models, args.valid, args.iterations)
     mixture.save(args.output)
@@ -287,14 +337,26 @@ def cmd_demo(args) -> int:
 def cmd_data(args) -> int:
     from lmlab.datasets import data_command
 
-    return data_command(args.action, args.name, args.data_dir)
+    return data_command(args.action, args.name, args.data)
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    if issubclass(category, LmlabWarning):
+        print(f"lmlab: warning: {message}", file=sys.stderr)
+    else:
+        print(warnings.formatwarning(message, category, filename, lineno, line), end="",
+              file=sys.stderr)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        return args.func(args)
+        with warnings.catch_warnings():
+            # lmlab's own warnings as one line each, like its errors (the library only warns)
+            warnings.simplefilter("always", LmlabWarning)
+            warnings.showwarning = _show_warning
+            return args.func(args)
     except LmlabError as err:
         print(f"lmlab: error: {err}", file=sys.stderr)
         return EXIT_USER_ERROR

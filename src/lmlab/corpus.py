@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from lmlab.errors import LmlabError
-from lmlab.fileio import atomic_output, open_binary
+from lmlab.fileio import atomic_output, open_binary, strip_bom
 
 UNK, BOS, EOS = "<unk>", "<s>", "</s>"
 UNK_ID, BOS_ID, EOS_ID = 0, 1, 2
@@ -31,7 +31,9 @@ _CHUNK_BYTES = 8 * 2**20
 
 
 def _line_chunks(path: str | os.PathLike) -> Iterator[tuple[int, list[str]]]:
-    """Yield ``(number of lines before, decoded lines)`` chunks of ``path`` (plain or gzip).
+    """Yield ``(number of lines before, decoded lines)`` chunks of ``path`` (plain or gzip; ``-``
+    is standard input). A leading UTF-8 byte-order mark is dropped; CRLF line ends split into
+    whitespace like any other.
 
     Validates as it streams: binary data (NUL bytes), invalid UTF-8 and over-long lines raise
     :class:`LmlabError` naming the file and line.
@@ -47,6 +49,8 @@ def _line_chunks(path: str | os.PathLike) -> Iterator[tuple[int, list[str]]]:
                                  good + 1) from None
             if not chunk:
                 return
+            if lineno == 0:
+                chunk[0] = strip_bom(chunk[0])  # an encoding signature, not part of a word
             data = b"".join(chunk)
             if b"\0" in data:
                 bad = next(i for i, line in enumerate(chunk) if b"\0" in line)
@@ -230,6 +234,8 @@ def _read_text_lines(path: str | os.PathLike) -> Iterator[str]:
             if not line:
                 return
             lineno += 1
+            if lineno == 1:
+                line = strip_bom(line)
             try:
                 yield line.decode("utf-8")
             except UnicodeDecodeError:

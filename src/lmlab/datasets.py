@@ -1,8 +1,9 @@
 """The benchmark corpora lmlab knows: where they come from, their checksums, how to find them.
 
 lmlab never ships these files. Point it at a folder holding ``ptb/``, ``wikitext-2/`` ... (each
-with train/valid/test) with ``--data-dir`` or the ``LMLAB_DATA`` environment variable, and check
-your copy byte for byte with ``lmlab data verify``.
+with train/valid/test) with ``--data`` or the ``LMLAB_DATA`` environment variable, and check
+your copy byte for byte with ``lmlab data verify``. ``lmlab train --data ptb`` and ``lmlab ablate
+--data ptb`` find a corpus there by name (:func:`data_folder`).
 """
 
 from __future__ import annotations
@@ -72,7 +73,7 @@ def find_corpus(name: str, data_dir: str | os.PathLike | None = None) -> Path | 
 def data_root(data_dir: str | os.PathLike | None = None) -> Path:
     root = data_dir or os.environ.get("LMLAB_DATA")
     if not root:
-        raise LmlabError("no data folder: pass --data-dir DIR or set LMLAB_DATA")
+        raise LmlabError("no data folder: pass --data DIR or set LMLAB_DATA")
     path = Path(root)
     if not path.is_dir():
         raise LmlabError("data folder does not exist", path)
@@ -89,6 +90,25 @@ def corpus_dir(name: str, data_dir: str | os.PathLike | None = None) -> Path:
         raise LmlabError(f"missing {', '.join(missing)}; download {CORPORA[name].source_url}",
                          folder)
     return folder
+
+
+def data_folder(spec: str | os.PathLike) -> Path:
+    """The folder a ``--data`` value names: a folder (holding train.txt, valid.txt, test.txt), or
+    else the name of a corpus under ``$LMLAB_DATA`` (``ptb``). A folder of that name in the
+    working directory wins over the corpus."""
+    path = Path(spec)
+    if path.is_dir():
+        return path
+    name = os.fspath(spec)
+    if name in CORPORA and os.environ.get("LMLAB_DATA"):
+        return corpus_dir(name)  # a known corpus: says which files are missing and where to get it
+    found = find_corpus(name)
+    if found is not None:
+        return found
+    root = os.environ.get("LMLAB_DATA")
+    where = f"nor a corpus in $LMLAB_DATA ({root})" if root else \
+        "nor a corpus name (LMLAB_DATA is not set)"
+    raise LmlabError(f"no such data directory (train.txt, valid.txt, test.txt), {where}", name)
 
 
 def sha256_file(path: Path) -> str:

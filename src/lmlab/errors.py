@@ -17,13 +17,26 @@ class LmlabError(Exception):
                  line: int | None = None) -> None:
         where = ""
         if path is not None:
-            where = f"{os.fspath(path)}:{line}: " if line is not None else f"{os.fspath(path)}: "
+            name = file_label(path)
+            where = f"{name}:{line}: " if line is not None else f"{name}: "
         super().__init__(where + message)
         self.path = path
         self.line = line
+
+
+def file_label(path: str | os.PathLike) -> str:
+    """How messages name a file: its path, or ``<stdin>`` for ``-`` (standard input)."""
+    name = os.fspath(path)
+    return "<stdin>" if name == "-" else name
 
 
 def require(condition: bool, message: str) -> None:
     """Raise :class:`LmlabError` with ``message`` unless ``condition`` holds (option checks)."""
     if not condition:
         raise LmlabError(message)
+
+
+class LmlabWarning(UserWarning):
+    """Something worth a user's attention that does not stop the work (fallback discounts, text
+    mostly outside the vocabulary). Library code warns through :mod:`warnings`; the CLI prints
+    each as one ``lmlab: warning: ...`` line."""

@@ -1,4 +1,5 @@
-"""Small file helpers shared by every writer and reader: gzip transparency and atomic writes."""
+"""Small file helpers shared by every writer and reader: gzip transparency, standard input as
+``-``, byte-order marks, and atomic writes with the umask's permissions."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import gzip
 import io
 import math
 import os
+import sys
 import tempfile
 import zlib
 from collections.abc import Iterator
@@ -16,10 +18,31 @@ from typing import IO
 from lmlab.errors import LmlabError
 
 GZIP_MAGIC = b"\x1f\x8b"
+BOM = b"\xef\xbb\xbf"  # the UTF-8 byte-order mark some editors put at the start of a text file
+STDIN = "-"  # the path that means standard input wherever lmlab reads a text file
+
+_stdin_data: bytes | None = None  # standard input, read once, served to every later open
+
+
+def is_stdin(path: str | os.PathLike) -> bool:
+    """Whether ``path`` is ``-``, standard input."""
+    return isinstance(path, str | os.PathLike) and os.fspath(path) == STDIN
+
+
+def strip_bom(data: bytes) -> bytes:
+    """``data`` (a text file's first line or first bytes) without a leading UTF-8 byte-order
+    mark: it is an encoding signature, not part of the first word."""
+    return data[len(BOM):] if data.startswith(BOM) else data
 
 
 def open_binary(path: str | os.PathLike) -> IO[bytes]:
-    """Open a file for reading bytes, decompressing gzip by content (not by file name)."""
+    """Open a file for reading bytes, decompressing gzip by content (not by file name).
+
+    ``-`` is standard input: read whole into memory on the first open and served again on every
+    later open in this process (training reads its corpus twice), gzip still told by content.
+    """
+    if is_stdin(path):
+        return _open_stdin()
     path = Path(path)
     try:
         handle = open(path, "rb")  # noqa: SIM115 - returned to the caller
@@ -30,6 +53,22 @@ def open_binary(path: str | os.PathLike) -> IO[bytes]:
     except PermissionError:
         raise LmlabError("permission denied", path) from None
     if handle.peek(2)[:2] == GZIP_MAGIC:
+        return _GzipReader(fileobj=handle, mode="rb")  # type: ignore[return-value]
+    return handle
+
+
+def _open_stdin() -> IO[bytes]:
+    global _stdin_data
+    if _stdin_data is None:
+        stream = getattr(sys.stdin, "buffer", None)
+        if stream is None:
+            raise LmlabError("standard input is not available", STDIN)
+        try:
+            _stdin_data = stream.read()
+        except OSError as err:
+            raise LmlabError(f"cannot read standard input ({err})", STDIN) from None
+    handle = io.BufferedReader(io.BytesIO(_stdin_data))
+    if _stdin_data[:2] == GZIP_MAGIC:
         return _GzipReader(fileobj=handle, mode="rb")  # type: ignore[return-value]
     return handle
 
@@ -66,22 +105,71 @@ def head_bytes(path: str | os.PathLike, n: int = 64) -> bytes:
             raise LmlabError(f"cannot read file ({err})", path) from None
 
 
+def _proc_umask() -> int | None:
+    """The umask as Linux reports it in /proc/self/status (no process state touched), or None."""
+    try:
+        with open("/proc/self/status", encoding="ascii", errors="replace") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def _read_umask() -> int:
+    """The process umask: from /proc where the system says it; elsewhere set and restored once,
+    at import (``os.umask`` is the only portable reader, and it is process-wide: done once,
+    before lmlab starts any thread, it cannot race with one of ours)."""
+    mask = _proc_umask()
+    if mask is None:
+        mask = os.umask(0o022)
+        os.umask(mask)
+    return mask
+
+
+UMASK = _read_umask()
+
+
+def created_mode(umask: int | None = None) -> int:
+    """The permission bits a plain ``open(path, "w")`` would give a new file: 0o666 less the
+    umask (the current one where /proc tells it, else the one at import, unless given)."""
+    if umask is None:
+        umask = _proc_umask() if _HAVE_PROC_UMASK else UMASK
+    return 0o666 & ~(UMASK if umask is None else umask)
+
+
+_HAVE_PROC_UMASK = _proc_umask() is not None
+
+
 @contextlib.contextmanager
-def atomic_output(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
+def atomic_output(path: str | os.PathLike, mode: str = "wb", *,
+                  temp: str | os.PathLike | None = None) -> Iterator[IO]:
     """Write to a temporary file beside ``path`` and rename it into place only on success.
 
     A crash, an exception or Ctrl-C half way leaves the previous file (if any) untouched and no
-    partial output behind. ``path`` ending in ``.gz`` is gzip-compressed.
+    partial output behind. ``path`` ending in ``.gz`` is gzip-compressed. Missing parent folders
+    are created (as ``mkdir -p``); the file gets the permissions of any new file (0o666 less the
+    umask), not the owner-only ones of a temporary file. ``temp`` fixes the temporary file's
+    name (a leftover of a killed process is then overwritten, not accumulated); by default it
+    is a fresh unique name.
     """
     path = Path(path)
     directory = path.parent if str(path.parent) else Path(".")
     check_output_path(path)
     try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        if temp is None:
+            fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
+        else:
+            tmp = os.fspath(temp)
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     except OSError as err:
-        raise LmlabError(f"cannot write here ({err.strerror})", directory) from None
+        raise LmlabError(f"cannot write here ({err.strerror or err})", directory) from None
     try:
         with os.fdopen(fd, "wb") as raw:
+            with contextlib.suppress(OSError):  # e.g. a file system without permissions
+                os.fchmod(raw.fileno(), created_mode())
             if path.suffix == ".gz":
                 with gzip.GzipFile(fileobj=raw, mode="wb", compresslevel=6, mtime=0) as gz:
                     yield from _yield_stream(gz, mode)
@@ -92,22 +180,46 @@ def atomic_output(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
         try:
             os.replace(tmp, path)
         except OSError as err:
-            raise LmlabError(f"cannot write file ({err.strerror})", path) from None
+            raise LmlabError(f"cannot write file ({err.strerror or err})", path) from None
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+    _fsync_dir(directory)
+
+
+def _fsync_dir(directory: Path) -> None:
+    """Make the rename itself durable (POSIX); harmless where directories cannot be opened."""
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 def check_output_path(path: str | os.PathLike) -> None:
-    """Raise :class:`LmlabError` unless ``path`` can be an output file: its folder exists and it is
-    not itself a folder. Writers call it first, so a long job does not fail only at the end."""
+    """Raise :class:`LmlabError` unless ``path`` can be an output file: it is not a folder, and
+    its folder exists or can be created (no part of the way is a file). Writers call it first, so
+    a long job does not fail only at the end; it creates nothing (:func:`atomic_output` creates
+    missing folders when it writes)."""
     path = Path(path)
-    directory = path.parent if str(path.parent) else Path(".")
-    if not directory.is_dir():
-        raise LmlabError("output directory does not exist", directory)
     if path.is_dir():
         raise LmlabError("is a directory, expected an output file name", path)
+    directory = path.parent if str(path.parent) else Path(".")
+    ancestor = directory
+    while not ancestor.exists():
+        if ancestor.is_symlink():
+            raise LmlabError("is a broken symbolic link, expected a folder", ancestor)
+        if ancestor.parent == ancestor:
+            break
+        ancestor = ancestor.parent
+    if ancestor.exists() and not ancestor.is_dir():
+        raise LmlabError("is a file, not a folder: cannot write output inside it", ancestor)
 
 
 def _yield_stream(binary: IO[bytes], mode: str) -> Iterator[IO]:

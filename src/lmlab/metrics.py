@@ -17,13 +17,16 @@ from __future__ import annotations
 
 import math
 import os
+import warnings
 from dataclasses import asdict, dataclass
 from typing import Protocol
 
 import numpy as np
 
 from lmlab.corpus import EOS_ID, RESERVED, TokenStream, Vocabulary, read_corpus
-from lmlab.errors import LmlabError
+from lmlab.errors import LmlabError, LmlabWarning, file_label
+
+OOV_WARN_RATE = 0.2  # warn above this share of OOV words (a model of another corpus)
 
 LN10 = math.log(10.0)
 
@@ -66,13 +69,29 @@ class EvalResult:
         return self.cross_entropy_nats / math.log(2.0)
 
     @property
+    def cross_entropy(self) -> float:
+        """Cross-entropy in nats per predicted token (``cross_entropy_nats``)."""
+        return self.cross_entropy_nats
+
+    @property
+    def bits_per_token(self) -> float:
+        """Cross-entropy in bits per predicted token (``cross_entropy_bits``)."""
+        return self.cross_entropy_bits
+
+    @property
+    def oov_rate(self) -> float:
+        """Share of the predicted words (``</s>`` not counted) outside the vocabulary."""
+        words = self.tokens - self.sentences
+        return self.oov / words if words else 0.0
+
+    @property
     def perplexity(self) -> float:
-        return _safe_exp(self.cross_entropy_nats)
+        return safe_exp(self.cross_entropy_nats)
 
     @property
     def perplexity_excl_oov(self) -> float:
         n = self.tokens - self.oov
-        return _safe_exp(-self.logprob_excl_oov / n) if n else float("nan")
+        return safe_exp(-self.logprob_excl_oov / n) if n else float("nan")
 
     @property
     def log10_prob(self) -> float:
@@ -87,8 +106,18 @@ class EvalResult:
         return d
 
 
-def _safe_exp(x: float) -> float:
-    return math.exp(x) if x < 700 else float("inf")
+def safe_exp(x: float) -> float:
+    """``exp(x)`` as a float, ``inf`` where it overflows instead of raising (the perplexity of a
+    model that gives some token probability ~0); nan stays nan. The one helper every perplexity
+    and exponentiated loss in lmlab goes through.
+
+    >>> safe_exp(0.0), safe_exp(1000.0)
+    (1.0, inf)
+    """
+    try:
+        return math.exp(x)
+    except OverflowError:
+        return float("inf")
 
 
 def summarize(logprobs: np.ndarray, stream: TokenStream) -> EvalResult:
@@ -111,17 +140,34 @@ def sentence_logprobs(logprobs: np.ndarray, stream: TokenStream) -> np.ndarray:
 def evaluate(model: LanguageModel, path: str | os.PathLike) -> tuple[EvalResult, np.ndarray,
                                                                      TokenStream]:
     """Score the text file ``path`` with ``model``: the summary, per-token log-probs, the stream."""
-    stream = read_corpus(path, model.vocab)
+    return evaluate_stream(model, read_corpus(path, model.vocab))
+
+
+def evaluate_stream(model: LanguageModel, stream: TokenStream) -> tuple[EvalResult, np.ndarray,
+                                                                        TokenStream]:
+    """Score an encoded ``stream`` with ``model``, as :func:`evaluate` scores a file.
+
+    Text entirely outside the vocabulary is an error; text mostly outside it (more than
+    ``OOV_WARN_RATE`` of its words) scores with an :class:`~lmlab.errors.LmlabWarning`, since
+    its perplexity is then mostly that of ``<unk>``."""
     words = stream.ids != EOS_ID
     if words.any() and stream.oov[words].all():
         raise LmlabError(f"every word ({int(words.sum())}) is outside the model's vocabulary; "
-                         "wrong model or wrong file?", path)
+                         "wrong model or wrong file?", stream.source)
     logprobs = model.logprobs(stream)
-    return summarize(logprobs, stream), logprobs, stream
+    result = summarize(logprobs, stream)
+    if result.oov_rate > OOV_WARN_RATE:
+        warnings.warn(f"{file_label(stream.source)}: {result.oov_rate:.1%} of the words "
+                      f"({result.oov} of {result.tokens - result.sentences}) are outside the model's vocabulary; "
+                      "its perplexity is mostly that of <unk> (wrong model or wrong file?)",
+                      LmlabWarning, stacklevel=3)
+    return result, logprobs, stream
 
 
 def token_table(model: LanguageModel, words: list[str]) -> list[dict]:
-    """Per-token report for one sentence: word, id, OOV flag, ln p, log10 p, bits."""
+    """Per-token report for one sentence (its words, then ``</s>``): one dict per predicted
+    token with keys ``token``, ``oov`` (outside the vocabulary), ``logprob`` (natural log),
+    ``log10prob`` and ``bits`` (-log2 p)."""
     reserved = [w for w in words if w in RESERVED]
     if reserved:
         raise LmlabError(f"reserved token {reserved[0]!r} inside the sentence; lmlab adds "

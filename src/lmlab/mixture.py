@@ -24,11 +24,12 @@ import numpy as np
 from lmlab.corpus import TokenStream, read_corpus
 from lmlab.errors import LmlabError
 from lmlab.fileio import atomic_output
+from lmlab.scoring import Scoring
 
 FORMAT = "lmlab-mixture"
 
 
-class Mixture:
+class Mixture(Scoring):
     def __init__(self, models: list, weights: list[float], paths: list[str] | None = None) -> None:
         if len(models) < 1 or len(models) != len(weights):
             raise LmlabError("a mixture needs one weight per model")
@@ -42,27 +43,36 @@ class Mixture:
                 raise LmlabError(f"model {i} has a different vocabulary ({diff} words differ); "
                                  "interpolate models trained with the same vocabulary")
         self.models, self.weights, self.paths = models, w, paths or []
+        self.em_perplexity: list[float] = []  # set by fit_mixture
+        self.member_perplexity: list[float] = []
         self.vocab = models[0].vocab
         # Each member's ids in the first member's order, for next-word distributions.
         self._perm = [np.array([m.vocab.stoi[w] for w in self.vocab.itos]) for m in models]
         self.normalised = all(getattr(m, "normalised", True) for m in models)
 
-    def member_logprobs(self, path: str | os.PathLike) -> tuple[np.ndarray, TokenStream]:
-        """[models, tokens] natural-log probs of ``path``; each member encodes it itself."""
+    def member_logprobs(self, text: str | os.PathLike | TokenStream
+                        ) -> tuple[np.ndarray, TokenStream]:
+        """[models, tokens] natural-log probs of ``text`` (a file, each member encoding it
+        itself, or a stream encoded with the first member's vocabulary)."""
+        if isinstance(text, TokenStream):
+            return self._member_rows(text), text
         rows, first = [], None
         for m in self.models:
-            stream = read_corpus(path, m.vocab)
+            stream = read_corpus(text, m.vocab)
             first = first or stream
             rows.append(m.logprobs(stream))
         return np.vstack(rows), first
 
-    def logprobs(self, stream: TokenStream) -> np.ndarray:
+    def _member_rows(self, stream: TokenStream) -> np.ndarray:
         rows = []
         for m, perm in zip(self.models, self._perm, strict=True):
             ids = perm[stream.ids] if m.vocab is not self.vocab else stream.ids
             s = TokenStream(ids.astype(np.int32), stream.offsets, stream.oov, stream.source)
             rows.append(m.logprobs(s))
-        return mix(np.vstack(rows), self.weights)
+        return np.vstack(rows)
+
+    def logprobs(self, stream: TokenStream) -> np.ndarray:
+        return mix(self._member_rows(stream), self.weights)
 
     def next_logprobs(self, context: list[str]) -> np.ndarray:
         rows = [m.next_logprobs(context)[perm] for m, perm in
@@ -74,11 +84,17 @@ class Mixture:
                 "smoothing": "interpolated", "order": "-"}
 
     def save(self, path: str | os.PathLike) -> None:
+        """Write the mixture file: its members' file names (relative to it) and weights."""
+        unsaved = [i for i, p in enumerate(self.paths or [None] * len(self.models), 1) if not p]
+        if unsaved:
+            raise LmlabError(f"member {unsaved[0]} of the mixture has no file: a mixture file "
+                             "names its members, so save each member first (model.save(path))")
         folder = Path(path).resolve().parent
         rel = [os.path.relpath(Path(p).resolve(), folder) for p in self.paths]
         with atomic_output(path, "w") as f:
             json.dump({"format": FORMAT, "version": 1, "models": rel,
                        "weights": self.weights.tolist()}, f, indent=1)
+        self.path = os.fspath(path)
 
 
 def mix(member_logprobs: np.ndarray, weights: np.ndarray) -> np.ndarray:
@@ -113,35 +129,36 @@ def em_weights(member_logprobs: np.ndarray, iterations: int = 100, tol: float = 
     return w, history
 
 
-def interpolate(paths: list[str], valid: str | os.PathLike, iterations: int = 100) -> tuple[
-        Mixture, list[float], list[float]]:
-    """Load the models at ``paths``, tune weights on ``valid`` by EM. Returns the mixture, the EM
-    perplexity history and each member's own validation perplexity."""
-    from lmlab.models import load_model
-
-    if len(paths) < 2:
+def fit_mixture(models: list, paths: list, valid: str | os.PathLike | TokenStream,
+                iterations: int = 100) -> Mixture:
+    """A mixture of ``models`` (files ``paths``, None where a model has none) whose weights EM
+    tunes on ``valid``; it keeps ``em_perplexity`` (validation perplexity per iteration) and
+    ``member_perplexity`` (each member's alone)."""
+    if len(models) < 2:
         raise LmlabError("interpolation needs at least two models")
-    models = [load_model(p) for p in paths]
     mixture = Mixture(models, [1.0 / len(models)] * len(models), list(paths))
     lp, _ = mixture.member_logprobs(valid)
     if not np.isfinite(lp).any(axis=0).all():
-        raise LmlabError("some validation token has probability 0 under every model", valid)
+        where = valid.source if isinstance(valid, TokenStream) else valid
+        raise LmlabError("some validation token has probability 0 under every model", where)
     weights, history = em_weights(lp, iterations)
     mixture.weights = weights
-    return mixture, history, [float(np.exp(-row.mean())) for row in lp]
+    mixture.em_perplexity = history
+    mixture.member_perplexity = [float(np.exp(-row.mean())) for row in lp]
+    return mixture
 
 
-def load_mixture(path: str | os.PathLike) -> Mixture:
-    from lmlab.models import load_model
-
+def read_mixture_file(path: str | os.PathLike) -> tuple[list[str], list[float]]:
+    """The member files (as paths usable from here) and weights a mixture file names. Loading
+    the members is :func:`lmlab.models.load_mixture`'s (any kind of model, so it sits with
+    :func:`~lmlab.models.load_model`; this module never loads model files)."""
     try:
-        data = json.loads(Path(path).read_text(encoding="utf-8"))
+        data = json.loads(Path(path).read_text(encoding="utf-8-sig"))
         members, weights = data["models"], data["weights"]
     except (ValueError, KeyError, TypeError, UnicodeDecodeError) as err:
         raise LmlabError(f"corrupt mixture file ({type(err).__name__})", path) from None
     folder = Path(path).parent
-    paths = [str(folder / m) for m in members]
-    return Mixture([load_model(p) for p in paths], weights, paths)
+    return [str(folder / m) for m in members], weights
 
 
 def is_mixture_file(head: bytes) -> bool:

@@ -22,7 +22,8 @@ try:
 except ImportError:
     HAVE_GENSIM = False
 needs_gensim = pytest.mark.skipif(not HAVE_GENSIM,
-                                  reason="gensim not installed (pip install 'lmlab[embeddings]')")
+                                  reason="gensim is not installed: pip install 'lmlab[embeddings]' "
+                                  "(or pip install gensim)")
 
 # Hand-made geometry (D = 12): royal e0, male e1, female e2, capital e3, country e4, one
 # dimension per country e5..e9, the specials on e10/e11 (orthogonal to every word).

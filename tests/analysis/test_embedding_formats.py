@@ -24,7 +24,7 @@ def test_export_round_trips_through_gensim(crafted, tmp_path, capsys):
     for fmt, name, binary in (("word2vec", "v.txt", False), ("word2vec-binary", "v.bin", True),
                               ("word2vec", "v.txt.gz", False)):
         out = tmp_path / name
-        assert "wrote 16 vectors x 12" in ok(capsys, "embed", "export", ckpt, out, "--format",
+        assert "wrote 16 vectors x 12" in ok(capsys, "embed", "export", ckpt, "-o", out, "--format",
                                              fmt)
         kv = KeyedVectors.load_word2vec_format(str(out), binary=binary)
         assert kv.index_to_key == emb.words
@@ -41,7 +41,7 @@ def test_export_round_trips_through_gensim(crafted, tmp_path, capsys):
     a = json.loads(ok(capsys, "embed", "neighbors", ckpt, "athens", "--json"))
     b = json.loads(ok(capsys, "embed", "neighbors", tmp_path / "gensim1.w2v", "athens", "--json"))
     assert a["neighbors"] == b["neighbors"]
-    ok(capsys, "embed", "export", ckpt, tmp_path / "proj", "--format", "tsv")
+    ok(capsys, "embed", "export", ckpt, "-o", tmp_path / "proj", "--format", "tsv")
     meta = (tmp_path / "proj" / "metadata.tsv").read_text().splitlines()
     vecs = np.loadtxt(tmp_path / "proj" / "vectors.tsv", delimiter="\t", dtype=np.float32)
     assert meta == emb.words and np.array_equal(vecs, emb.vectors)

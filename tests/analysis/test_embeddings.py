@@ -38,7 +38,7 @@ def unit(x):
 
 def test_neighbors_match_numpy_cosines(crafted, capsys):
     ckpt, vectors, _ = crafted
-    out = json.loads(ok(capsys, "embed", "neighbors", ckpt, "king", "--k", "4", "--json"))
+    out = json.loads(ok(capsys, "embed", "neighbors", ckpt, "king", "-k", "4", "--json"))
     words = ["<unk>", "</s>"] + WORDS  # <s> is left out: never trained
     allv = np.vstack([np.eye(DIM)[10], np.eye(DIM)[11], vectors])
     cos = unit(allv) @ unit(allv)[words.index("king")]
@@ -47,7 +47,7 @@ def test_neighbors_match_numpy_cosines(crafted, capsys):
     assert order[:2] == ["man", "queen"]
     for r in out["neighbors"]:
         assert r["cosine"] == pytest.approx(cos[words.index(r["word"])], abs=1e-6)
-    text = ok(capsys, "embed", "neighbours", ckpt, "King", "--k", "2")  # case fallback
+    text = ok(capsys, "embed", "neighbours", ckpt, "King", "-k", "2")  # case fallback
     assert "king (for King)" in text and "man" in text
 
 
@@ -59,7 +59,7 @@ def test_analogies_add_and_mul(crafted, capsys):
         assert not {"man", "woman", "king"} & {r["word"] for r in rows}
         assert len(rows) == 5 and rows[0]["score"] >= rows[1]["score"]
     out = json.loads(ok(capsys, "embed", "analogy", ckpt, "Athens", "Greece", "Beijing",
-                        "--method", "mul", "--k", "1", "--json"))
+                        "--method", "mul", "-k", "1", "--json"))
     assert [r["word"] for r in out["3CosMul"]] == ["china"] and "3CosAdd" not in out
     assert out["resolved"] == {"Athens": "athens", "Greece": "greece", "Beijing": "beijing"}
     text = ok(capsys, "embed", "analogy", ckpt, "man", "woman", "king")
@@ -233,7 +233,7 @@ def test_ngram_models_have_no_embeddings(train_file, tmp_path, capsys):
     lm, arpa = tmp_path / "m.lm", tmp_path / "m.arpa.gz"
     ok(capsys, "ngram", "train", train_file, "--order", "2", "-o", lm, "--arpa", arpa)
     for path in (lm, arpa):
-        cmds = [["neighbors", path, "w1"], ["export", path, "o.txt"], ["plot", path, "a", "b",
+        cmds = [["neighbors", path, "w1"], ["export", path, "-o", "o.txt"], ["plot", path, "a", "b",
                                                                        "--out", "p.png"]]
         for cmd in cmds + ([["evaluate", path]] if HAVE_GENSIM else []):
             assert "n-gram models have no word embeddings" in fails(capsys, "embed", *cmd)
@@ -242,10 +242,10 @@ def test_ngram_models_have_no_embeddings(train_file, tmp_path, capsys):
 @needs_gensim
 def test_other_bad_input(crafted, tmp_path, capsys):
     ckpt = crafted[0]
-    assert "--k must be >= 1" in fails(capsys, "embed", "neighbors", ckpt, "king", "--k", "0")
+    assert "--top must be >= 1" in fails(capsys, "embed", "neighbors", ckpt, "king", "-k", "0")
     assert "no such file" in fails(capsys, "embed", "neighbors", tmp_path / "nope.pt", "king")
     w2v = tmp_path / "v.txt"
-    ok(capsys, "embed", "export", ckpt, w2v)
+    ok(capsys, "embed", "export", ckpt, "-o", w2v)
     assert "--which output needs a neural checkpoint" in fails(
         capsys, "embed", "neighbors", w2v, "king", "--which", "output")
     trunc = tmp_path / "trunc.pt"
@@ -253,8 +253,11 @@ def test_other_bad_input(crafted, tmp_path, capsys):
     assert "truncated or corrupt" in fails(capsys, "embed", "neighbors", trunc, "king")
     assert "no such file" in fails(capsys, "embed", "evaluate", ckpt, "--analogies",
                                    tmp_path / "missing.txt")
-    assert "output directory does not exist" in fails(capsys, "embed", "export", ckpt,
-                                                      tmp_path / "no" / "dir" / "v.txt")
+    (tmp_path / "afile").write_text("x")
+    assert "is a file, not a folder" in fails(capsys, "embed", "export", ckpt, "-o",
+                                              tmp_path / "afile" / "dir" / "v.txt")
+    ok(capsys, "embed", "export", ckpt, "-o", tmp_path / "no" / "dir" / "v.txt")  # folders created
+    assert (tmp_path / "no" / "dir" / "v.txt").is_file()
     assert "at least two different words" in fails(capsys, "embed", "plot", ckpt, "king",
                                                    "king", "--out", tmp_path / "p.png")
     mixture = tmp_path / "mix.json"
@@ -355,7 +358,7 @@ def test_ppmi_cli_and_embed_commands_on_its_output(train_file, tmp_path, capsys)
     again = P.ppmi_embeddings(train_file, dim=6, window=2)
     np.testing.assert_array_equal(again.vectors, emb.vectors)  # deterministic, exact file
     # the conftest corpus prefers w_i -> w_{i+1}: w_{i+1} and w_{i-1} share contexts with w_i
-    nb = json.loads(ok(capsys, "embed", "neighbors", out, "w5", "--k", "3", "--json"))
+    nb = json.loads(ok(capsys, "embed", "neighbors", out, "w5", "-k", "3", "--json"))
     assert len(nb["neighbors"]) == 3
     ok(capsys, "embed", "analogy", out, "w1", "w2", "w3")
     ok(capsys, "embed", "ppmi", train_file, "--dim", "4", "--out", tmp_path / "tsv", "--format",
@@ -386,11 +389,11 @@ def test_trained_lstm_end_to_end(tmp_path, capsys):
     ok(capsys, "train", "lstm", "--data", tmp_path, "--out", ckpt, "--epochs", "1", "--emsize",
        "8", "--hidden", "8", "--layers", "1", "--bptt", "5", "--batch-size", "4", "--threads",
        "1", "--device", "cpu", "--seed", "3")
-    nb = json.loads(ok(capsys, "embed", "neighbors", ckpt, "w1", "--k", "3", "--json"))
+    nb = json.loads(ok(capsys, "embed", "neighbors", ckpt, "w1", "-k", "3", "--json"))
     assert len(nb["neighbors"]) == 3 and "<s>" not in [r["word"] for r in nb["neighbors"]]
     ok(capsys, "embed", "neighbors", ckpt, "w1", "--which", "output")
-    ok(capsys, "embed", "analogy", ckpt, "w1", "w2", "w3", "--k", "2")
+    ok(capsys, "embed", "analogy", ckpt, "w1", "w2", "w3", "-k", "2")
     ev = json.loads(ok(capsys, "embed", "evaluate", ckpt, "--json"))  # no benchmark word at all
     assert ev["analogies"]["coverage"] == 0 and ev["pairs"]["simlex999"]["spearman"] is None
-    ok(capsys, "embed", "export", ckpt, tmp_path / "v.bin", "--format", "word2vec-binary")
+    ok(capsys, "embed", "export", ckpt, "-o", tmp_path / "v.bin", "--format", "word2vec-binary")
     assert E.load_embeddings(tmp_path / "v.bin").words == E.load_embeddings(ckpt).words

@@ -186,7 +186,8 @@ def test_gradcheck(kw):
     gradcheck_model(bilm(**{"emsize": 3, "hidden": 3, "init_range": 0.7, **kw}).train())
 
 
-@pytest.mark.skipif("fgr" not in VARIANTS, reason="lmlab.neural.cells not available")
+@pytest.mark.skipif("fgr" not in VARIANTS, reason="lmlab.neural.cells (the LSTM variants) does "
+                    "not import: reinstall lmlab (pip install -e .)")
 def test_variant_bilm_chunks_and_cloze_blindness():
     model = bilm(variant="fgr")
     x = torch.randint(V, (7, 2))
@@ -224,12 +225,23 @@ def test_learns_all_three_tasks():
 def test_trainer_style_steps():
     """One trainer step as the trainer takes it: loss, backward, detach, next batch."""
     model = bilm(dtype=torch.float32).train()
+    before = [p.detach().clone() for p in model.parameters()]
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
     state = model.init_state(2, "cpu")
-    for _ in range(3):
-        loss, state = model.loss(torch.randint(V, (5, 2)), torch.randint(V, (5, 2)), state)
-        opt.zero_grad()
-        loss.backward()
-        nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        state = detach_state(state)
+    torch.manual_seed(0)
+    batches = [(torch.randint(V, (5, 2)), torch.randint(V, (5, 2))) for _ in range(2)]
+    losses = []
+    for _ in range(10):  # the same two batches again and again: the loss must go down
+        for inputs, targets in batches:
+            loss, state = model.loss(inputs, targets, state)
+            opt.zero_grad()
+            loss.backward()
+            nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            opt.step()
+            state = detach_state(state)
+            losses.append(loss.item())
+    assert all(math.isfinite(x) for x in losses)
+    assert losses[-1] < losses[1]  # fitted (first step's state differs: compare like with like)
+    assert all(not t.requires_grad for t in flat(state))  # cut from the graph
+    assert all(not torch.equal(a, b.detach())  # every weight took part and moved
+               for a, b in zip(before, model.parameters(), strict=True))

@@ -129,7 +129,8 @@ def test_gradients_when_only_some_outputs_are_used(variant, used, dtype, use_ker
     output sequence alone, on the final h or c alone, or on all but the last step still gives
     the reference gradients (torch-op path in float64, kernel path in float32)."""
     if use_kernel and kernel.library() is None:
-        pytest.skip("no compiled kernel")
+        pytest.skip("the C kernel could not be built: install a C compiler (cc/gcc, e.g. "
+                    "apt-get install gcc) and rerun")
     monkeypatch.setattr(cells, "KERNEL", use_kernel)
     model = make(variant, dtype=dtype, hidden=16)
     x, state = inputs(variant, dtype=dtype, hidden=16)

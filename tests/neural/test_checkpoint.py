@@ -138,8 +138,16 @@ def test_stale_temp_file_does_not_break_next_save(tmp_path):
 
 
 def test_unwritable_target_is_one_line_error(tmp_path):
-    with pytest.raises(LmlabError, match="output directory does not exist"):
-        save_checkpoint(tmp_path / "nope" / "c.pt", payload())
+    (tmp_path / "afile").write_text("x")
+    with pytest.raises(LmlabError, match="is a file, not a folder"):
+        save_checkpoint(tmp_path / "afile" / "sub" / "c.pt", payload())
+
+
+def test_missing_folders_are_created(tmp_path):
+    path = tmp_path / "runs" / "deep" / "c.pt"
+    save_checkpoint(path, payload())
+    assert load_checkpoint(path)["tag"] == "a"
+    assert sorted(p.name for p in path.parent.iterdir()) == ["c.pt"]
 
 
 KILLER = textwrap.dedent("""

@@ -17,7 +17,9 @@ from lmlab.neural.models import build_model
 from lmlab.neural.trainer import Trainer
 from lmlab.synth import MarkovSource, write_splits
 
-pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+pytestmark = pytest.mark.skipif(not torch.cuda.is_available(),
+                                reason="no CUDA device: run on a machine with an NVIDIA GPU and a "
+                                "CUDA build of torch")
 
 
 @pytest.fixture(scope="module")

@@ -48,11 +48,13 @@ def probe(env_value: str) -> tuple[bool, int, int]:
 LOGITS_PAGES = 700 * 10_000 * 4 // 4096  # one step's logits (or their gradient): 6,836 pages
 
 
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's malloc only")
+@pytest.mark.skipif(not sys.platform.startswith("linux"),
+                    reason="measures glibc's malloc: runs on Linux with glibc only")
 def test_training_steps_fault_no_pages_in():
     applied, _, faults = probe("1")
     if not applied:
-        pytest.skip("not glibc: mallopt unavailable")
+        pytest.skip("not glibc (e.g. musl/Alpine): mallopt is unavailable; runs on a "
+                    "glibc Linux")
     # Kept: the median step faults in less than a tenth of one logits block (none, measured). (The
     # median, not the mean: the heap still grew by one logits-sized block in one step of the ten
     # in about a third of the probes, a mean of 683 or 1,367.)

@@ -14,7 +14,8 @@ from lmlab.neural import kernel
 from lmlab.neural.cells import VARIANTS, VariantLSTM
 
 needs_kernel = pytest.mark.skipif(kernel.library() is None,
-                                  reason="no C compiler here: the kernel cannot be built")
+                                  reason="the C kernel could not be built: install a C "
+                                  "compiler (cc/gcc, e.g. apt-get install gcc) and rerun")
 
 
 def make_state(layers: int, batch: int, hidden: int, variant: str) -> tuple:
@@ -55,7 +56,8 @@ def test_kernel_equals_torch_ops(variant, hidden, onednn_min, monkeypatch):
 
 
 needs_loop = pytest.mark.skipif(not kernel.loop_available(),
-                                reason="no kernel or no AVX2/FMA: no whole-sequence loop")
+                                reason="the whole-sequence loop needs the C kernel (install a "
+                                "C compiler) and an x86-64 CPU with AVX2 and FMA")
 
 
 @needs_loop

@@ -43,7 +43,8 @@ def cell_variants() -> tuple[str, ...]:
 
 
 VARIANTS = cell_variants()
-needs_cells = pytest.mark.skipif(not VARIANTS, reason="lmlab.neural.cells not available")
+needs_cells = pytest.mark.skipif(not VARIANTS, reason="lmlab.neural.cells (the LSTM variants) "
+                                 "does not import: reinstall lmlab (pip install -e .)")
 
 SPECS = {
     "nnlm": dict(model="nnlm"),

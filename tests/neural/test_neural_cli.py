@@ -99,7 +99,9 @@ def test_resume_cli_matches_uninterrupted(data_dir, tmp_path, capsys):
     ok(capsys, "train", "lstm", "--out", tmp_path / "full.pt", *args)
     ok(capsys, "train", "lstm", "--out", tmp_path / "part.pt", "--max-steps", "7", *args)
     assert load_checkpoint(tmp_path / "part.pt")["progress"]["step"] == 7
-    ok(capsys, "train", "lstm", "--out", tmp_path / "part.pt", "--resume", *args)
+    # (a resumed run keeps its --max-steps 7: 0 lifts the limit)
+    ok(capsys, "train", "lstm", "--out", tmp_path / "part.pt", "--resume", "--max-steps", "0",
+       *args)
     a, b = load_checkpoint(tmp_path / "full.pt"), load_checkpoint(tmp_path / "part.pt")
     for name, value in a["model"].items():
         assert torch.equal(value, b["model"][name]), name
@@ -130,7 +132,8 @@ def test_bad_options_are_one_line_errors(data_dir, tmp_path, capsys, argv, needl
 
 def test_cuda_missing_is_one_line_error(data_dir, tmp_path, capsys):
     if torch.cuda.is_available():
-        pytest.skip("CUDA present")
+        pytest.skip("a CUDA device is present, so the missing-CUDA error cannot happen here "
+                    "(run on a machine without one, or with CUDA_VISIBLE_DEVICES='')")
     assert "CUDA is not available" in fails(capsys, "train", "lstm", "--data", data_dir,
                                             "--out", tmp_path / "m.pt", "--device", "cuda")
 
@@ -214,3 +217,82 @@ def test_ctrl_c_saves_checkpoint_and_resumes(data_dir, tmp_path):
     assert rc == 0
     assert load_checkpoint(out)["progress"]["step"] > step
     assert not Path(f"{out.parent}/.{out.name}.tmp").exists()
+
+
+def test_flags_not_given_are_none():
+    """build_config tells a flag given from one left out by None: no config flag may have a
+    parser default, or a resumed run would take it for an override."""
+    from lmlab.cli import build_parser
+    from lmlab.neural.cli import FLAGS
+
+    args = build_parser().parse_args(["train", "lstm", "--data", "d", "-o", "m.pt"])
+    assert {dest: getattr(args, dest) for dest in FLAGS} == dict.fromkeys(FLAGS)
+
+
+def run(capsys, *argv) -> tuple[int, str, str]:
+    rc = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    assert "Traceback" not in err
+    return rc, out, err
+
+
+def test_resume_keeps_every_option_and_says_so(data_dir, tmp_path, capsys, monkeypatch):
+    """`train --max-steps 12 --epochs 3 ...`, Ctrl-C at step 5, then `train --resume` alone: the
+    resumed run keeps every option (the step limit and the epochs too), prints them, and ends
+    as the run never stopped does; the command line overrides only what it names."""
+    from lmlab.neural.trainer import Trainer
+
+    first = ["--max-steps", "12", "--epochs", "3", "--dropout", "0.3", *TINY]
+    rc, _, _ = run(capsys, "train", "lstm", "--data", data_dir, "-o", tmp_path / "full.pt",
+                   *first)
+    assert rc == 0
+    out = tmp_path / "m.pt"
+    step = Trainer._train_step
+
+    def ctrl_c_at_5(self, bar):  # what the first Ctrl-C does: stop after this step
+        step(self, bar)
+        if self.step == 5:
+            self._stop_requested = True
+
+    monkeypatch.setattr(Trainer, "_train_step", ctrl_c_at_5)
+    rc, _, err = run(capsys, "train", "lstm", "--data", data_dir, "-o", out, *first)
+    assert rc == 130 and "resume with --resume" in err
+    monkeypatch.undo()
+    assert load_checkpoint(out)["progress"]["step"] == 5
+
+    rc, stdout, err = run(capsys, "train", "lstm", "--data", data_dir, "-o", out, "--resume")
+    assert rc == 0
+    line = next(x for x in err.splitlines() if x.startswith("resumed with "))
+    assert line == ("resumed with --emsize 8 --hidden 8 --layers 1 --dropout 0.3 --epochs 3 "
+                    "--bptt 5 --batch-size 4 --lr 0.01 --optimizer adam --seed 3 --device cpu "
+                    "--threads 1 --max-steps 12")
+    a, b = load_checkpoint(tmp_path / "full.pt"), load_checkpoint(out)
+    assert b["progress"]["step"] == 12 and b["config"] == a["config"]
+    for name, value in a["model"].items():
+        assert torch.equal(value, b["model"][name]), name
+    # shorter than an epoch: validated at its end, labelled
+    assert stdout.startswith("max_steps: 0 epoch(s), 12 steps")
+    assert "valid perplexity " in stdout and " at step 12 (epoch 0." in stdout
+    assert "best" not in stdout
+
+    # at its limit already: nothing to do, and it says how to go on
+    rc, _, err = run(capsys, "train", "lstm", "--data", data_dir, "-o", out, "--resume")
+    assert rc == 0 and "at its --max-steps 12 already" in err
+    assert load_checkpoint(out)["progress"]["step"] == 12
+
+    # overrides: named, and only they change
+    rc, stdout, err = run(capsys, "train", "lstm", "--data", data_dir, "-o", out, "--resume",
+                          "--max-steps", "0", "--eval-every", "20", "--json")
+    assert rc == 0
+    assert "changed here: --eval-every 0 -> 20, --max-steps 12 -> 0" in err
+    report = json.loads(stdout)
+    saved = load_checkpoint(out)
+    assert report["status"] == "finished" and report["epochs"] == 3
+    assert saved["config"]["train"]["epochs"] == 3 and saved["config"]["model"]["dropout"] == 0.3
+    steps = saved["progress"]["step"]
+    assert (report["valid_step"], report["valid_epoch"]) == (steps, 3)
+    assert report["valid_ppl"] == saved["history"]["epochs"][-1]["valid_ppl"]
+    assert report["best_valid_epoch"] in (1, 2, 3)
+    valid = saved["history"]["valid"]
+    assert [(v["step"], v["when"]) for v in valid if v["when"] != "epoch"] == \
+        [(12, "end")] + [(s, "every") for s in range(20, steps, 20) if s % (steps // 3)]

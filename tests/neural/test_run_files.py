@@ -83,3 +83,23 @@ def test_metrics_log_rewrite_writes_null_for_non_finite(tmp_path):
         {"epoch": 1, "step": 1, "valid_ppl": None},
         {"event": "resume", "step": 1},
     ]
+
+
+def test_metrics_log_rewrite_puts_validations_after_their_step(tmp_path):
+    log = MetricsLog(tmp_path / "m.jsonl")
+    start = {"step": 0, "epoch": 0.0, "valid_ppl": 12.0, "when": "end"}
+    every = {"step": 1, "epoch": 0.5, "valid_ppl": 10.0, "when": "every"}
+    history = {"step_loss": [3.0, 2.0], "grad_norm": [1.0, 0.5], "step_lr": [1.0, 1.0],
+               "step_epoch": [1, 1], "epochs": [{"epoch": 1, "step": 2, "valid_ppl": 9.0}],
+               "events": [],
+               "valid": [start, every, {"step": 2, "epoch": 1, "valid_ppl": 9.0, "when": "epoch"}]}
+    log.rewrite(history, step=2)
+    log.close()
+    assert _records(log.path) == [
+        start,  # before any step
+        {"step": 1, "epoch": 1, "loss": 3.0, "grad_norm": 1.0, "lr": 1.0},
+        every,
+        {"step": 2, "epoch": 1, "loss": 2.0, "grad_norm": 0.5, "lr": 1.0},
+        {"epoch": 1, "step": 2, "valid_ppl": 9.0},  # an epoch end's: its epoch record only
+        {"event": "resume", "step": 2},
+    ]

@@ -387,3 +387,129 @@ def test_bidirectional_trains_and_resumes(corpus, tmp_path):
     record = json.loads(sidecar_paths(tmp_path / "full.pt")["metrics"].read_text()
                         .splitlines()[0])
     assert {"forward", "backward", "cloze"} <= set(record)
+
+
+def test_library_trainer_leaves_process_settings_alone(corpus, tmp_path, monkeypatch):
+    """From Python, the run's thread count holds only while it computes; glibc's thresholds and
+    cuDNN's flags are left as the caller had them."""
+    from lmlab.neural import heap
+
+    monkeypatch.setattr(heap, "_applied", None)  # (None: keep_freed_memory never called)
+    cudnn = torch.backends.cudnn
+    monkeypatch.setattr(cudnn, "benchmark", True)
+    monkeypatch.setattr(cudnn, "deterministic", False)
+    threads = torch.get_num_threads()
+    seen = []
+    trainer = Trainer(cfg(epochs=1, threads=threads + 1), corpus, tmp_path / "m.pt",
+                      plot=False, step_hook=lambda t, step: seen.append(torch.get_num_threads()))
+    assert torch.get_num_threads() == threads
+    trainer.train(max_steps=3)
+    trainer.evaluate_test()
+    trainer.close()
+    assert seen == [threads + 1] * 3  # the run's own while it trains
+    assert torch.get_num_threads() == threads
+    assert heap._applied is None
+    assert (cudnn.benchmark, cudnn.deterministic) == (True, False)
+    # on CUDA, cuDNN is deterministic while the trainer computes, and as it was afterwards
+    trainer.device = torch.device("cuda")
+    with trainer._run_settings():
+        assert (cudnn.benchmark, cudnn.deterministic) == (False, True)
+    assert (cudnn.benchmark, cudnn.deterministic) == (True, False)
+
+
+def test_process_settings_opt_in(corpus, tmp_path, monkeypatch):
+    """What `lmlab train` asks for: the thread count and glibc's thresholds for good."""
+    from lmlab.neural import heap
+
+    monkeypatch.setattr(heap, "_applied", None)
+    threads = torch.get_num_threads()
+    try:
+        Trainer(cfg(epochs=1, threads=threads + 1), corpus, tmp_path / "m.pt", plot=False,
+                process_settings=True).close()
+        assert torch.get_num_threads() == threads + 1
+        assert heap._applied is not None  # (True on glibc)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def test_short_run_validates_at_its_end(corpus, tmp_path):
+    out = tmp_path / "m.pt"
+    trainer, result = train(cfg(), corpus, out, max_steps=5, plot=True)
+    n = len(trainer.windows)
+    assert result.status == "max_steps" and result.epochs == [] and result.best_valid_ppl is None
+    expected = summarize(load_neural(out).logprobs(corpus.valid), corpus.valid).perplexity
+    assert result.valid == {"step": 5, "epoch": round(5 / n, 4),
+                            "valid_ppl": pytest.approx(expected, rel=1e-9), "when": "end"}
+    assert load_checkpoint(out)["history"]["valid"] == [result.valid]
+    records = [json.loads(line) for line in sidecar_paths(out)["metrics"].read_text()
+               .splitlines()]
+    assert records[-1] == result.valid and records[-2]["step"] == 5
+    assert sidecar_paths(out)["curve"].read_bytes()[:4] == b"\x89PNG"
+    # resumed to the end: no second validation at the last epoch's end
+    resumed, result = train(cfg(), corpus, out, resume=True)
+    assert [v["when"] for v in resumed.history["valid"]] == ["end", "epoch", "epoch"]
+    assert result.valid == resumed.history["valid"][-1]
+    assert result.valid["epoch"] == 2 and result.valid["step"] == 2 * n
+    assert result.best_valid_epoch in (1, 2)
+    assert result.best_valid_ppl == result.epochs[result.best_valid_epoch - 1]["valid_ppl"]
+    # resumed with nothing left to do: the same last validation, not a new one
+    again, result2 = train(cfg(), corpus, out, resume=True)
+    assert again.history["valid"] == resumed.history["valid"] and result2.valid == result.valid
+
+
+def test_eval_every_only_watches(corpus, tmp_path):
+    """Validations every N steps are recorded at their step and epoch, and change nothing else:
+    same weights and history as without them, and resume bit for bit."""
+    plain, _ = train(cfg(), corpus, tmp_path / "plain.pt")
+    watched, result = train(cfg(eval_every=4), corpus, tmp_path / "w.pt")
+    assert_same_run(plain, watched)
+    n = len(plain.windows)
+    every = [v for v in watched.history["valid"] if v["when"] == "every"]
+    assert [v["step"] for v in every] == [s for s in range(4, 2 * n, 4) if s != n]
+    assert all(v["epoch"] == round(v["step"] / n, 4) for v in every)
+    assert [v for v in watched.history["valid"] if v["when"] == "epoch"] == [
+        {"step": e["step"], "epoch": e["epoch"], "valid_ppl": e["valid_ppl"], "when": "epoch"}
+        for e in result.epochs]
+    records = [json.loads(line) for line in sidecar_paths(tmp_path / "w.pt")["metrics"]
+               .read_text().splitlines()]
+    assert [r for r in records if r.get("when") == "every"] == every
+    # stopped between two validations and resumed: the same run (plus the stop's validation)
+    part = tmp_path / "part.pt"
+    train(cfg(eval_every=4), corpus, part, max_steps=n + 3)
+    resumed, _ = train(cfg(eval_every=4), corpus, part, resume=True)
+    assert_same_run(watched, resumed)
+    assert [v for v in resumed.history["valid"] if v["when"] != "end"] == \
+        watched.history["valid"]
+    logged = [json.loads(line) for line in sidecar_paths(part)["metrics"].read_text()
+              .splitlines()]
+    assert [r["step"] for r in logged if r.get("when") == "end"] == [n + 3]
+
+
+def test_checkpoint_from_before_validation_records_resumes(corpus, tmp_path):
+    """A checkpoint written before eval_every, max_steps and history["valid"] existed."""
+    from lmlab.neural.checkpoint import save_checkpoint
+
+    full, _ = train(cfg(), corpus, tmp_path / "full.pt")
+    out = tmp_path / "old.pt"
+    n = len(full.windows)
+    train(cfg(), corpus, out, max_steps=n + 2)
+    data = load_checkpoint(out)
+    for key in ("eval_every", "max_steps"):
+        del data["config"]["train"][key]
+    del data["history"]["valid"]
+    save_checkpoint(out, {k: v for k, v in data.items() if k not in ("format", "version")})
+    resumed, result = train(cfg(), corpus, out, resume=True)
+    assert_same_run(full, resumed)
+    assert [v["when"] for v in resumed.history["valid"]] == ["epoch", "epoch"]
+    assert result.valid["step"] == 2 * n
+
+
+def test_max_steps_in_the_configuration(corpus, tmp_path):
+    out = tmp_path / "m.pt"
+    trainer, result = train(cfg(max_steps=5), corpus, out)
+    assert result.status == "max_steps" and trainer.step == 5
+    assert load_checkpoint(out)["config"]["train"]["max_steps"] == 5
+    again, result = train(cfg(max_steps=5), corpus, out, resume=True)
+    assert result.status == "max_steps" and again.step == 5  # at its limit: nothing to do
+    done, result = train(cfg(max_steps=5), corpus, out, resume=True, max_steps=0)  # no limit
+    assert result.status == "finished" and done.step == 2 * len(done.windows)

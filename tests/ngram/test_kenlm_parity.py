@@ -16,6 +16,7 @@ DISCOUNTS_O5 = {1: (0.479348, 1.24412, 1.9582), 2: (0.792484, 1.22263, 1.54662),
                 3: (0.915105, 1.37439, 1.26812), 4: (0.968383, 1.38349, 1.77582),
                 5: (0.974168, 1.57677, 1.3204)}
 COUNTS_O5 = [6024, 38515, 58346, 62572, 61490]
+KENLM_MISSING = "the kenlm Python module is not installed: pip install kenlm (or .[test])"
 
 
 @pytest.fixture(scope="module", params=[3, 5])
@@ -63,7 +64,7 @@ def test_every_arpa_entry_matches_lmplz(valid_model, ptb_unk, kenlm_reference):
 
 
 def test_kenlm_loads_our_arpa_and_agrees(tmp_path, ptb_unk):
-    kenlm = pytest.importorskip("kenlm")
+    kenlm = pytest.importorskip("kenlm", reason=KENLM_MISSING)
     model = train_ngram(ptb_unk / "valid.txt", order=4, smoothing="mkn")
     arpa = tmp_path / "ours.arpa.gz"
     write_arpa(model, arpa)
@@ -78,7 +79,7 @@ def test_kenlm_loads_our_arpa_and_agrees(tmp_path, ptb_unk):
 @pytest.mark.parametrize("method", ["wb", "kn", "katz", "absdisc", "stupid"])
 def test_kenlm_scores_other_methods_identically(tmp_path, ptb_unk, method):
     """Any backoff-form model written as ARPA scores the same in KenLM."""
-    kenlm = pytest.importorskip("kenlm")
+    kenlm = pytest.importorskip("kenlm", reason=KENLM_MISSING)
     model = train_ngram(ptb_unk / "valid.txt", order=3, smoothing=method)
     arpa = tmp_path / f"{method}.arpa"
     write_arpa(model, arpa)

@@ -56,7 +56,7 @@ class StudyConfig:
     clip: float = 1.0
     forget_bias: float = 0.0
     max_train_tokens: int = 0  # 0: the whole training split
-    device: str = "cpu"
+    device: str = "auto"
     threads: int = 1  # torch threads per run
     jobs: int = 2  # runs at a time (processes)
 
@@ -122,7 +122,7 @@ def run_one(data: str, runs_dir: str, variant: str, seed: int,
     if study.max_train_tokens and len(corpus.train) > study.max_train_tokens:
         corpus.train = _head(corpus.train, study.max_train_tokens)
     trainer = Trainer(study.run_config(variant, seed), corpus, ckpt, resume=ckpt.exists(),
-                      plot=False)
+                      plot=False, process_settings=True)  # (a worker process of its own)
     try:
         start = time.perf_counter()
         try:
@@ -192,7 +192,7 @@ def run_study(data: str | os.PathLike, out: str | os.PathLike, study: StudyConfi
         if mine != theirs:
             diff = sorted(k for k in mine if mine[k] != theirs.get(k))
             raise LmlabError(f"this folder holds a study with other settings ({', '.join(diff)});"
-                             " use another --out", out)
+                             " use another --output", out)
     with atomic_output(settings, "w") as f:
         json.dump(asdict(study), f, indent=1)
     runs = [(v, s) for v in study.variants for s in range(1, study.seeds + 1)]

@@ -10,9 +10,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from lmlab.errors import LmlabError
-
-VARIANTS = ("vanilla", "nig", "nfg", "nog", "niaf", "noaf", "np", "cifg", "fgr")  # = cells.VARIANTS
+from lmlab.neural.cli import LSTM_VARIANTS as VARIANTS  # = cells.VARIANTS, torch-free
 
 # The synthetic long-range study: a key, d - 1 random fillers, then the value the key determines.
 # Small enough for the default budget on 2 CPU cores; its entropy floor is exact.
@@ -21,39 +19,64 @@ SYNTH_STUDY = {"emsize": 32, "hidden": 64, "epochs": 10, "bptt": 50, "batch_size
                "lr": 0.005}
 
 
+# StudyConfig's defaults, for --help without importing torch (a test checks they agree).
+STUDY_DEFAULTS = {"seeds": 3, "emsize": 128, "hidden": 128, "layers": 1, "epochs": 2, "bptt": 35,
+                  "batch_size": 20, "optimizer": "adam", "lr": 0.002, "clip": 1.0,
+                  "forget_bias": 0.0, "max_train_tokens": 0, "threads": 1, "jobs": 2}
+
+
 def add_parser(sub) -> None:
-    p = sub.add_parser(
-        "ablate", help="LSTM ablation study: Greff et al.'s variants x seeds, with t-tests",
+    from lmlab.cli_base import add_command
+
+    p = add_command(
+        sub, "ablate", "lmlab ablate --data ptb --variants vanilla cifg nfg --seeds 3 "
+        "-o runs/ablation",
+        help="LSTM ablation study: Greff et al.'s variants x seeds, with t-tests",
         description="Train every LSTM variant (vanilla with peepholes, nig, nfg, nog, niaf, noaf, "
         "np, cifg, fgr) once per seed with one shared configuration and budget; write "
-        "OUT/results.json, OUT/results.md and OUT/ablation.png (mean ± std of perplexity, "
-        "parameters, tokens/s, Welch's t-test against vanilla). Finished runs are not redone; an "
-        "interrupted one resumes from its checkpoint in OUT/runs/. The default study (1x128, 2 "
-        "epochs of PTB, 3 seeds, 2 runs at a time) takes under two hours on 2 CPU cores.")
+        "OUTPUT/results.json, OUTPUT/results.md and OUTPUT/ablation.png (mean ± std of "
+        "perplexity, parameters, tokens/s, Welch's t-test against vanilla). Finished runs are not "
+        "redone; an interrupted one resumes from its checkpoint in OUTPUT/runs/. The default "
+        "study (1x128, 2 epochs of PTB, 3 seeds, 2 runs at a time) takes under two hours on 2 CPU "
+        "cores.")
     src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument("--data", metavar="DIR", help="folder with train.txt, valid.txt, test.txt")
+    src.add_argument("--data", metavar="DIR",
+                     help="folder with train.txt, valid.txt, test.txt, or the name of a corpus "
+                     "under $LMLAB_DATA (e.g. ptb)")
     src.add_argument("--synthetic", action="store_true",
-                     help="lmlab's synthetic long-range language (written to OUT/data), where the "
-                     "value token depends on the key --distance tokens earlier")
-    p.add_argument("--out", required=True, metavar="DIR", help="study folder (created)")
+                     help="lmlab's synthetic long-range language (written to OUTPUT/data), where "
+                     "the value token depends on the key --distance tokens earlier")
+    p.add_argument("-o", "--output", required=True, metavar="DIR",
+                   help="study folder (created; an existing one is resumed)")
     p.add_argument("--variants", nargs="+", choices=VARIANTS, metavar="V",
                    help=f"variants to run (default all: {' '.join(VARIANTS)})")
-    p.add_argument("--seeds", type=int, help="seeds per variant (default 3)")
+    p.add_argument("--seeds", type=int, metavar="N",
+                   help=f"seeds per variant, 1..N (default {STUDY_DEFAULTS['seeds']})")
     p.add_argument("--quick", action="store_true",
                    help="a tiny study for tests: 2 seeds, 16 units, 1 epoch on 3,000 tokens")
     p.add_argument("--distance", type=int, default=10, metavar="D",
-                   help="--synthetic: key-to-value distance (default 10)")
-    g = p.add_argument_group("shared configuration (defaults: see the description)")
-    for flag, kind in (("--emsize", int), ("--hidden", int), ("--layers", int),
-                       ("--epochs", int), ("--bptt", int), ("--batch-size", int),
-                       ("--lr", float), ("--clip", float), ("--forget-bias", float),
-                       ("--max-train-tokens", int)):
-        g.add_argument(flag, type=kind)
-    g.add_argument("--optimizer", choices=("sgd", "adam", "adamw"))
+                   help="--synthetic: key-to-value distance")
+    g = p.add_argument_group("shared configuration (--synthetic and --quick change the "
+                             "defaults)")
+    for flag, kind, metavar, text in (
+            ("--emsize", int, "N", "embedding size"), ("--hidden", int, "N", "hidden units"),
+            ("--layers", int, "N", "layers"), ("--epochs", int, "N", "epochs"),
+            ("--bptt", int, "N", "truncated BPTT length"),
+            ("--batch-size", int, "N", "batch size"), ("--lr", float, "LR", "learning rate"),
+            ("--clip", float, "C", "gradient-norm clipping threshold, 0: off"),
+            ("--forget-bias", float, "B", "added to the forget-gate bias at init"),
+            ("--max-train-tokens", int, "N", "train on the first N tokens only, 0: all")):
+        default = STUDY_DEFAULTS[flag[2:].replace("-", "_")]
+        g.add_argument(flag, type=kind, metavar=metavar, help=f"{text} (default {default})")
+    g.add_argument("--optimizer", choices=("sgd", "adam", "adamw"),
+                   help=f"optimiser (default {STUDY_DEFAULTS['optimizer']})")
     r = p.add_argument_group("execution (may change when resuming)")
-    r.add_argument("--jobs", type=int, help="runs at a time, one process each (default 2)")
-    r.add_argument("--threads", type=int, help="torch threads per run (default 1)")
-    r.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:N, auto")
+    r.add_argument("--jobs", type=int, metavar="N",
+                   help=f"runs at a time, one process each (default {STUDY_DEFAULTS['jobs']})")
+    r.add_argument("--threads", type=int, metavar="N",
+                   help=f"torch threads per run (default {STUDY_DEFAULTS['threads']})")
+    r.add_argument("--device", default="auto",
+                   help="auto (cuda if available, else cpu), cpu, cuda, cuda:N")
     p.add_argument("--summary-only", action="store_true",
                    help="train nothing: summarise the runs finished so far")
     p.add_argument("--json", action="store_true", help="print results.json's per-variant rows")
@@ -80,13 +103,14 @@ def cmd_ablate(args) -> int:
         values["variants"] = list(dict.fromkeys(args.variants))
     study = StudyConfig(**values)
     study.check()
-    out = Path(args.out)
+    out = Path(args.output)
     extra: dict = {}
-    data = args.data
     if args.synthetic:
         data, extra = _synthetic_data(out / "data", args.distance, quick=args.quick)
-    elif not Path(data).is_dir():
-        raise LmlabError("no such data directory", data)
+    else:
+        from lmlab.datasets import data_folder
+
+        data = str(data_folder(args.data))
     summary = run_study(data, out, study, log=lambda line: print(line, file=sys.stderr),
                         progress=sys.stderr.isatty(), extra=extra,
                         run=not args.summary_only)

@@ -3,7 +3,7 @@ gensim read and write it (``KeyedVectors.load_word2vec_format`` / ``save_word2ve
 the ``vectors.tsv`` + ``metadata.tsv`` pair that the TensorFlow Embedding Projector
 (projector.tensorflow.org) loads.
 
-:func:`export` writes :class:`~lmlab.analysis.embeddings.Embeddings` in any of :data:`FORMATS`;
+:func:`export` writes :class:`~lmlab.analysis.vectors.Embeddings` in any of :data:`FORMATS`;
 :func:`read_word2vec` and :func:`read_tsv` read them back, float32 exactly (the text formats
 write ``%.9g``), with one-line errors for malformed files. Words must be non-empty and free of
 whitespace. :func:`lmlab.analysis.embeddings.load_embeddings` tells these files from checkpoints
@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from lmlab.analysis.embeddings import Embeddings
+from lmlab.analysis.vectors import Embeddings
 from lmlab.errors import LmlabError
 
 FORMATS = ("word2vec", "word2vec-binary", "tsv")
@@ -58,11 +58,11 @@ def write_word2vec(emb: Embeddings, path: str | os.PathLike, binary: bool = Fals
 
 def read_word2vec(path: str | os.PathLike) -> Embeddings:
     """Read a word2vec file, text or binary (told apart by content), plain or gzip."""
-    from lmlab.fileio import open_binary
+    from lmlab.fileio import open_binary, strip_bom
 
     with open_binary(path) as f:
         try:
-            data = f.read()
+            data = strip_bom(f.read())
         except (OSError, EOFError) as err:
             raise LmlabError(f"truncated or corrupt file ({err})", path) from None
     end = data.find(b"\n")
@@ -166,18 +166,15 @@ def _parse_binary(body: bytes, count: int, dim: int, path) -> tuple[list[str], n
 def write_tsv(emb: Embeddings, folder: str | os.PathLike) -> tuple[Path, Path]:
     """``folder/vectors.tsv`` (one tab-separated vector per line, no header) and
     ``folder/metadata.tsv`` (one word per line; a single column has no header), the pair the
-    TensorFlow Embedding Projector (projector.tensorflow.org) loads. ``folder`` is created if
-    missing (its parent must exist)."""
-    from lmlab.fileio import atomic_output
+    TensorFlow Embedding Projector (projector.tensorflow.org) loads. ``folder`` and missing
+    folders above it are created."""
+    from lmlab.fileio import atomic_output, check_output_path
 
     _check_words(emb)
     folder = Path(folder)
     if folder.exists() and not folder.is_dir():
         raise LmlabError("exists and is not a directory (--format tsv writes a folder)", folder)
-    parent = folder.parent if str(folder.parent) else Path(".")
-    if not parent.is_dir():
-        raise LmlabError("output directory does not exist", parent)
-    folder.mkdir(exist_ok=True)
+    check_output_path(folder / "vectors.tsv")
     vec_path, meta_path = folder / "vectors.tsv", folder / "metadata.tsv"
     fmt = "\t".join(["%.9g"] * emb.dim)
     with atomic_output(vec_path, "w") as f:
@@ -195,10 +192,10 @@ def read_tsv(folder: str | os.PathLike) -> Embeddings:
     vec_path, meta_path = folder / "vectors.tsv", folder / "metadata.tsv"
     if not meta_path.exists():
         raise LmlabError("vectors.tsv without metadata.tsv (the words)", folder)
-    words = [w.rstrip("\r") for w in meta_path.read_text(encoding="utf-8").split("\n")]
+    words = [w.rstrip("\r") for w in meta_path.read_text(encoding="utf-8-sig").split("\n")]
     while words and not words[-1]:
         words.pop()
-    rows = [r for r in vec_path.read_text(encoding="utf-8").split("\n") if r.strip()]
+    rows = [r for r in vec_path.read_text(encoding="utf-8-sig").split("\n") if r.strip()]
     if len(rows) != len(words):
         raise LmlabError(f"{len(rows)} vectors but {len(words)} words in metadata.tsv", folder)
     if not rows:

@@ -1,11 +1,11 @@
 """``lmlab embed ...``: word embeddings of a neural checkpoint or of a word2vec file.
 
-    lmlab embed neighbors CKPT WORD [--k N] [--which input|output] [--json]
-    lmlab embed analogy CKPT A B C [--k N] [--method add|mul|both] [--json]
+    lmlab embed neighbors CKPT WORD [-k N] [--which input|output] [--json]
+    lmlab embed analogy CKPT A B C [-k N] [--method add|mul|both] [--json]
     lmlab embed evaluate CKPT [--analogies FILE] [--pairs FILE ...] [--case-sensitive] [--json]
-    lmlab embed export CKPT OUT --format {word2vec,word2vec-binary,tsv}
-    lmlab embed plot CKPT WORD... --out PNG
-    lmlab embed ppmi TRAIN.txt --dim 200 --out vectors.w2v     # count-based baseline
+    lmlab embed export CKPT -o OUT --format {word2vec,word2vec-binary,tsv}
+    lmlab embed plot CKPT WORD... -o PNG
+    lmlab embed ppmi TRAIN.txt --dim 200 -o vectors.w2v     # count-based baseline
 
 CKPT is anything :func:`lmlab.analysis.embeddings.load_embeddings` reads: a neural checkpoint, a
 word2vec file (text or binary, gzip ok; e.g. what ``embed ppmi`` or ``embed export`` wrote) or a
@@ -26,11 +26,14 @@ SOURCE_HELP = ("neural checkpoint, word2vec file (text or binary, .gz ok) or a f
 
 
 def add_parser(sub) -> None:
-    e = sub.add_parser("embed", help="word embeddings: neighbours, analogies, evaluation, "
-                       "export, plots, PPMI+SVD baseline",
-                       description="Word embeddings of a neural checkpoint (input embeddings, or "
-                       "the softmax rows with --which output) or of a word2vec file.")
-    es = e.add_subparsers(dest="embed_command", required=True)
+    from lmlab.cli_base import STDIN_HELP, add_command
+
+    e = add_command(sub, "embed", "lmlab embed neighbours lstm.pt money -k 10",
+                    help="word embeddings: neighbours, analogies, evaluation, export, plots, "
+                    "PPMI+SVD baseline",
+                    description="Word embeddings of a neural checkpoint (input embeddings, or "
+                    "the softmax rows with --which output) or of a word2vec file.")
+    es = e.add_subparsers(dest="embed_command", required=True, metavar="COMMAND")
 
     def source(p, which: bool = True) -> None:
         p.add_argument("source", metavar="CKPT", help=SOURCE_HELP)
@@ -39,25 +42,34 @@ def add_parser(sub) -> None:
                            help="checkpoints: input embeddings (default) or output embeddings "
                            "(softmax matrix rows; the same matrix when tied)")
 
-    n = es.add_parser("neighbors", aliases=["neighbours"],
-                      help="nearest words by cosine similarity")
+    n = add_command(es, "neighbors", "lmlab embed neighbours lstm.pt money -k 10",
+                    aliases=["neighbours"], help="nearest words by cosine similarity",
+                    description="The words nearest to WORD by cosine similarity.")
     source(n)
-    n.add_argument("word")
-    n.add_argument("--k", type=int, default=10, help="how many neighbours (default 10)")
-    n.add_argument("--json", action="store_true")
+    n.add_argument("word", metavar="WORD", help="query word (another case of it if absent)")
+    n.add_argument("-k", "--top", type=int, default=10, metavar="K",
+                   help="how many neighbours to list")
+    n.add_argument("--json", action="store_true", help="print one JSON object")
     n.set_defaults(func=cmd_neighbors)
 
-    a = es.add_parser("analogy", help="A is to B as C is to ? (3CosAdd and 3CosMul)")
+    a = add_command(es, "analogy", "lmlab embed analogy vectors.w2v man king woman   "
+                    "# man : king :: woman : ? (queen)",
+                    help="A is to B as C is to ? (3CosAdd and 3CosMul)",
+                    description="A is to B as C is to ?: the words nearest to B - A + C "
+                    "(3CosAdd) and by 3CosMul, the question words excluded.")
     source(a)
-    a.add_argument("a", metavar="A")
+    a.add_argument("a", metavar="A", help="A : B :: C : ?")
     a.add_argument("b", metavar="B")
     a.add_argument("c", metavar="C")
-    a.add_argument("--k", type=int, default=5, help="answers per method (default 5)")
-    a.add_argument("--method", choices=("add", "mul", "both"), default="both")
-    a.add_argument("--json", action="store_true")
+    a.add_argument("-k", "--top", type=int, default=5, metavar="K",
+                   help="how many answers to list per method")
+    a.add_argument("--method", choices=("add", "mul", "both"), default="both",
+                   help="3CosAdd, 3CosMul or both")
+    a.add_argument("--json", action="store_true", help="print one JSON object")
     a.set_defaults(func=cmd_analogy)
 
-    v = es.add_parser("evaluate", help="Google analogies, WordSim-353 and SimLex-999 (gensim)",
+    v = add_command(es, "evaluate", "lmlab embed evaluate lstm.pt --sections",
+                    help="Google analogies, WordSim-353 and SimLex-999 (gensim)",
                       description="Analogy accuracy (3CosAdd) and word-similarity Spearman/Pearson "
                       "correlations with gensim's evaluation routines, on the benchmark files "
                       "gensim ships, each with its coverage (share of questions whose words are "
@@ -73,44 +85,57 @@ def add_parser(sub) -> None:
     v.add_argument("--case-sensitive", action="store_true",
                    help="match words exactly (default: case-insensitive, as gensim)")
     v.add_argument("--sections", action="store_true", help="also print every analogy section")
-    v.add_argument("--json", action="store_true")
+    v.add_argument("--json", action="store_true", help="print one JSON object")
     v.set_defaults(func=cmd_evaluate)
 
-    x = es.add_parser("export", help="write the vectors: word2vec text/binary or projector TSV")
+    x = add_command(es, "export", "lmlab embed export lstm.pt -o vectors.w2v.gz",
+                    help="write the vectors: word2vec text/binary or projector TSV",
+                    description="Write the vectors as a word2vec file (text or binary) or as "
+                    "TensorBoard projector TSV files.")
     source(x)
-    x.add_argument("out", metavar="OUT", help="file (word2vec formats; .gz compresses) or folder "
-                   "(tsv: vectors.tsv + metadata.tsv)")
+    x.add_argument("-o", "--output", required=True, metavar="OUT",
+                   help="file (word2vec formats; .gz compresses) or folder (tsv: vectors.tsv + "
+                   "metadata.tsv)")
     x.add_argument("--format", choices=("word2vec", "word2vec-binary", "tsv"),
-                   default="word2vec")
+                   default="word2vec", help="file format")
     x.set_defaults(func=cmd_export)
 
-    p = es.add_parser("plot", help="2-D PCA plot of chosen words (PNG)")
+    p = add_command(es, "plot", "lmlab embed plot lstm.pt king queen man woman -o words.png",
+                    help="2-D PCA plot of chosen words (PNG)",
+                    description="Project the vectors of the chosen words on their first two "
+                    "principal components and plot them (PNG).")
     source(p)
-    p.add_argument("words", nargs="+", metavar="WORD")
-    p.add_argument("--out", "-o", required=True, metavar="PNG")
-    p.add_argument("--title")
+    p.add_argument("words", nargs="+", metavar="WORD", help="words to plot")
+    p.add_argument("-o", "--output", required=True, metavar="PNG", help="image to write")
+    p.add_argument("--title", help="plot title")
     p.add_argument("--json", action="store_true", help="print the coordinates as JSON")
     p.set_defaults(func=cmd_plot)
 
-    c = es.add_parser("ppmi", help="count-based baseline: PPMI + truncated SVD of a text file",
+    c = add_command(es, "ppmi", "lmlab embed ppmi train.txt --dim 200 -o ppmi.w2v",
+                    help="count-based baseline: PPMI + truncated SVD of a text file",
                       description="Word vectors from positive PMI of window co-occurrences "
                       "(within sentences), reduced by truncated SVD (Levy et al. 2015), written "
                       "as a word2vec file that every embed command accepts.")
-    c.add_argument("train", metavar="TRAIN", help="text, one sentence per line (.gz ok)")
-    c.add_argument("--out", "-o", required=True, help="vector file (or folder for --format tsv)")
+    c.add_argument("train", metavar="TRAIN",
+                   help=f"text, one sentence per line (.gz ok; {STDIN_HELP})")
+    c.add_argument("-o", "--output", required=True, metavar="OUT",
+                   help="vector file (or folder for --format tsv)")
     c.add_argument("--format", choices=("word2vec", "word2vec-binary", "tsv"),
-                   default="word2vec")
-    c.add_argument("--dim", type=int, default=200)
-    c.add_argument("--window", type=int, default=5, help="max distance of a context word")
+                   default="word2vec", help="file format")
+    c.add_argument("--dim", type=int, default=200, metavar="N", help="vector size")
+    c.add_argument("--window", type=int, default=5, metavar="N",
+                   help="max distance of a context word")
     c.add_argument("--weighting", choices=("uniform", "harmonic"), default="uniform",
                    help="pair weight by distance d: 1 or 1/d")
     c.add_argument("--alpha", type=float, default=0.75, help="context smoothing exponent")
     c.add_argument("--eig", type=float, default=0.5, help="vectors = U * S**eig")
     c.add_argument("--shift", type=float, default=1.0, help="PMI shifted by log(shift)")
-    c.add_argument("--min-count", type=int, default=1)
-    c.add_argument("--max-vocab", type=int)
-    c.add_argument("--seed", type=int, default=0, help="ARPACK start vector")
-    c.add_argument("--json", action="store_true")
+    c.add_argument("--min-count", type=int, default=1, metavar="N",
+                   help="words seen fewer times become <unk>")
+    c.add_argument("--max-vocab", type=int, metavar="N",
+                   help="keep at most this many words (with specials)")
+    c.add_argument("--seed", type=int, default=0, help="seed of ARPACK's start vector")
+    c.add_argument("--json", action="store_true", help="print one JSON object")
     c.set_defaults(func=cmd_ppmi)
 
 
@@ -124,9 +149,9 @@ def _load(args):
     return emb
 
 
-def _check_k(k: int) -> None:
+def _check_top(k: int) -> None:
     if k < 1:
-        raise LmlabError(f"--k must be >= 1, got {k}")
+        raise LmlabError(f"--top must be >= 1, got {k}")
 
 
 def _resolved(emb, words: list[str]) -> dict[str, str]:
@@ -140,13 +165,13 @@ def _resolved(emb, words: list[str]) -> dict[str, str]:
 
 
 def cmd_neighbors(args) -> int:
-    _check_k(args.k)
+    _check_top(args.top)
     emb = _load(args)
-    rows = emb.neighbors(args.word, args.k)
+    rows = emb.neighbors(args.word, args.top)
     word = emb.words[emb.lookup(args.word)]
     if args.json:
         print(json.dumps({"source": args.source, "embeddings": emb.describe(),
-                          "which": emb.kind, "word": args.word, "resolved": word, "k": args.k,
+                          "which": emb.kind, "word": args.word, "resolved": word, "k": args.top,
                           "neighbors": [{"word": w, "cosine": s} for w, s in rows]}))
         return 0
     shown = word if word == args.word else f"{word} (for {args.word})"
@@ -157,15 +182,15 @@ def cmd_neighbors(args) -> int:
 
 
 def cmd_analogy(args) -> int:
-    _check_k(args.k)
+    _check_top(args.top)
     emb = _load(args)
     methods = {"add": ["add"], "mul": ["mul"], "both": ["add", "mul"]}[args.method]
     names = {"add": "3CosAdd", "mul": "3CosMul"}
-    results = {names[m]: emb.analogy(args.a, args.b, args.c, args.k, m) for m in methods}
+    results = {names[m]: emb.analogy(args.a, args.b, args.c, args.top, m) for m in methods}
     if args.json:
         print(json.dumps({"source": args.source, "embeddings": emb.describe(),
                           "question": [args.a, args.b, args.c],
-                          "resolved": _resolved(emb, [args.a, args.b, args.c]), "k": args.k,
+                          "resolved": _resolved(emb, [args.a, args.b, args.c]), "k": args.top,
                           **{name: [{"word": w, "score": s} for w, s in rows]
                              for name, rows in results.items()}}))
         return 0
@@ -229,7 +254,7 @@ def cmd_export(args) -> int:
     from lmlab.analysis.embedding_formats import export
 
     emb = _load(args)
-    written = export(emb, args.out, args.format)
+    written = export(emb, args.output, args.format)
     print(f"wrote {len(emb):,} vectors x {emb.dim} ({args.format}) to "
           f"{', '.join(str(p) for p in written)}")
     return 0
@@ -239,12 +264,12 @@ def cmd_plot(args) -> int:
     from lmlab.analysis.embeddings import plot_words
 
     emb = _load(args)
-    info = plot_words(emb, args.words, args.out, args.title)
+    info = plot_words(emb, args.words, args.output, args.title)
     if args.json:
         print(json.dumps(info))
     else:
         ev = info["explained_variance"]
-        print(f"wrote {args.out}: {len(info['points'])} words, PCA axes explain "
+        print(f"wrote {args.output}: {len(info['points'])} words, PCA axes explain "
               f"{100 * ev[0]:.1f}% + {100 * ev[1]:.1f}% of their variance")
     return 0
 
@@ -255,9 +280,9 @@ def cmd_ppmi(args) -> int:
     from lmlab.fileio import check_output_path
 
     if args.format in FORMATS[:2]:
-        check_output_path(args.out)  # before the work
+        check_output_path(args.output)  # before the work
     else:
-        out = Path(args.out)
+        out = Path(args.output)
         if out.exists() and not out.is_dir():
             raise LmlabError("exists and is not a directory (--format tsv writes a folder)", out)
         check_output_path(out / "vectors.tsv" if out.is_dir() else out)
@@ -265,7 +290,7 @@ def cmd_ppmi(args) -> int:
                           min_count=args.min_count, max_vocab=args.max_vocab, alpha=args.alpha,
                           eig=args.eig, shift=args.shift, weighting=args.weighting,
                           seed=args.seed)
-    written = export(emb, args.out, args.format)
+    written = export(emb, args.output, args.format)
     if args.json:
         print(json.dumps({**emb.meta, "out": [str(p) for p in written],
                           "format": args.format}))

@@ -13,18 +13,23 @@ CELLS = ("rnn_tanh", "rnn_relu", "irnn", "lstm", "gru")  # = recurrence.CELLS (a
 
 
 def add_parser(sub) -> None:
-    p = sub.add_parser(
-        "gradients", help="measure vanishing/exploding gradients through time of an RNN LM",
+    from lmlab.cli_base import STDIN_HELP, add_command
+
+    p = add_command(
+        sub, "gradients", "lmlab gradients --cell lstm --text valid.txt -o runs/gradients",
+        help="measure vanishing/exploding gradients through time of an RNN LM",
         description="Measure ||dL_t/dh_k|| against the distance t-k on a batch of real text "
         "(per layer; LSTM also through the cell state), the exact norms of the Jacobian "
         "products and, for plain RNN cells, the bound (||W_hh||_2 max|sigma'|)^(t-k). Writes "
-        "DIR/gradients.json and DIR/gradients.png.")
+        "OUTPUT/gradients.json and OUTPUT/gradients.png.")
     p.add_argument("--cell", choices=CELLS,
                    help="recurrent cell of a fresh model (with --checkpoint: must match it)")
     p.add_argument("--checkpoint", metavar="CKPT",
                    help="analyse this trained model (cell and sizes come from it)")
-    p.add_argument("--text", required=True, metavar="FILE", help="text to take the batch from")
-    p.add_argument("--out", required=True, metavar="DIR", help="output folder (created)")
+    p.add_argument("--text", required=True, metavar="TEXT",
+                   help=f"text to take the batch from (.gz ok; {STDIN_HELP})")
+    p.add_argument("-o", "--output", required=True, metavar="DIR",
+                   help="output folder (created)")
     p.add_argument("--spectral-radius", type=float, metavar="R",
                    help="rescale W_hh (each gate block for lstm/gru) to spectral radius R")
     p.add_argument("--residual", action="store_true", default=None,
@@ -40,7 +45,8 @@ def add_parser(sub) -> None:
                    help="target positions t per sequence (default 4, the last one included)")
     p.add_argument("--seed", type=int, default=0,
                    help="seed of the fresh model and of the batch offsets (default 0)")
-    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: default)")
+    p.add_argument("--threads", type=int, default=0, metavar="N",
+                   help="torch CPU threads, 0: torch's default (default 0)")
     p.set_defaults(func=cmd_gradients)
 
 
@@ -61,7 +67,7 @@ def cmd_gradients(args) -> int:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    report = run(cell=args.cell, text=args.text, out=args.out, checkpoint=args.checkpoint,
+    report = run(cell=args.cell, text=args.text, out=args.output, checkpoint=args.checkpoint,
                  spectral_radius=args.spectral_radius, residual=args.residual,
                  layers=args.layers, hidden=args.hidden, seq_len=args.seq_len, seed=args.seed,
                  sequences=args.sequences, n_targets=args.targets)
@@ -76,7 +82,8 @@ def cmd_gradients(args) -> int:
                  f"{first['beta_W']:.3f}, β_h {first['beta_h']:.3f}; "
                  f"{first['bound_violations']} violations)")
     print(line)
-    print(f"wrote {args.out}/gradients.json and {args.out}/gradients.png", file=sys.stderr)
+    print(f"wrote {args.output}/gradients.json and {args.output}/gradients.png",
+          file=sys.stderr)
     return 0
 
 

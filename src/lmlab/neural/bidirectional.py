@@ -34,8 +34,8 @@ from torch import nn
 from torch.nn import functional as F
 
 from lmlab.corpus import EOS_ID
+from lmlab.neural.base import LanguageModelBase, Recurrence, State
 from lmlab.neural.config import ModelConfig
-from lmlab.neural.models import LanguageModelBase, Recurrence, State
 
 
 class BidirectionalLM(LanguageModelBase):

@@ -10,14 +10,13 @@ step, position within the epoch, carried hidden state, running sums), ``history`
 Only tensors, dicts, lists, tuples, str, int, float, bool and None go in, so loading uses
 ``torch.load(weights_only=True)``: opening a checkpoint never unpickles arbitrary objects.
 
-Saving is atomic: the archive is written to ``.NAME.tmp`` beside the target, fsynced and renamed
-over it. A process killed half way leaves the previous checkpoint intact; the stale temp file is
-simply overwritten by the next save.
+Saving is atomic (:func:`lmlab.fileio.atomic_output`): the archive is written to ``.NAME.tmp``
+beside the target, fsynced and renamed over it. A process killed half way leaves the previous
+checkpoint intact; the stale temp file is simply overwritten by the next save.
 """
 
 from __future__ import annotations
 
-import contextlib
 import os
 import random
 from collections import OrderedDict
@@ -27,7 +26,7 @@ import numpy as np
 import torch
 
 from lmlab.errors import LmlabError
-from lmlab.fileio import check_output_path
+from lmlab.fileio import atomic_output
 
 FORMAT = "lmlab-neural-checkpoint"
 VERSION = 1
@@ -41,40 +40,15 @@ def temp_path(path: str | os.PathLike) -> Path:
 
 
 def save_checkpoint(path: str | os.PathLike, payload: dict) -> None:
-    """Write ``payload`` (plus the format tag and version) to ``path`` atomically."""
+    """Write ``payload`` (plus the format tag and version) to ``path`` atomically (missing
+    folders are created; the file gets the umask's permissions, see :func:`atomic_output`)."""
     path = Path(path)
-    check_output_path(path)
     data = plain({"format": FORMAT, "version": VERSION, **payload})
-    tmp = temp_path(path)
     try:
-        with open(tmp, "wb") as f:
+        with atomic_output(path, "wb", temp=temp_path(path)) as f:
             torch.save(data, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except OSError as err:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
+    except OSError as err:  # the temp file is already gone (atomic_output removes it)
         raise LmlabError(f"cannot write checkpoint ({err.strerror or err})", path) from None
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    _fsync_dir(path.parent)
-
-
-def _fsync_dir(directory: Path) -> None:
-    """Make the rename itself durable (POSIX); harmless where directories cannot be opened."""
-    try:
-        fd = os.open(directory if str(directory) else ".", os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict:

@@ -1,4 +1,4 @@
-"""``lmlab train MODEL --data DIR --out CKPT``: train a neural language model.
+"""``lmlab train MODEL --data DIR -o CKPT``: train a neural language model.
 
 This module only builds the argument parser at import time (no torch), so registering the command
 costs n-gram users nothing; torch is imported when the command runs.
@@ -7,7 +7,8 @@ Options come from, lowest priority first: the defaults of :class:`RunConfig`, ``
 (sections ``[model]`` and ``[train]``), then the flags given. With ``--resume`` the checkpoint's own
 configuration is the base instead of the defaults; a flag or file value that would change it is an
 error, except ``--epochs``, ``--device``, ``--threads``, ``--early-stop``, ``--checkpoint-every``,
-``--max-nan-retries``.
+``--max-nan-retries``, ``--eval-every`` and ``--max-steps``. A flag not given keeps the
+checkpoint's value (``--max-steps`` too), and the run says in one line what it resumed with.
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ from lmlab.errors import LmlabError
 from lmlab.fileio import json_safe
 from lmlab.neural.config import MODEL_TYPES, OPTIMIZERS, RunConfig
 
+# Greff et al.'s LSTM variants, torch-free for the parsers (= cells.VARIANTS; a test checks).
+LSTM_VARIANTS = ("vanilla", "nig", "nfg", "nog", "niaf", "noaf", "np", "cifg", "fgr")
 # flag dest -> (section, field)
 FLAGS = {
     "emsize": ("model", "emsize"), "hidden": ("model", "hidden"), "layers": ("model", "layers"),
@@ -37,56 +40,112 @@ FLAGS = {
     "nan_lr_factor": ("train", "nan_lr_factor"),
     "checkpoint_every": ("train", "checkpoint_every"), "seed": ("train", "seed"),
     "device": ("train", "device"), "threads": ("train", "threads"),
+    "eval_every": ("train", "eval_every"), "max_steps": ("train", "max_steps"),
 }
 
 
 def add_train_parser(sub) -> None:
-    t = sub.add_parser("train", help="train a neural language model (nnlm, rnn, lstm, gru)",
-                       description="Train a neural LM on DIR/train.txt, validate on valid.txt each "
-                       "epoch and report test.txt perplexity (same protocol as n-gram models).")
-    t.add_argument("model", choices=MODEL_TYPES, help="irnn = rnn_relu with identity init")
+    from lmlab.cli_base import add_command
+
+    defaults = RunConfig()
+
+    def dflt(section: str, key: str) -> str:
+        value = getattr(getattr(defaults, section), key)
+        if isinstance(value, bool):
+            value = "on" if value else "off"
+        return f"(default {value})"
+
+    t = add_command(sub, "train", "lmlab train lstm --data ptb --layers 2 --hidden 200 "
+                    "--epochs 13 -o runs/lstm.pt",
+                    help="train a neural language model (nnlm, rnn, lstm, gru)",
+                    description="Train a neural LM on DIR/train.txt, validate on valid.txt each "
+                    "epoch and report test.txt perplexity (same protocol as n-gram models). "
+                    "Options come from the defaults shown, then --config FILE.toml, then the "
+                    "flags given; --resume continues with the checkpoint's own options.")
+    t.add_argument("model", choices=MODEL_TYPES, help="model type (irnn = rnn_relu with "
+                   "identity init)")
     t.add_argument("--data", required=True, metavar="DIR",
-                   help="folder with train.txt, valid.txt and (optional) test.txt")
-    t.add_argument("--out", "-o", required=True, metavar="CKPT", help="checkpoint to write")
+                   help="folder with train.txt, valid.txt and (optional) test.txt, or the name "
+                   "of a corpus under $LMLAB_DATA (e.g. ptb)")
+    t.add_argument("-o", "--output", required=True, metavar="CKPT", help="checkpoint to write")
     t.add_argument("--config", metavar="FILE.toml", help="run configuration ([model], [train])")
-    t.add_argument("--resume", action="store_true", help="continue the run saved in --out")
-    t.add_argument("--overwrite", action="store_true", help="replace an existing --out")
+    t.add_argument("--resume", action="store_true", help="continue the run saved in --output")
+    t.add_argument("--overwrite", action="store_true", help="replace an existing --output")
     t.add_argument("--max-steps", type=int, metavar="N",
-                   help="stop (with a resumable checkpoint) after N optimiser steps in total")
+                   help="stop (with a resumable checkpoint) after N optimiser steps in total; "
+                   "kept by --resume (default 0: no limit)")
     t.add_argument("--json", action="store_true", help="print the final report as JSON")
     m = t.add_argument_group("model")
-    m.add_argument("--emsize", type=int)
-    m.add_argument("--hidden", type=int)
-    m.add_argument("--layers", type=int)
-    m.add_argument("--dropout", type=float)
-    m.add_argument("--tied", action=argparse.BooleanOptionalAction, default=None)
-    m.add_argument("--residual", action=argparse.BooleanOptionalAction, default=None)
-    m.add_argument("--bidirectional", action=argparse.BooleanOptionalAction, default=None)
-    m.add_argument("--window", type=int, help="nnlm: previous words seen")
+    m.add_argument("--emsize", type=int, metavar="N",
+                   help=f"embedding size {dflt('model', 'emsize')}")
+    m.add_argument("--hidden", type=int, metavar="N",
+                   help=f"hidden units per layer {dflt('model', 'hidden')}")
+    m.add_argument("--layers", type=int, metavar="N", help=f"layers {dflt('model', 'layers')}")
+    m.add_argument("--dropout", type=float, metavar="P",
+                   help=f"dropout on embeddings, between layers and before the softmax "
+                   f"{dflt('model', 'dropout')}")
+    m.add_argument("--tied", action=argparse.BooleanOptionalAction, default=None,
+                   help=f"share the input embeddings and the softmax matrix (needs --emsize == "
+                   f"--hidden) {dflt('model', 'tied')}")
+    m.add_argument("--residual", action=argparse.BooleanOptionalAction, default=None,
+                   help=f"residual connections between layers {dflt('model', 'residual')}")
+    m.add_argument("--bidirectional", action=argparse.BooleanOptionalAction, default=None,
+                   help=f"ELMo-style forward + backward LM {dflt('model', 'bidirectional')}")
+    m.add_argument("--window", type=int, metavar="N",
+                   help=f"nnlm: previous words seen {dflt('model', 'window')}")
     m.add_argument("--direct", action=argparse.BooleanOptionalAction, default=None,
-                   help="nnlm: direct embedding-to-output connections")
-    m.add_argument("--init-range", type=float)
-    m.add_argument("--variant", help="lstm: Greff et al. variant")
-    m.add_argument("--forget-bias", type=float)
+                   help=f"nnlm: direct embedding-to-output connections "
+                   f"{dflt('model', 'direct')}")
+    m.add_argument("--init-range", type=float, metavar="R",
+                   help=f"uniform(-R, R) weight initialisation {dflt('model', 'init_range')}")
+    m.add_argument("--variant", choices=LSTM_VARIANTS,
+                   help="lstm: Greff et al. variant, run by lmlab's own cells (default: none, "
+                   "the fused torch.nn.LSTM)")
+    m.add_argument("--forget-bias", type=float, metavar="B",
+                   help=f"lstm: added to the forget-gate bias at init "
+                   f"{dflt('model', 'forget_bias')}")
     o = t.add_argument_group("training")
-    o.add_argument("--epochs", type=int)
-    o.add_argument("--bptt", type=int)
-    o.add_argument("--batch-size", type=int)
-    o.add_argument("--lr", type=float)
-    o.add_argument("--optimizer", choices=OPTIMIZERS)
-    o.add_argument("--weight-decay", type=float)
-    o.add_argument("--lr-decay", type=float)
-    o.add_argument("--decay-start", type=int,
-                   help="decay the lr after every epoch >= this (0: on plateau only)")
-    o.add_argument("--plateau-patience", type=int)
-    o.add_argument("--early-stop", type=int, help="stop after N epochs without improvement")
-    o.add_argument("--clip", type=float, help="gradient-norm clipping threshold (0: off)")
-    o.add_argument("--max-nan-retries", type=int)
-    o.add_argument("--nan-lr-factor", type=float)
-    o.add_argument("--checkpoint-every", type=int, metavar="STEPS")
-    o.add_argument("--seed", type=int)
-    o.add_argument("--device", help="auto (default), cpu, cuda, cuda:N")
-    o.add_argument("--threads", type=int, help="torch CPU threads (0: torch's default)")
+    o.add_argument("--epochs", type=int, metavar="N", help=f"epochs {dflt('train', 'epochs')}")
+    o.add_argument("--bptt", type=int, metavar="N",
+                   help=f"truncated BPTT length (nnlm: tokens per batch row) "
+                   f"{dflt('train', 'bptt')}")
+    o.add_argument("--batch-size", type=int, metavar="N",
+                   help=f"batch size {dflt('train', 'batch_size')}")
+    o.add_argument("--lr", type=float, metavar="LR",
+                   help=f"learning rate {dflt('train', 'lr')}")
+    o.add_argument("--optimizer", choices=OPTIMIZERS,
+                   help=f"optimiser {dflt('train', 'optimizer')}")
+    o.add_argument("--weight-decay", type=float, metavar="W",
+                   help=f"L2 weight decay {dflt('train', 'weight_decay')}")
+    o.add_argument("--lr-decay", type=float, metavar="F",
+                   help=f"multiply the learning rate by F when it decays "
+                   f"{dflt('train', 'lr_decay')}")
+    o.add_argument("--decay-start", type=int, metavar="E",
+                   help=f"decay the lr after every epoch >= E, 0: on plateau only "
+                   f"{dflt('train', 'decay_start')}")
+    o.add_argument("--plateau-patience", type=int, metavar="N",
+                   help=f"decay when validation has not improved for N epochs "
+                   f"{dflt('train', 'plateau_patience')}")
+    o.add_argument("--early-stop", type=int, metavar="N",
+                   help=f"stop after N epochs without improvement, 0: never "
+                   f"{dflt('train', 'early_stop')}")
+    o.add_argument("--clip", type=float, metavar="C",
+                   help=f"gradient-norm clipping threshold, 0: off {dflt('train', 'clip')}")
+    o.add_argument("--max-nan-retries", type=int, metavar="N",
+                   help=f"on NaN/Inf: roll back and lower the lr, at most N times "
+                   f"{dflt('train', 'max_nan_retries')}")
+    o.add_argument("--nan-lr-factor", type=float, metavar="F",
+                   help=f"lr factor after a NaN/Inf {dflt('train', 'nan_lr_factor')}")
+    o.add_argument("--checkpoint-every", type=int, metavar="STEPS",
+                   help=f"also save every STEPS steps, 0: once per epoch "
+                   f"{dflt('train', 'checkpoint_every')}")
+    o.add_argument("--eval-every", type=int, metavar="N",
+                   help="validate every N steps (default 0: at epoch ends and at the end)")
+    o.add_argument("--seed", type=int, help=f"random seed {dflt('train', 'seed')}")
+    o.add_argument("--device", help=f"auto (cuda if available, else cpu), cpu, cuda, cuda:N "
+                   f"{dflt('train', 'device')}")
+    o.add_argument("--threads", type=int, metavar="N",
+                   help=f"torch CPU threads, 0: torch's default {dflt('train', 'threads')}")
     t.set_defaults(func=cmd_train)
 
 
@@ -117,52 +176,91 @@ def build_config(args, base: RunConfig | None = None) -> RunConfig:
     return RunConfig.from_dict(d, args.config or "config")
 
 
+def resume_summary(saved: RunConfig, config: RunConfig) -> str:
+    """One line saying what a resumed run runs with: the options of the checkpoint's run that
+    differ from the defaults, and those this command changes (old -> new)."""
+    default, old, new = RunConfig().to_dict(), saved.to_dict(), config.to_dict()
+    kept, changed = [], []
+    for section, key in FLAGS.values():
+        if old[section][key] != default[section][key]:
+            kept.append(_as_flag(key, old[section][key]))
+        if new[section][key] != old[section][key]:
+            changed.append(f"{_as_flag(key)} {old[section][key]} -> {new[section][key]}")
+    line = f"resumed with {' '.join(kept) if kept else 'the default options'}"
+    return line + (f"; changed here: {', '.join(changed)}" if changed else "")
+
+
+def _as_flag(key: str, value=None) -> str:
+    """``--key VALUE`` (``--key``/``--no-key`` for a switch); ``--key`` when no value."""
+    flag = f"--{key.replace('_', '-')}"
+    if isinstance(value, bool):
+        return flag if value else f"--no-{flag[2:]}"
+    return flag if value is None else f"{flag} {value}"
+
+
 def cmd_train(args) -> int:
+    from lmlab.datasets import data_folder
     from lmlab.neural.data import load_corpus
 
-    if args.max_steps is not None and args.max_steps < 0:
-        raise LmlabError(f"--max-steps must be >= 0, got {args.max_steps}")
     base = None
     if args.resume:
         from lmlab.neural.checkpoint import load_checkpoint
 
-        base = RunConfig.from_dict(load_checkpoint(args.out)["config"], args.out)
+        base = RunConfig.from_dict(load_checkpoint(args.output)["config"], args.output)
     config = build_config(args, base)
-    from lmlab.neural.trainer import Trainer, TrainingInterrupted, check_train_options
+    from lmlab.neural.trainer import (
+        Trainer,
+        TrainingInterrupted,
+        check_train_options,
+        validation_point,
+    )
 
     check_train_options(config)  # before reading the data: a typo fails at once
     if config.train.threads:
         import torch
 
         torch.set_num_threads(config.train.threads)
-    corpus = load_corpus(args.data)
-    trainer = Trainer(config, corpus, args.out, resume=args.resume, overwrite=args.overwrite,
-                      progress=sys.stderr.isatty(), log=lambda line: print(line, file=sys.stderr))
+    corpus = load_corpus(data_folder(args.data))
+    trainer = Trainer(config, corpus, args.output, resume=args.resume, overwrite=args.overwrite,
+                      progress=sys.stderr.isatty(), log=lambda line: print(line, file=sys.stderr),
+                      process_settings=True)  # a program of its own: threads, heap, cuDNN
     try:
         m = trainer.config.model
         n_params = sum(p.numel() for p in trainer.model.parameters())
         print(f"{'resuming' if args.resume else 'training'} {m.model}: {n_params:,} parameters, "
               f"vocabulary {len(corpus.vocab)}, {len(corpus.train)} training tokens, "
               f"{len(trainer.windows)} batches/epoch, device {trainer.device}", file=sys.stderr)
+        if base is not None:
+            print(resume_summary(base, trainer.config), file=sys.stderr)
+        start = trainer.step
         try:
-            result = trainer.train(max_steps=args.max_steps)
+            result = trainer.train()  # (--max-steps is in the configuration)
         except TrainingInterrupted as stop:
             print(f"lmlab: {stop}", file=sys.stderr)
             return 130
+        if result.status == "max_steps" and result.step == start and args.resume:
+            print(f"lmlab: the run is at its --max-steps {trainer.config.train.max_steps} "
+                  "already; give a larger --max-steps (0: no limit) to train on",
+                  file=sys.stderr)
         test = trainer.evaluate_test()
     finally:
         trainer.close()
-    report = {"checkpoint": args.out, "status": result.status, "epochs": result.epoch,
-              "steps": result.step, "best_valid_ppl": result.best_valid_ppl,
-              "valid_ppl": result.epochs[-1]["valid_ppl"] if result.epochs else None,
-              "test": test}
+    valid = result.valid  # the last validation: at the end of the run
+    report = {"checkpoint": args.output, "status": result.status, "epochs": result.epoch,
+              "steps": result.step, "valid_ppl": valid["valid_ppl"] if valid else None,
+              "valid_step": valid["step"] if valid else None,
+              "valid_epoch": valid["epoch"] if valid else None,
+              "best_valid_ppl": result.best_valid_ppl,
+              "best_valid_epoch": result.best_valid_epoch, "test": test}
     if args.json:
         print(json.dumps(json_safe(report), allow_nan=False))
         return 0
     print(f"{result.status}: {result.epoch} epoch(s), {result.step} steps; checkpoint "
-          f"{args.out}")
-    if report["valid_ppl"] is not None:
-        print(f"valid perplexity {report['valid_ppl']:.4f} (best {result.best_valid_ppl:.4f})")
+          f"{args.output}")
+    if valid is not None:
+        best = "" if result.best_valid_ppl is None else \
+            f"; best {result.best_valid_ppl:.4f} at epoch {result.best_valid_epoch}"
+        print(f"valid perplexity {valid['valid_ppl']:.4f} {validation_point(valid)}{best}")
     if test is not None:
         print(f"test perplexity  {test['perplexity']:.4f} ({test['tokens']} tokens, "
               f"{test['oov']} OOV; excluding OOV {test['perplexity_excl_oov']:.4f})")

@@ -68,7 +68,9 @@ class TrainConfig:
     max_nan_retries: int = 5  # NaN/Inf: roll back, lower the LR, continue; give up after this
     nan_lr_factor: float = 0.5
     checkpoint_every: int = 0  # also save every N steps (0: once per epoch)
-    seed: int = 1234
+    eval_every: int = 0  # also validate every N steps (0: at epoch ends and at the end)
+    max_steps: int = 0  # stop after N optimiser steps in total (0: no limit)
+    seed: int = 0
     device: str = "auto"  # auto, cpu, cuda, cuda:N
     threads: int = 0  # torch CPU threads (0: torch's default)
 
@@ -89,7 +91,7 @@ class TrainConfig:
         if not 0 < self.nan_lr_factor < 1:
             raise LmlabError(f"--nan-lr-factor must be in (0, 1), got {self.nan_lr_factor}")
         for name in ("max_nan_retries", "decay_start", "plateau_patience", "early_stop",
-                     "checkpoint_every", "threads", "seed"):
+                     "checkpoint_every", "eval_every", "max_steps", "threads", "seed"):
             _at_least(name.replace("_", "-"), getattr(self, name), 0)
 
 

@@ -9,8 +9,11 @@ threads) per 90-130 ms step, and none once the thresholds were raised (steps of 
 glibc's mmap and trim thresholds makes freed blocks stay in the process for reuse; the resident
 size stays at the step's peak, which training reaches every step anyway.
 
-The trainer calls :func:`keep_freed_memory` (a process-wide setting, as ``torch.set_num_threads``
-is); ``LMLAB_KEEP_FREED_MEMORY=0`` leaves glibc's defaults alone. Blocks larger than glibc's
+It is a process-wide setting (as ``torch.set_num_threads`` is), so a library never makes it
+behind its caller's back: ``lmlab train`` and the ablation workers opt in
+(``Trainer(..., process_settings=True)``); a Python program that trains with a large vocabulary
+calls :func:`keep_freed_memory` itself for the same speed. ``LMLAB_KEEP_FREED_MEMORY=0`` leaves
+glibc's defaults alone even then. Blocks larger than glibc's
 largest mmap threshold (32 MiB on 64-bit), e.g. the logits of a 33k-word vocabulary, are still
 mapped and unmapped each time.
 """

@@ -19,8 +19,10 @@ import torch
 
 from lmlab.corpus import EOS_ID, TokenStream, Vocabulary
 from lmlab.errors import LmlabError
+from lmlab.metrics import safe_exp
 from lmlab.neural.config import RunConfig
 from lmlab.neural.data import stream_tensors
+from lmlab.scoring import Scoring
 
 CHUNK = 256
 
@@ -46,7 +48,7 @@ def resolve_device(name: str | torch.device | None) -> torch.device:
     raise LmlabError(f"--device must be auto, cpu, cuda or cuda:N, got {name!r}")
 
 
-class NeuralLM:
+class NeuralLM(Scoring):
     """Evaluate a neural model with the shared protocol (``logprobs``, ``next_logprobs``)."""
 
     normalised = True
@@ -144,9 +146,25 @@ class NeuralLM:
         targets = targets.to(self.device)
         backward = self.model.backward_logprobs(targets).double()
         cloze_logp, pred = self.model.cloze_scores(targets)
-        return {"backward_perplexity": _exp(-float(backward.mean())),
+        return {"backward_perplexity": safe_exp(-float(backward.mean())),
                 "cloze_accuracy": float((pred == targets).double().mean()),
-                "cloze_perplexity": _exp(-float(cloze_logp.double().mean()))}
+                "cloze_perplexity": safe_exp(-float(cloze_logp.double().mean()))}
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Write the model as a checkpoint (configuration, vocabulary, weights) that
+        :func:`lmlab.load` and every command read. It holds no optimiser state: to continue
+        training, resume from the trainer's own checkpoint (``lmlab train --resume``)."""
+        from lmlab.neural.checkpoint import save_checkpoint
+
+        if self.config is None:
+            raise LmlabError("this model has no run configuration to save with it")
+        config = self.config.to_dict()
+        config["model"]["vocab_size"] = len(self.vocab)
+        state = {k: v.detach().cpu() for k, v in self.model.state_dict().items()}
+        save_checkpoint(path, {"config": config, "vocab": list(self.vocab.itos), "model": state,
+                               "progress": {"epoch": self.meta.get("epoch"),
+                                            "step": self.meta.get("step")}})
+        self.path = os.fspath(path)
 
     # -- helpers --------------------------------------------------------------------------------
     def _eval(self):
@@ -199,10 +217,6 @@ def model_from_checkpoint(data: dict, path: str | os.PathLike = "checkpoint"
                          f"{config.model.model} model of its configuration "
                          f"({_first_line(err)})", path) from None
     return model, vocab, config
-
-
-def _exp(x: float) -> float:
-    return float(np.exp(x)) if x < 700 else float("inf")
 
 
 def _first_line(err: BaseException) -> str:

@@ -1,9 +1,12 @@
 """The files a training run writes beside its checkpoint ``NAME.pt``.
 
 * ``NAME.config.json``: the run's configuration, checkpoint name, vocabulary size and data folder;
-* ``NAME.metrics.jsonl``: one JSON object per optimiser step, epoch, event and test score. On
-  resume the log is rewritten from the checkpoint's history, so steps taken after the last save
-  (and lost with it) leave no trace;
+* ``NAME.metrics.jsonl``: one JSON object per optimiser step, epoch, event and test score, and
+  one per validation between epoch ends (``{"step", "epoch", "valid_ppl", "when"}``, ``epoch``
+  the epochs done as a fraction, ``when`` "every" for ``eval_every`` or "end" at the end of a
+  run; an epoch end's validation is in its epoch record). On resume the log is rewritten from
+  the checkpoint's history, so steps taken after the last save (and lost with it) leave no
+  trace;
 * ``NAME.curve.png``: the learning curve (drawn by the trainer with :mod:`lmlab.plots`).
 """
 
@@ -42,16 +45,22 @@ class MetricsLog:
         self._file: TextIO | None = None
 
     def start(self) -> None:
-        """A new run: an empty log."""
+        """A new run: an empty log (its folder created if missing, like every output's)."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
         self._file = open(self.path, "w", encoding="utf-8")  # noqa: SIM115 - kept open
 
     def rewrite(self, history: dict, step: int) -> None:
         """On resume: the log again from the checkpoint's ``history`` (steps, the epoch records
-        after their last step, events), then a ``resume`` record at ``step``."""
+        and other validations after their step, events), then a ``resume`` record at ``step``."""
         with atomic_output(self.path, "w") as f:
             by_step: dict[int, list[dict]] = {}
             for e in history["epochs"]:
                 by_step.setdefault(e["step"], []).append(e)
+            for v in history.get("valid", []):
+                if v.get("when") != "epoch":  # (an epoch end's: in its epoch record)
+                    by_step.setdefault(v["step"], []).append(v)
+            for e in by_step.get(0, []):  # (validated before any step)
+                f.write(_line(e))
             for i, loss in enumerate(history["step_loss"]):
                 f.write(_line({"step": i + 1, "epoch": history["step_epoch"][i], "loss": loss,
                                "grad_norm": history["grad_norm"][i],

@@ -20,6 +20,21 @@ rolls everything (weights, optimiser, position, RNG) back to the last saved chec
 the learning rate by ``nan_lr_factor`` and carries on; after ``max_nan_retries`` such events the run
 gives up with an :class:`LmlabError`.
 
+Validation (the shared protocol, :meth:`Trainer.evaluate`) runs at every epoch end (it drives the
+schedule above), every ``eval_every`` optimiser steps when set, and at the end of every run that
+stops normally or on ``max_steps`` (not on Ctrl-C), unless the last one was at that very step.
+Each is recorded with its step and epoch (``history["valid"]``, the metrics log, the curve).
+Validations between epoch ends are for watching only: they change neither the schedule nor the
+training (the RNG state is kept), so a run ends with the same weights with or without them.
+
+Process-wide settings: by default the trainer changes none behind its caller's back. The run's
+thread count (``threads``) and, on CUDA, cuDNN's deterministic mode (needed for bit-for-bit
+resume) are in force only while the trainer computes (:meth:`Trainer.train`,
+:meth:`Trainer.evaluate`, :meth:`Trainer.evaluate_test`) and restored afterwards; glibc's memory
+thresholds (:func:`lmlab.neural.heap.keep_freed_memory`, fewer page faults per step with a large
+vocabulary) are left alone. ``Trainer(..., process_settings=True)``, what ``lmlab train`` and the
+ablation workers use, applies all three for the rest of the process.
+
 A checkpoint is saved at the start, after every epoch, every ``checkpoint_every`` steps, on
 ``max_steps`` and on Ctrl-C; resuming from any of them continues bit for bit (same final weights and
 metrics as a run never stopped, on the same device and thread count). Beside ``NAME.pt`` the run
@@ -47,7 +62,7 @@ import torch
 from lmlab.corpus import TokenStream, Vocabulary
 from lmlab.errors import LmlabError
 from lmlab.fileio import check_output_path
-from lmlab.metrics import summarize
+from lmlab.metrics import safe_exp, summarize
 from lmlab.neural.checkpoint import (
     get_rng_state,
     load_checkpoint,
@@ -67,7 +82,8 @@ CURVE_EVERY_S = 60.0  # redraw the learning curve after an epoch at most this of
 # Options a resumed run may change; everything else must match the checkpoint.
 RESUMABLE_CHANGES = {("train", "epochs"), ("train", "device"), ("train", "threads"),
                      ("train", "early_stop"), ("train", "checkpoint_every"),
-                     ("train", "max_nan_retries")}
+                     ("train", "max_nan_retries"), ("train", "eval_every"),
+                     ("train", "max_steps")}
 
 
 class TrainingInterrupted(Exception):  # noqa: N818 - reads as what happened
@@ -89,7 +105,12 @@ class TrainResult:
     step: int  # optimiser steps taken in total
     checkpoint: str
     epochs: list[dict] = field(default_factory=list)  # per-epoch metrics
-    best_valid_ppl: float | None = None
+    best_valid_ppl: float | None = None  # the best epoch-end validation (the schedule's)
+    best_valid_epoch: int | None = None  # ... and the epoch it ended
+    # the last validation, at the end of the run: {"step", "epoch" (epochs done, a fraction
+    # between epoch ends), "valid_ppl", "when" ("epoch", "every" or "end")}; None only when a
+    # Ctrl-C ended the run before any
+    valid: dict | None = None
 
 
 def check_train_options(config: RunConfig) -> None:
@@ -108,15 +129,28 @@ class Trainer:
     """One training run writing to the checkpoint ``out``.
 
     ``resume=True`` continues the run saved in ``out`` (its configuration must match ``config``
-    except for :data:`RESUMABLE_CHANGES`; its vocabulary must match ``corpus``'s). ``step_hook``
+    except for :data:`RESUMABLE_CHANGES`, where ``config``'s values win: start from the
+    checkpoint's own, ``RunConfig.from_dict(load_checkpoint(out)["config"])``, to keep them all,
+    as ``lmlab train --resume`` does; its vocabulary must match ``corpus``'s). ``step_hook``
     is called as ``step_hook(trainer, step)`` after every optimiser step (tests use it to inject
-    faults); ``log`` receives one line per epoch; ``plot=False`` skips the learning-curve PNG.
+    faults); ``log`` receives one line per epoch and per validation between epoch ends;
+    ``plot=False`` skips the learning-curve PNG.
+
+    ``process_settings=True`` applies the run's process-wide settings at construction, for the
+    rest of the process, as a command-line program wants: ``torch.set_num_threads(threads)``
+    (when ``threads`` is set), glibc's memory thresholds
+    (:func:`lmlab.neural.heap.keep_freed_memory`) and, on CUDA,
+    ``torch.backends.cudnn.deterministic = True`` and ``benchmark = False``. By default
+    (``False``) none of them outlives a call: the thread count and the cuDNN flags are set only
+    while the trainer computes and then restored, and the memory thresholds are left alone (call
+    ``keep_freed_memory()`` yourself for the CLI's speed with a large vocabulary).
     """
 
     def __init__(self, config: RunConfig, corpus: Corpus, out: str | os.PathLike, *,
                  resume: bool = False, overwrite: bool = False, progress: bool = False,
                  plot: bool = True, log: Callable[[str], None] | None = None,
-                 step_hook: Callable[[Trainer, int], None] | None = None) -> None:
+                 step_hook: Callable[[Trainer, int], None] | None = None,
+                 process_settings: bool = False) -> None:
         check_train_options(config)
         self.out = Path(out)
         self.paths = sidecar_paths(self.out)
@@ -138,13 +172,14 @@ class Trainer:
         config.model.vocab_size = len(self.vocab)
         self.config = config
         t = config.train
-        if t.threads:
-            torch.set_num_threads(t.threads)
-        keep_freed_memory()  # (process-wide) no page faults on each step's large buffers
         self.device = resolve_device(t.device)
-        if self.device.type == "cuda":
-            torch.backends.cudnn.deterministic = True
-            torch.backends.cudnn.benchmark = False
+        if process_settings:  # for good (see the class docstring); else only in _run_settings
+            if t.threads:
+                torch.set_num_threads(t.threads)
+            keep_freed_memory()  # no page faults on each step's large buffers
+            if self.device.type == "cuda":
+                torch.backends.cudnn.deterministic = True
+                torch.backends.cudnn.benchmark = False
 
         seed_everything(t.seed)
         if data is not None:
@@ -172,11 +207,13 @@ class Trainer:
         self.loss_sum = 0.0  # sum of loss * tokens over the current epoch
         self.loss_tokens = 0
         self.history: dict = {"epochs": [], "step_loss": [], "grad_norm": [], "step_lr": [],
-                              "step_epoch": [], "events": [], "test": None}
+                              "step_epoch": [], "events": [], "test": None, "valid": []}
         self._snapshot: dict | None = None
         self._last_curve = time.monotonic()
         self._stop_requested = False
         self._consistent = True
+        self._saved_step: int | None = None  # the step of the last checkpoint written
+        self._valid_seconds = 0.0  # time validating between epoch ends, this epoch
         if data is not None:
             self._restore(data)
             self._snapshot = to_cpu(data)
@@ -244,7 +281,8 @@ class Trainer:
                         "grad_norm": torch.tensor(h["grad_norm"], dtype=torch.float64),
                         "step_lr": torch.tensor(h["step_lr"], dtype=torch.float64),
                         "step_epoch": torch.tensor(h["step_epoch"], dtype=torch.int64),
-                        "events": [dict(e) for e in h["events"]], "test": h["test"]},
+                        "events": [dict(e) for e in h["events"]], "test": h["test"],
+                        "valid": [dict(v) for v in h["valid"]]},
             "versions": {"torch": torch.__version__, "python": sys.version.split()[0]},
         })
 
@@ -266,7 +304,10 @@ class Trainer:
                             "step_lr": h["step_lr"].tolist(),
                             "step_epoch": h["step_epoch"].tolist(),
                             "events": events if keep_events else [dict(e) for e in h["events"]],
-                            "test": h["test"]}
+                            "test": h["test"],
+                            # (a checkpoint from before validations were logged: its epochs')
+                            "valid": [dict(v) for v in h["valid"]] if "valid" in h
+                            else [_epoch_validation(e) for e in h["epochs"]]}
             if not keep_events:
                 self.nan_events = s["nan_events"]
             set_rng_state(data["rng"])
@@ -283,6 +324,7 @@ class Trainer:
         data = self.state_dict()
         save_checkpoint(self.out, data)
         self._snapshot = data
+        self._saved_step = self.step
         self.metrics.flush()
         if curve and time.monotonic() - self._last_curve >= CURVE_EVERY_S:
             self._write_curve()
@@ -290,8 +332,12 @@ class Trainer:
     # -- training ----------------------------------------------------------------------------------
     def train(self, max_steps: int | None = None) -> TrainResult:
         """Train until ``config.train.epochs`` epochs are done, early stopping, or ``max_steps``
-        optimiser steps in total; raises :class:`TrainingInterrupted` on Ctrl-C (after saving)."""
-        if max_steps is not None and max_steps < 0:
+        optimiser steps in total (counted over resumes; 0: no limit; None: the configuration's
+        ``max_steps``), then validate unless the last validation was at this step; raises
+        :class:`TrainingInterrupted` on Ctrl-C (after saving, without validating)."""
+        if max_steps is None:
+            max_steps = self.config.train.max_steps
+        if max_steps < 0:
             raise LmlabError(f"--max-steps must be >= 0, got {max_steps}")
         if self._snapshot is None:
             self._write_config()
@@ -299,9 +345,14 @@ class Trainer:
             self.save()
         else:
             self._write_config()
-        with self._sigint_deferred():
+        with self._run_settings(), self._sigint_deferred():
             try:
-                status = self._loop(max_steps)
+                status = self._loop(max_steps or None)
+                validated = not self._validated_here()
+                if validated:
+                    self._validate("end")
+                if validated or self._saved_step != self.step:
+                    self.save()
             except KeyboardInterrupt:
                 if self._consistent:
                     self.save()
@@ -310,8 +361,11 @@ class Trainer:
             finally:
                 self.metrics.flush()
         self._write_curve()
+        best_epoch = next((e["epoch"] for e in self.history["epochs"]
+                           if e["valid_ppl"] == self.best_valid), None)
         return TrainResult(status, self.epoch, self.step, os.fspath(self.out),
-                           [dict(e) for e in self.history["epochs"]], self.best_valid)
+                           [dict(e) for e in self.history["epochs"]], self.best_valid,
+                           best_epoch, dict(self.history["valid"][-1]))
 
     def _loop(self, max_steps: int | None) -> str:
         t = self.config.train
@@ -322,21 +376,24 @@ class Trainer:
                 return "max_steps"
             bar = self._progress_bar()
             epoch_start = time.perf_counter()
+            self._valid_seconds = 0.0
             try:
                 while self.position < len(self.windows):
                     if max_steps is not None and self.step >= max_steps:
-                        self.save()
-                        return "max_steps"
+                        return "max_steps"  # (train() validates and saves)
                     self._train_step(bar)
                     if self._stop_requested:
                         raise KeyboardInterrupt
+                    if (t.eval_every and self.step % t.eval_every == 0
+                            and self.position < len(self.windows) and not self._validated_here()):
+                        self._validate("every", bar)  # (an epoch's last step: its end's)
                     if t.checkpoint_every and self.step % t.checkpoint_every == 0:
                         self.save()
             finally:
                 if bar is not None:
                     bar.close()
             self._consistent = False
-            stop = self._end_epoch(time.perf_counter() - epoch_start)
+            stop = self._end_epoch(time.perf_counter() - epoch_start - self._valid_seconds)
             if stop:
                 self.finished = "early_stop"
             self._consistent = True
@@ -397,7 +454,7 @@ class Trainer:
         if bar is not None:
             bar.update(1)
             avg = self.loss_sum / self.loss_tokens
-            bar.set_postfix(loss=f"{lm_loss:.3f}", ppl=f"{_exp(avg):.1f}",
+            bar.set_postfix(loss=f"{lm_loss:.3f}", ppl=f"{safe_exp(avg):.1f}",
                             tok_s=f"{tokens / max(elapsed, 1e-9):.0f}", refresh=False)
         if self.step_hook is not None:
             self.step_hook(self, self.step)
@@ -427,7 +484,7 @@ class Trainer:
         """Validate, record, update the learning rate; True when early stopping says stop."""
         t = self.config.train
         self.epoch += 1
-        train_ppl = _exp(self.loss_sum / self.loss_tokens) if self.loss_tokens else float("nan")
+        train_ppl = safe_exp(self.loss_sum / self.loss_tokens) if self.loss_tokens else float("nan")
         valid = self.evaluate(self.corpus.valid)
         improved = self.best_valid is None or valid < self.best_valid
         if improved:
@@ -439,9 +496,10 @@ class Trainer:
         record = {"epoch": self.epoch, "step": self.step, "lr": self.lr, "train_ppl": train_ppl,
                   "valid_ppl": valid, "best_valid_ppl": self.best_valid}
         self.history["epochs"].append(record)
+        self.history["valid"].append(_epoch_validation(record))
         self.metrics.write({**record, "seconds": round(seconds, 3)})
-        self.log(f"epoch {self.epoch}/{t.epochs}: train ppl {train_ppl:.2f}, valid ppl "
-                 f"{valid:.2f}, lr {self.lr:.4g}, {seconds:.1f}s")
+        self.log(f"epoch {self.epoch}/{t.epochs} (step {self.step}): train ppl {train_ppl:.2f}, "
+                 f"valid ppl {valid:.2f}, lr {self.lr:.4g}, {seconds:.1f}s")
         lr = self.lr
         if t.decay_start > 0 and self.epoch >= t.decay_start:
             lr *= t.lr_decay
@@ -454,23 +512,75 @@ class Trainer:
         self.loss_sum, self.loss_tokens = 0.0, 0
         return bool(t.early_stop and self.bad_epochs >= t.early_stop)
 
+    def _validated_here(self) -> bool:
+        """Whether the last validation was at the current step."""
+        valid = self.history["valid"]
+        return bool(valid) and valid[-1]["step"] == self.step
+
+    def _validate(self, when: str, bar=None) -> dict:
+        """Validate between epoch ends (``when``: "every") or at the end of a run ("end"):
+        recorded and logged, the RNG state kept so that training goes on as without it."""
+        tic = time.perf_counter()
+        rng = get_rng_state()
+        try:
+            ppl = self.evaluate(self.corpus.valid)
+        finally:
+            set_rng_state(rng)
+        record = {"step": self.step,
+                  "epoch": round(self.epoch + self.position / len(self.windows), 4),
+                  "valid_ppl": ppl, "when": when}
+        self.history["valid"].append(record)
+        self.metrics.write(record)
+        if bar is not None:
+            bar.clear()
+        self.log(f"valid ppl {ppl:.2f} {validation_point(record)}")
+        if bar is not None:
+            bar.refresh()
+        self._valid_seconds += time.perf_counter() - tic
+        return record
+
     def evaluate(self, stream: TokenStream) -> float:
         """Perplexity of ``stream`` with the shared protocol (one stream, batch size 1)."""
-        lm = NeuralLM(self.model, self.vocab, self.config, device=self.device)
-        return summarize(lm.logprobs(stream), stream).perplexity
+        with self._run_settings():
+            lm = NeuralLM(self.model, self.vocab, self.config, device=self.device)
+            return summarize(lm.logprobs(stream), stream).perplexity
 
     def evaluate_test(self) -> dict | None:
         """Score the test split (if any) with the shared protocol; recorded in the checkpoint."""
         if self.corpus.test is None:
             return None
         stream = self.corpus.test
-        lm = NeuralLM(self.model, self.vocab, self.config, device=self.device)
-        result = summarize(lm.logprobs(stream), stream).to_dict()
+        with self._run_settings():
+            lm = NeuralLM(self.model, self.vocab, self.config, device=self.device)
+            result = summarize(lm.logprobs(stream), stream).to_dict()
         self.history["test"] = {k: v for k, v in result.items() if not isinstance(v, float)
                                 or math.isfinite(v)}
         self.metrics.write({"test": self.history["test"], "step": self.step})
         self.save()
         return result
+
+    # -- process-wide settings -------------------------------------------------------------------
+    @contextlib.contextmanager
+    def _run_settings(self):
+        """The run's thread count and, on CUDA, cuDNN's deterministic mode while the trainer
+        computes (as ``torch.backends.cudnn.flags`` scopes cuDNN's flags); the caller's settings
+        are back afterwards. Nothing changes where they are in force already
+        (``process_settings=True``, or a nested call)."""
+        threads = self.config.train.threads
+        before = torch.get_num_threads()
+        cudnn = torch.backends.cudnn
+        flags = (cudnn.deterministic, cudnn.benchmark)
+        if threads and threads != before:
+            torch.set_num_threads(threads)
+        if self.device.type == "cuda":
+            cudnn.deterministic, cudnn.benchmark = True, False
+        try:
+            yield
+        finally:
+            if torch.get_num_threads() != before:
+                torch.set_num_threads(before)
+            if (cudnn.deterministic, cudnn.benchmark) != flags:
+                cudnn.deterministic, cudnn.benchmark = flags
 
     # -- Ctrl-C ---------------------------------------------------------------------------------
     @contextlib.contextmanager
@@ -503,13 +613,15 @@ class Trainer:
 
     def _write_curve(self) -> None:
         self._last_curve = time.monotonic()
-        if not self.plot or (not self.history["epochs"] and not self.history["step_loss"]):
+        h = self.history
+        if not self.plot or not (h["epochs"] or h["step_loss"] or h["valid"]):
             return
         from lmlab.plots import learning_curve
 
         m = self.config.model
-        learning_curve(self.history["epochs"], self.history["step_loss"], self.paths["curve"],
-                       title=f"{m.model} {m.layers}x{m.hidden} ({self.out.name})")
+        learning_curve(h["epochs"], h["step_loss"], self.paths["curve"],
+                       title=f"{m.model} {m.layers}x{m.hidden} ({self.out.name})",
+                       valid=h["valid"])
 
     def _progress_bar(self):
         if not self.progress:
@@ -521,6 +633,21 @@ class Trainer:
                     dynamic_ncols=True)
 
 
+def validation_point(record: dict) -> str:
+    """Where a validation record (``history["valid"]``) belongs: ``at step 150 (epoch 0.4)``,
+    ``at step 715 (end of epoch 13)``."""
+    epoch = record["epoch"]
+    if record.get("when") == "epoch":
+        return f"at step {record['step']} (end of epoch {epoch})"
+    return f"at step {record['step']} (epoch {f'{epoch:.2f}'.rstrip('0').rstrip('.')})"
+
+
+def _epoch_validation(epoch_record: dict) -> dict:
+    """The validation record of an epoch end, from its ``history["epochs"]`` record."""
+    return {"step": epoch_record["step"], "epoch": epoch_record["epoch"],
+            "valid_ppl": epoch_record["valid_ppl"], "when": "epoch"}
+
+
 def _resumable_flags() -> str:
     return ", ".join(sorted(f"--{key.replace('_', '-')}" for _, key in RESUMABLE_CHANGES))
 
@@ -530,6 +657,3 @@ def _detach(state):
 
     return detach_state(state)
 
-
-def _exp(x: float) -> float:
-    return math.exp(x) if x < 700 else float("inf")

@@ -22,12 +22,13 @@ from __future__ import annotations
 import itertools
 import os
 import re
+import warnings
 
 import numpy as np
 
 from lmlab.corpus import BOS, EOS, SPECIALS, UNK, Vocabulary
-from lmlab.errors import LmlabError
-from lmlab.fileio import atomic_output, open_binary
+from lmlab.errors import LmlabError, LmlabWarning
+from lmlab.fileio import atomic_output, open_binary, strip_bom
 
 LOG_ZERO = -99.0
 MISSING_UNK_LOGP = -100.0
@@ -89,6 +90,8 @@ class _Lines:
         if not raw:
             return None
         self.lineno += 1
+        if self.lineno == 1:
+            raw = strip_bom(raw)
         try:
             return raw.decode("utf-8").strip()
         except UnicodeDecodeError:
@@ -228,8 +231,8 @@ def _assemble(path, sections):
     logp[0][ids] = uni_p
     bow[0][ids] = uni_b
     if UNK not in words:
-        print(f"lmlab: warning: {os.fspath(path)}: no <unk> unigram; OOV words get log10 "
-              f"probability {MISSING_UNK_LOGP}", flush=True)
+        warnings.warn(f"{os.fspath(path)}: no <unk> unigram; OOV words get log10 "
+                      f"probability {MISSING_UNK_LOGP}", LmlabWarning, stacklevel=2)
     keys = [np.arange(V, dtype=np.int64)]
     for n, (grams, probs, backoffs) in enumerate(sections[1:], 2):
         try:

@@ -25,13 +25,14 @@ from lmlab.ngram.counts import count_ngrams, sentence_positions
 from lmlab.ngram.estimate import check_order, estimate
 from lmlab.ngram.keyindex import KeyIndex
 from lmlab.ngram.smoothing import ALL_METHODS, make_smoothing
+from lmlab.scoring import Scoring
 
 LN10 = math.log(10.0)
 FORMAT = "lmlab-ngram"
 FORMAT_VERSION = 1
 
 
-class _Tables:
+class _Tables(Scoring):
     """Sorted per-order n-gram keys and a lookup of the n-gram ending at each position."""
 
     keys: list[np.ndarray]
@@ -137,6 +138,7 @@ class NGramModel(_Tables):
     def save(self, path: str | os.PathLike) -> None:
         save_arrays(path, self.vocab, self.meta, {"keys": self.keys, "logp": self.logp,
                                                   "bow": self.bow})
+        self.path = os.fspath(path)
 
 
 class AddKModel(_Tables):
@@ -203,6 +205,7 @@ class AddKModel(_Tables):
 
     def save(self, path: str | os.PathLike) -> None:
         save_arrays(path, self.vocab, self.meta, {"keys": self.keys, "counts": self.counts})
+        self.path = os.fspath(path)
 
 
 def train_ngram(path: str | os.PathLike | None = None, order: int = 3, smoothing: str = "mkn",

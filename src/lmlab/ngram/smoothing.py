@@ -16,12 +16,12 @@ and no hidden state carried between orders.
 
 from __future__ import annotations
 
-import sys
+import warnings as _warnings  # (the class below has a field named warnings)
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from lmlab.errors import LmlabError
+from lmlab.errors import LmlabError, LmlabWarning
 
 
 @dataclass
@@ -68,7 +68,7 @@ class Smoothing:
     def warn(self, message: str) -> None:
         self.warnings.append(message)
         if self.verbose:
-            print(f"lmlab: warning: {message}", file=sys.stderr)
+            _warnings.warn(message, LmlabWarning, stacklevel=2)
 
 
 def _safe_div(num: np.ndarray, den: np.ndarray) -> np.ndarray:

@@ -74,6 +74,9 @@ class Comparison:
     scores: list[ModelScore]
     pairs: list[dict]  # one per model after the first, against the first
 
+    def __str__(self) -> str:
+        return format_table(self)
+
     def to_dict(self) -> dict:
         return json_safe({"text": self.text, "tokens": self.scores[0].tokens,
                            "reference": self.scores[0].path,
@@ -187,10 +190,19 @@ def compare(paths: list[str], text: str | os.PathLike) -> Comparison:
 
     if not paths:
         raise LmlabError("compare needs at least one model")
-    names = _short_names(paths)
+    return compare_models([load_model(p) for p in paths], list(paths), text,
+                          names=_short_names(paths))
+
+
+def compare_models(models: list, paths: list[str], text: str | os.PathLike,
+                   names: list[str] | None = None) -> Comparison:
+    """Score every loaded model on ``text``; ``paths`` label them (file names or any labels)."""
+    if not models:
+        raise LmlabError("compare needs at least one model")
+    names = names or _short_names(paths)
     scores = []
-    for path, name in zip(paths, names, strict=True):
-        scores.append(score_model(load_model(path), text, path=path, name=name))
+    for model, path, name in zip(models, paths, names, strict=True):
+        scores.append(score_model(model, text, path=path, name=name))
         if scores[-1].tokens != scores[0].tokens or \
                 len(scores[-1].logprobs) != len(scores[0].logprobs):
             raise LmlabError(f"{path} predicts {scores[-1].tokens} tokens of {text} but "
@@ -309,14 +321,19 @@ def plot_comparison(c: Comparison, path: str | os.PathLike) -> None:
 # -- command line -------------------------------------------------------------------------------
 
 def add_parser(sub) -> None:
-    p = sub.add_parser("compare", help="several models (any kind) side by side on one text",
-                       description="Score one text with several models (n-gram, ARPA, mixture, "
-                       "neural) under the same protocol; the first model is the reference for "
-                       "the per-token head-to-head.")
+    from lmlab.cli_base import STDIN_HELP, add_command
+
+    p = add_command(sub, "compare", "lmlab compare ptb5.lm lstm.pt mix.json --text test.txt "
+                    "--plot compare.png",
+                    help="several models (any kind) side by side on one text",
+                    description="Score one text with several models (n-gram, ARPA, mixture, "
+                    "neural) under the same protocol; the first model is the reference for "
+                    "the per-token head-to-head.")
     p.add_argument("models", nargs="+", metavar="MODEL", help="model files (any kind)")
-    p.add_argument("--text", required=True, metavar="TEST.txt", help="text to score")
+    p.add_argument("--text", required=True, metavar="TEXT",
+                   help=f"text to score, one sentence per line (.gz ok; {STDIN_HELP})")
     p.add_argument("--json", action="store_true", help="print one JSON object")
-    p.add_argument("--plot", metavar="OUT.png", help="also write a bar chart (PNG)")
+    p.add_argument("--plot", metavar="PNG", help="also write a bar chart (PNG)")
     p.set_defaults(func=cmd_compare)
 
 
@@ -337,5 +354,5 @@ def cmd_compare(args) -> int:
     return 0
 
 
-__all__ = ["Comparison", "ModelScore", "add_parser", "compare", "format_table", "head_to_head",
-           "plot_comparison", "score_model"]
+__all__ = ["Comparison", "ModelScore", "add_parser", "compare", "compare_models", "format_table",
+           "head_to_head", "plot_comparison", "score_model"]

@@ -1,0 +1,47 @@
+"""What every ``lmlab`` sub-command's parser shares: one help formatter (defaults shown, a
+one-line example kept as written), one rule for words given on the command line.
+
+A module of its own, below :mod:`lmlab.cli` and the command modules that register themselves
+there, so that none of them imports another (argparse only: no torch, nothing heavy).
+"""
+
+from __future__ import annotations
+
+import argparse
+
+STDIN_HELP = "`-` for standard input"
+
+
+class HelpFormatter(argparse.HelpFormatter):
+    """Every lmlab command's help: defaults shown where one exists, the epilog's example line
+    kept as written (descriptions are still wrapped).
+
+    Help texts that already say "default" are left alone; None, False and "" defaults (no value,
+    a switch that is off) are not shown.
+    """
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        default = action.default
+        if ("default" in text or default is None or default is False or default == ""
+                or default is argparse.SUPPRESS or isinstance(action, argparse._VersionAction)
+                or (not action.option_strings and action.nargs not in ("?", "*"))):
+            return text
+        return f"{text} (default %(default)s)" if text else "default %(default)s"
+
+    def _fill_text(self, text: str, width: int, indent: str) -> str:
+        if text.startswith("example"):
+            return "".join(indent + line for line in text.splitlines(keepends=True))
+        return super()._fill_text(text, width, indent)
+
+
+def add_command(sub, name: str, example: str, **kwargs) -> argparse.ArgumentParser:
+    """``sub.add_parser(name)`` with lmlab's help formatter and a one-line example."""
+    return sub.add_parser(name, epilog=f"example: {example}", formatter_class=HelpFormatter,
+                          **kwargs)
+
+
+def split_words(args: list[str]) -> list[str]:
+    """Words given on the command line, as separate arguments or quoted together: the one rule
+    for every command that takes words (``score``, ``ngram next``)."""
+    return " ".join(args).split()

@@ -1,0 +1,236 @@
+"""lmlab.fileio and the readers on top of it: permissions and folders of written files, ``-`` as
+standard input, byte-order marks and CRLF line ends."""
+
+from __future__ import annotations
+
+import gzip
+import io
+import os
+import stat
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from lmlab import fileio
+from lmlab.corpus import Vocabulary, count_words, read_corpus, read_training_corpus
+from lmlab.errors import LmlabError
+from lmlab.fileio import atomic_output, check_output_path, head_bytes, open_binary
+
+TEXT = "the cat sat\nthe dog sat on the mat\n\na cat\n"
+# tiny corpora: Kneser-Ney discounts fall back to defaults, with a warning that is not tested here
+pytestmark = pytest.mark.filterwarnings("ignore:mkn. no")
+
+# ----------------------------------------------------------------------------------------------
+# atomic_output: permissions and folders
+# ----------------------------------------------------------------------------------------------
+
+WRITER = textwrap.dedent("""
+    import os, sys
+    os.umask(int(sys.argv[2], 8))
+    from lmlab.fileio import atomic_output
+    with atomic_output(sys.argv[1] + "/plain.txt", "w") as f:
+        f.write("x\\n")
+    with atomic_output(sys.argv[1] + "/new/dir/zipped.arpa.gz", "w") as f:
+        f.write("x\\n")
+    if sys.argv[3] == "checkpoint":  # imports torch: in one case only
+        from lmlab.neural.checkpoint import save_checkpoint
+        save_checkpoint(sys.argv[1] + "/c.pt", {"config": {}, "vocab": [], "model": {}})
+""")
+
+
+@pytest.mark.parametrize(("umask", "expected", "checkpoint"),
+                         [("022", 0o644, False), ("027", 0o640, True), ("077", 0o600, False)])
+def test_written_files_get_the_umask_permissions(tmp_path, umask, expected, checkpoint):
+    script = tmp_path / "writer.py"
+    script.write_text(WRITER)
+    out = tmp_path / "out"
+    out.mkdir()
+    subprocess.run([sys.executable, str(script), str(out), umask,
+                    "checkpoint" if checkpoint else "-"], check=True)
+    names = ["plain.txt", "new/dir/zipped.arpa.gz"] + (["c.pt"] if checkpoint else [])
+    for name in names:
+        mode = stat.S_IMODE((out / name).stat().st_mode)
+        assert mode == expected, f"{name}: {oct(mode)} under umask {umask}"
+    for folder in ("new", "new/dir"):  # created folders: the umask's too
+        assert stat.S_IMODE((out / folder).stat().st_mode) == 0o777 & ~int(umask, 8)
+    assert sorted(p.name for p in out.iterdir()) == sorted(  # no temp file left
+        ["new", "plain.txt"] + (["c.pt"] if checkpoint else []))
+
+
+def test_umask_is_read_without_changing_it():
+    mask = os.umask(0o022)
+    os.umask(mask)
+    assert fileio._read_umask() == mask
+    assert fileio.created_mode(0o027) == 0o640
+    now = os.umask(0o022)
+    os.umask(now)
+    assert now == mask
+
+
+@pytest.mark.skipif(not fileio._HAVE_PROC_UMASK,
+                    reason="needs /proc/self/status (Linux) to see a umask changed after import")
+def test_umask_changed_after_import_is_honoured(tmp_path):
+    old = os.umask(0o077)
+    try:
+        with atomic_output(tmp_path / "x.txt", "w") as f:
+            f.write("x")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "x.txt").stat().st_mode) == 0o600
+
+
+def test_missing_folders_are_created_only_when_writing(tmp_path):
+    target = tmp_path / "runs" / "a" / "x.txt"
+    check_output_path(target)  # can be created: fine, and nothing is created yet
+    assert not (tmp_path / "runs").exists()
+    with atomic_output(target, "w") as f:
+        f.write("ok\n")
+    assert target.read_text() == "ok\n"
+
+
+def test_output_inside_a_file_is_a_clear_error(tmp_path):
+    (tmp_path / "file").write_text("x")
+    for target in (tmp_path / "file" / "x.txt", tmp_path / "file" / "deeper" / "x.txt"):
+        with pytest.raises(LmlabError, match="is a file, not a folder"):
+            check_output_path(target)
+        with pytest.raises(LmlabError, match="is a file, not a folder"):
+            with atomic_output(target, "w") as f:
+                f.write("never")
+    with pytest.raises(LmlabError, match="is a directory, expected an output file"):
+        check_output_path(tmp_path)
+
+
+def test_failed_write_leaves_no_folder_litter_or_file(tmp_path):
+    target = tmp_path / "x.txt"
+    with pytest.raises(RuntimeError), atomic_output(target, "w") as f:
+        f.write("half")
+        raise RuntimeError("boom")
+    assert list(tmp_path.iterdir()) == []
+
+
+# ----------------------------------------------------------------------------------------------
+# "-" is standard input
+# ----------------------------------------------------------------------------------------------
+
+
+class FakeStdin:
+    def __init__(self, data: bytes) -> None:
+        self.buffer = io.BytesIO(data)
+
+
+@pytest.fixture
+def stdin(monkeypatch):
+    """Give standard input ``data``; the cache of a previous test is forgotten."""
+    monkeypatch.setattr(fileio, "_stdin_data", None)
+
+    def give(data: bytes) -> None:
+        monkeypatch.setattr(sys, "stdin", FakeStdin(data))
+
+    return give
+
+
+def test_stdin_is_read_once_and_served_again(stdin, tmp_path):
+    stdin(TEXT.encode())
+    vocab, stream = read_training_corpus("-")  # a vocabulary pass, then the encoding pass
+    path = tmp_path / "c.txt"
+    path.write_text(TEXT)
+    vocab2, stream2 = read_training_corpus(path)
+    assert vocab == vocab2 and stream.ids.tolist() == stream2.ids.tolist()
+    assert sys.stdin.buffer.read() == b""  # consumed once...
+    assert head_bytes("-", 7) == b"the cat"  # ...and still there for every later open
+
+
+def test_stdin_may_be_gzip(stdin):
+    stdin(gzip.compress(TEXT.encode()))
+    assert count_words("-")["cat"] == 2
+    with open_binary(Path("-")) as f:
+        assert f.read() == TEXT.encode()
+
+
+def test_stdin_errors_name_stdin(stdin):
+    stdin(b"good line\nok\n\xff\xfe bad\n")
+    with pytest.raises(LmlabError, match=r"^<stdin>:3: not valid UTF-8 text$"):
+        count_words("-")
+
+
+# ----------------------------------------------------------------------------------------------
+# Byte-order marks and CRLF
+# ----------------------------------------------------------------------------------------------
+
+
+def _ppl(model, path) -> float:
+    """Perplexity of ``path`` under ``model`` (sum of the protocol's per-token log-probs)."""
+    stream = read_corpus(path, model.vocab)
+    return float(np.exp(-model.logprobs(stream).sum() / len(stream)))
+
+
+def _files(tmp_path, name: str, data: bytes) -> Path:
+    path = tmp_path / name
+    path.write_bytes(data)
+    return path
+
+
+def test_bom_is_not_part_of_the_first_word(tmp_path):
+    from lmlab.ngram.model import train_ngram
+
+    plain = _files(tmp_path, "plain.txt", TEXT.encode())
+    bom = _files(tmp_path, "bom.txt", fileio.BOM + TEXT.encode())
+    bom_gz = _files(tmp_path, "bom.txt.gz", gzip.compress(fileio.BOM + TEXT.encode()))
+    assert count_words(bom) == count_words(plain) == count_words(bom_gz)
+    v1, s1 = read_training_corpus(plain)
+    v2, s2 = read_training_corpus(bom)
+    assert v1 == v2 and "\ufeffthe" not in v2
+    assert s1.ids.tolist() == s2.ids.tolist() and not s2.oov.any()
+    lm1 = train_ngram(plain, order=2)
+    lm2 = train_ngram(bom, order=2)
+    test_plain = _files(tmp_path, "t.txt", b"the cat sat on a mat\n")
+    test_bom = _files(tmp_path, "tb.txt", fileio.BOM + b"the cat sat on a mat\n")
+    ppl = _ppl(lm1, test_plain)
+    assert _ppl(lm2, test_plain) == ppl
+    assert _ppl(lm1, test_bom) == ppl
+    assert read_corpus(test_bom, v1).oov.sum() == 0
+
+
+def test_crlf_gives_the_same_numbers_as_lf(tmp_path):
+    from lmlab.ngram.model import train_ngram
+
+    lf = _files(tmp_path, "lf.txt", TEXT.encode())
+    crlf = _files(tmp_path, "crlf.txt", TEXT.replace("\n", "\r\n").encode())
+    assert count_words(lf) == count_words(crlf)
+    lm_lf, lm_crlf = train_ngram(lf, order=2), train_ngram(crlf, order=2)
+    assert lm_lf.vocab == lm_crlf.vocab
+    assert len(read_corpus(lf, lm_lf.vocab)) == len(read_corpus(crlf, lm_lf.vocab))
+    assert _ppl(lm_lf, lf) == _ppl(lm_crlf, crlf) == _ppl(lm_lf, crlf)
+
+
+def test_bom_in_vocabulary_and_arpa_files(tmp_path):
+    from lmlab.models import load_model
+    from lmlab.ngram.arpa import write_arpa
+    from lmlab.ngram.model import train_ngram
+
+    vocab_file = _files(tmp_path, "v.txt", fileio.BOM + b"the\t3\ncat\t2\n")
+    assert Vocabulary.load(vocab_file).itos[3:] == ["the", "cat"]
+    corpus = _files(tmp_path, "c.txt", TEXT.encode())
+    arpa = tmp_path / "m.arpa"
+    write_arpa(train_ngram(corpus, order=2), arpa)
+    with_bom = _files(tmp_path, "bom.arpa", fileio.BOM + arpa.read_bytes())
+    assert _ppl(load_model(with_bom), corpus) == _ppl(load_model(arpa), corpus)
+
+
+def test_run_files_create_their_folder(tmp_path):
+    """What the trainer writes beside ``--out runs/x.pt`` when ``runs/`` does not exist yet."""
+    from lmlab.neural.run_files import MetricsLog, sidecar_paths, write_run_config
+
+    paths = sidecar_paths(tmp_path / "runs" / "x.pt")
+    check_output_path(tmp_path / "runs" / "x.pt")
+    log = MetricsLog(paths["metrics"])
+    log.start()
+    log.write({"step": 1, "loss": 2.0})
+    log.close()
+    write_run_config(paths["config"], {"model": {}}, "x.pt", 10, None)
+    assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == ["x.config.json",
+                                                                     "x.metrics.jsonl"]
