@@ -101,6 +101,18 @@ def test_ngram_api_equals_cli_on_an_unseen_corpus(capsys, fresh_corpus, tmp_path
     _same_as_cli(capsys, lmlab.load(path), path, fresh_corpus / "test.txt")
 
 
+def test_ngram_api_equals_cli_on_ptb(capsys, tmp_path):
+    from lmlab.datasets import find_corpus
+
+    ptb = find_corpus("ptb")
+    if ptb is None:
+        pytest.skip("needs the PTB corpus: set LMLAB_DATA to the corpora folder")
+    lm = lmlab.train_ngram(ptb / "train.txt", order=5, smoothing="mkn")
+    lm.save(tmp_path / "ptb5.lm")
+    _same_as_cli(capsys, lm, tmp_path / "ptb5.lm", ptb / "test.txt")
+    assert round(lm.perplexity(ptb / "test.txt").perplexity, 2) == 141.19  # KenLM's
+
+
 def test_sentences_in_memory_equal_the_file(fresh_corpus):
     lines = (fresh_corpus / "train.txt").read_text(encoding="utf-8").splitlines()
     from_file = lmlab.train_ngram(fresh_corpus / "train.txt", order=3, smoothing="kn")
@@ -149,8 +161,12 @@ def test_arpa_and_mixture(capsys, fresh_corpus, tmp_path):
     assert mix.em_perplexity[-1] < min(mix.member_perplexity)
     mix.save(tmp_path / "api.mix")
     _same_as_cli(capsys, mix, tmp_path / "api.mix", fresh_corpus / "test.txt")
-    with pytest.raises(LmlabError, match="save each member first"):
-        lmlab.interpolate([a, b], valid=valid).save(tmp_path / "x.mix")
+    unsaved = lmlab.interpolate([a, b], valid=valid)
+    with pytest.raises(LmlabError, match="member 2 of the mixture has no file"):
+        unsaved.save(tmp_path / "x.mix")
+    b.save(tmp_path / "b.lm")  # as the message says: then the mixture saves
+    unsaved.save(tmp_path / "x.mix")
+    assert lmlab.load(tmp_path / "x.mix").perplexity(valid) == unsaved.perplexity(valid)
     table = lmlab.compare([a, tmp_path / "b.arpa", mix], fresh_corpus / "test.txt")
     cli = _cli_json(capsys, "compare", tmp_path / "a.lm", tmp_path / "b.arpa",
                     tmp_path / "api.mix", "--text", fresh_corpus / "test.txt", "--json")
@@ -174,10 +190,25 @@ def test_neural_api_equals_cli(capsys, fresh_corpus, tmp_path):
                  fresh_corpus / "test.txt")
 
 
-def test_train_without_output_writes_nothing(fresh_corpus, tmp_path, monkeypatch):
+def test_train_without_output_writes_nothing_and_leaves_the_process_alone(fresh_corpus, tmp_path,
+                                                                        monkeypatch):
+    import random
+
+    import torch
+
     monkeypatch.chdir(tmp_path)
+    random.seed(5)
+    np.random.seed(5)
+    torch.manual_seed(5)
+    threads = torch.get_num_threads()
+    want = (random.random(), np.random.random(), torch.rand(1).item())
+    random.seed(5)
+    np.random.seed(5)
+    torch.manual_seed(5)
     nn = lmlab.train("rnn_tanh", data=fresh_corpus, hidden=8, emsize=8, layers=1, epochs=1,
-                     max_steps=5)
+                     max_steps=5, threads=1)
+    assert (random.random(), np.random.random(), torch.rand(1).item()) == want
+    assert torch.get_num_threads() == threads
     assert list(tmp_path.iterdir()) == []
     assert math.isfinite(nn.perplexity(["v1x v2x"]).perplexity)
 
@@ -194,6 +225,14 @@ def test_errors_are_the_cli_errors(capsys, tmp_path, fresh_corpus):
         lm.logprob("a <s> b")
     with pytest.raises(LmlabError, match="unknown training option 'hiden'"):
         lmlab.train("lstm", data=fresh_corpus, hiden=10)
+    with pytest.raises(LmlabError, match="resume=True continues the run saved in output="):
+        lmlab.train("lstm", data=fresh_corpus, resume=True)
+    with pytest.raises(LmlabError) as err:
+        lmlab.train("lstm", data=tmp_path / "nowhere")
+    assert fails(capsys, "train", "lstm", "--data", tmp_path / "nowhere", "-o",
+                 tmp_path / "x.pt") == f"lmlab: error: {err.value}"
+    with pytest.raises(LmlabError, match="give its path"):
+        lmlab.compare([lm], ["a b"])
     with pytest.raises(LmlabError, match="unknown smoothing"):
         lmlab.train_ngram(["a b"], smoothing="nope")
     with pytest.raises(LmlabError, match="k must be >= 1"):
@@ -207,6 +246,25 @@ def test_mostly_oov_text_warns(fresh_corpus):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         lm.perplexity(["v1x v2x v3x v4x foo"])  # 20%: not above the threshold
+
+
+def test_mostly_oov_validation_text_warns_in_interpolation(fresh_corpus):
+    a = lmlab.train_ngram(fresh_corpus / "train.txt", order=1, smoothing="wb")
+    b = lmlab.train_ngram(fresh_corpus / "train.txt", order=2, smoothing="wb")
+    with pytest.warns(LmlabWarning, match="outside the model's vocabulary"):
+        lmlab.interpolate([a, b], valid=["v1x foo bar", "baz v2x qux"])
+
+
+def test_api_resume_keeps_the_run_options(fresh_corpus, tmp_path):
+    ckpt = tmp_path / "r.pt"
+    lmlab.train("gru", fresh_corpus, output=ckpt, hidden=8, emsize=8, layers=1, epochs=2,
+                max_steps=4, seed=2)
+    resumed = lmlab.train("gru", fresh_corpus, output=ckpt, resume=True, max_steps=0)
+    whole = lmlab.train("gru", fresh_corpus, output=tmp_path / "w.pt", hidden=8, emsize=8,
+                        layers=1, epochs=2, seed=2)
+    assert resumed.config.model.hidden == 8 and resumed.meta["step"] == whole.meta["step"]
+    for p, q in zip(resumed.model.parameters(), whole.model.parameters(), strict=True):
+        assert (p == q).all()
 
 
 def test_library_does_not_print(capsys, fresh_corpus):

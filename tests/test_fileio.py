@@ -110,6 +110,10 @@ def test_failed_write_leaves_no_folder_litter_or_file(tmp_path):
         f.write("half")
         raise RuntimeError("boom")
     assert list(tmp_path.iterdir()) == []
+    deep = tmp_path / "new" / "deeper" / "x.txt"  # folders this write created go too
+    with pytest.raises(RuntimeError), atomic_output(deep, "w") as f:
+        raise RuntimeError("boom")
+    assert list(tmp_path.iterdir()) == []
 
 
 # ----------------------------------------------------------------------------------------------

@@ -28,12 +28,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from lmlab.errors import LmlabError
-from lmlab.scoring import Sentence, is_path, sentences_of
+from lmlab.scoring import Model, Sentence, is_path, sentences_of
 
 if TYPE_CHECKING:
     from lmlab.comparison import Comparison
     from lmlab.corpus import Vocabulary
-    from lmlab.metrics import LanguageModel
     from lmlab.mixture import Mixture
     from lmlab.neural.lm import NeuralLM
     from lmlab.ngram.model import AddKModel, NGramModel
@@ -85,9 +84,8 @@ def train_ngram(data: str | os.PathLike | Iterable[Sentence], order: int = 3,
     return _train(stream=stream, vocab=vocab, **common)  # type: ignore[arg-type]
 
 
-def train(model: str = "lstm", data: str | os.PathLike = "", *,
-          output: str | os.PathLike | None = None, resume: bool = False,
-          overwrite: bool = False, max_steps: int | None = None, progress: bool = False,
+def train(model: str, data: str | os.PathLike, *, output: str | os.PathLike | None = None,
+          resume: bool = False, overwrite: bool = False, progress: bool = False,
           on_log: Callable[[str], None] | None = None, **options: Any) -> NeuralLM:
     """Train a neural language model, as ``lmlab train`` does; returns it, ready to score.
 
@@ -95,45 +93,61 @@ def train(model: str = "lstm", data: str | os.PathLike = "", *,
     ``train.txt``, ``valid.txt`` (and optionally ``test.txt``), or the name of a corpus under
     ``$LMLAB_DATA`` (``"ptb"``). ``options`` are the run configuration's fields, the CLI's
     flags with ``_`` for ``-`` (``hidden=200, layers=2, epochs=1, dropout=0.5, variant="cifg",
-    seed=0, device="cuda"``...). The checkpoint, its config.json, metrics log and learning
-    curve are written only when ``output`` is given (then ``resume``/``overwrite`` work as in
-    the CLI); otherwise the run lives in a temporary folder removed at the end. Each epoch's
-    line goes to ``on_log`` (default: the ``lmlab`` logger at INFO level).
+    max_steps=100, eval_every=50, seed=0, device="cuda"``...). The checkpoint, its config.json,
+    metrics log and learning curve are written only when ``output`` is given (then
+    ``resume=True`` continues that run with its own options, those given here overriding the
+    ones a resume may change, and ``overwrite=True`` replaces it); otherwise the run lives in
+    a temporary folder removed at the end, and Ctrl-C raises :class:`KeyboardInterrupt`. Each
+    epoch's line goes to ``on_log`` (default: the ``lmlab`` logger at INFO level).
+
+    The random generators (Python's, numpy's, torch's) are seeded from ``seed`` for the run and
+    restored afterwards, as are torch's thread count and cuDNN flags: the caller's process is
+    left as it was.
 
     >>> import lmlab, tempfile, pathlib
     >>> d = pathlib.Path(tempfile.mkdtemp())
     >>> for split in ("train", "valid"):
     ...     _ = (d / f"{split}.txt").write_text("a b c\\nb c a\\n" * 20)
-    >>> nn = lmlab.train("gru", data=d, hidden=8, emsize=8, layers=1, epochs=1, seed=0)
+    >>> nn = lmlab.train("gru", d, hidden=8, emsize=8, layers=1, epochs=1, seed=0)
     >>> nn.perplexity(["a b c"]).perplexity < 6
     True
     """
+    from lmlab.datasets import data_folder
+    from lmlab.neural.checkpoint import get_rng_state, set_rng_state
     from lmlab.neural.config import RunConfig
     from lmlab.neural.data import load_corpus
     from lmlab.neural.lm import NeuralLM
-    from lmlab.neural.trainer import Trainer, check_train_options
+    from lmlab.neural.trainer import Trainer, TrainingInterrupted, check_train_options
 
-    config = _run_config(model, options)
+    if resume and output is None:
+        raise LmlabError("resume=True continues the run saved in output=: give its path")
+    base = RunConfig.from_dict(_saved_config(Path(output)), os.fspath(output)) \
+        if resume and output is not None else None
+    config = _run_config(model, options, base)
     check_train_options(config)
-    corpus = load_corpus(resolve_data(data))
-    with tempfile.TemporaryDirectory(prefix="lmlab-train-") as tmp:
-        out = Path(output) if output is not None else Path(tmp) / "model.pt"
-        base = None
-        if resume:
-            base = RunConfig.from_dict(_saved_config(out), os.fspath(out))
-            config = _run_config(model, options, base)
-        trainer = Trainer(config, corpus, out, resume=resume, overwrite=overwrite,
-                          progress=progress, plot=output is not None,
-                          log=on_log or log.info)
-        try:
-            result = trainer.train(max_steps=max_steps)
+    corpus = load_corpus(data_folder(data))
+    caller_rng = get_rng_state()
+    try:
+        with tempfile.TemporaryDirectory(prefix="lmlab-train-") as tmp:
+            out = Path(output) if output is not None else Path(tmp) / "model.pt"
+            trainer = Trainer(config, corpus, out, resume=resume, overwrite=overwrite,
+                              progress=progress, plot=output is not None,
+                              log=on_log or log.info)
+            try:
+                result = trainer.train()
+            except TrainingInterrupted:
+                if output is not None:
+                    raise  # its message says where the checkpoint to resume is
+                raise KeyboardInterrupt from None  # nothing was kept to resume
+            finally:
+                trainer.close()
             log.info("%s: %d epoch(s), %d steps", result.status, result.epoch, result.step)
             meta = {"checkpoint": os.fspath(output) if output is not None else None,
                     "epoch": trainer.epoch, "step": trainer.step}
-            lm = NeuralLM(trainer.model, corpus.vocab, trainer.config,
-                          device=trainer.device, meta=meta)
-        finally:
-            trainer.close()
+            lm = NeuralLM(trainer.model, corpus.vocab, trainer.config, device=trainer.device,
+                          meta=meta)
+    finally:
+        set_rng_state(caller_rng)
     lm.model.eval()
     if output is not None:
         lm.path = os.fspath(output)
@@ -164,17 +178,7 @@ def _run_config(model: str, options: dict[str, Any], base=None):
     return RunConfig.from_dict(d, "options")
 
 
-def resolve_data(data: str | os.PathLike) -> Path:
-    """A training folder: ``data`` itself, or the corpus of that name under ``$LMLAB_DATA``."""
-    from lmlab.datasets import find_corpus
-
-    path = Path(data)
-    if not path.is_dir() and len(path.parts) == 1:
-        return find_corpus(path.name) or path
-    return path
-
-
-def load(path: str | os.PathLike) -> LanguageModel:
+def load(path: str | os.PathLike) -> Model:
     """Open any model file lmlab reads, by content: an lmlab n-gram model, an ARPA file (plain
     or gzip, from KenLM, SRILM or lmlab), a neural checkpoint, or a mixture.
 
@@ -191,7 +195,8 @@ def load(path: str | os.PathLike) -> LanguageModel:
     return model
 
 
-def _models(items: Sequence[Any]) -> tuple[list, list[str | None]]:
+def _models(items: Sequence[str | os.PathLike | Model]) -> tuple[list[Model],
+                                                                  list[str | None]]:
     """Load the paths among ``items`` (models pass through); each one's file name or None."""
     models, paths = [], []
     for item in items:
@@ -206,7 +211,8 @@ def _models(items: Sequence[Any]) -> tuple[list, list[str | None]]:
     return models, paths
 
 
-def interpolate(models: Sequence[Any], valid: str | os.PathLike | Iterable[Sentence], *,
+def interpolate(models: Sequence[str | os.PathLike | Model],
+                valid: str | os.PathLike | Iterable[Sentence], *,
                 iterations: int = 100) -> Mixture:
     """Linear mixture of ``models`` (model objects or files, any kind, one vocabulary) with
     weights tuned by EM on ``valid``, as ``lmlab interpolate`` does. The mixture is a model
@@ -232,13 +238,15 @@ def interpolate(models: Sequence[Any], valid: str | os.PathLike | Iterable[Sente
     return fit_mixture(loaded, paths, valid, iterations)
 
 
-def compare(models: Sequence[Any], text: str | os.PathLike) -> Comparison:
+def compare(models: Sequence[str | os.PathLike | Model], text: str | os.PathLike) -> Comparison:
     """Score ``text`` with every model (objects or files) under the one protocol; the result
     holds the table ``lmlab compare`` prints (``str(result)``) and its data
     (``result.scores``, ``result.pairs``, ``result.to_dict()``). The first model is the
     reference of the per-token head-to-head."""
     from lmlab.comparison import compare_models, describe_model
 
+    if not is_path(text):
+        raise LmlabError("compare scores a text file: give its path (or - for standard input)")
     loaded, paths = _models(models)
     # a model made in this process has no file name: label it by its kind and position
     names = [p or f"{describe_model(m)[0]} {i}"

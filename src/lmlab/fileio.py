@@ -15,6 +15,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO
 
+import numpy as np
+
 from lmlab.errors import LmlabError
 
 GZIP_MAGIC = b"\x1f\x8b"
@@ -157,6 +159,7 @@ def atomic_output(path: str | os.PathLike, mode: str = "wb", *,
     path = Path(path)
     directory = path.parent if str(path.parent) else Path(".")
     check_output_path(path)
+    created = [d for d in (directory, *directory.parents) if not d.exists()]
     try:
         directory.mkdir(parents=True, exist_ok=True)
         if temp is None:
@@ -165,6 +168,7 @@ def atomic_output(path: str | os.PathLike, mode: str = "wb", *,
             tmp = os.fspath(temp)
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     except OSError as err:
+        _remove_empty(created)
         raise LmlabError(f"cannot write here ({err.strerror or err})", directory) from None
     try:
         with os.fdopen(fd, "wb") as raw:
@@ -184,8 +188,16 @@ def atomic_output(path: str | os.PathLike, mode: str = "wb", *,
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+        _remove_empty(created)
         raise
     _fsync_dir(directory)
+
+
+def _remove_empty(folders: list[Path]) -> None:
+    """Remove the folders a failed write created (deepest first), leaving no litter behind."""
+    for folder in folders:
+        with contextlib.suppress(OSError):
+            folder.rmdir()
 
 
 def _fsync_dir(directory: Path) -> None:
@@ -241,4 +253,6 @@ def json_safe(obj):
         return {k: json_safe(v) for k, v in obj.items()}
     if isinstance(obj, list | tuple):
         return [json_safe(v) for v in obj]
+    if isinstance(obj, np.generic):  # numpy scalars (np.float64 is a float already)
+        return json_safe(obj.item())
     return obj

@@ -145,23 +145,27 @@ def evaluate(model: LanguageModel, path: str | os.PathLike) -> tuple[EvalResult,
 
 def evaluate_stream(model: LanguageModel, stream: TokenStream) -> tuple[EvalResult, np.ndarray,
                                                                         TokenStream]:
-    """Score an encoded ``stream`` with ``model``, as :func:`evaluate` scores a file.
-
-    Text entirely outside the vocabulary is an error; text mostly outside it (more than
-    ``OOV_WARN_RATE`` of its words) scores with an :class:`~lmlab.errors.LmlabWarning`, since
-    its perplexity is then mostly that of ``<unk>``."""
-    words = stream.ids != EOS_ID
-    if words.any() and stream.oov[words].all():
-        raise LmlabError(f"every word ({int(words.sum())}) is outside the model's vocabulary; "
-                         "wrong model or wrong file?", stream.source)
+    """Score an encoded ``stream`` with ``model``, as :func:`evaluate` scores a file (checked
+    by :func:`check_oov` first)."""
+    check_oov(stream, stacklevel=4)
     logprobs = model.logprobs(stream)
-    result = summarize(logprobs, stream)
-    if result.oov_rate > OOV_WARN_RATE:
-        warnings.warn(f"{file_label(stream.source)}: {result.oov_rate:.1%} of the words "
-                      f"({result.oov} of {result.tokens - result.sentences}) are outside the model's vocabulary; "
-                      "its perplexity is mostly that of <unk> (wrong model or wrong file?)",
-                      LmlabWarning, stacklevel=3)
-    return result, logprobs, stream
+    return summarize(logprobs, stream), logprobs, stream
+
+
+def check_oov(stream: TokenStream, stacklevel: int = 2) -> None:
+    """Text entirely outside the vocabulary is an error (wrong model or wrong file); text mostly
+    outside it (more than ``OOV_WARN_RATE`` of its words) gets an
+    :class:`~lmlab.errors.LmlabWarning`, since its perplexity is then mostly that of ``<unk>``."""
+    words = stream.ids != EOS_ID
+    n_words, n_oov = int(words.sum()), int(stream.oov[words].sum())
+    if n_words and n_oov == n_words:
+        raise LmlabError(f"every word ({n_words}) is outside the model's vocabulary; "
+                         "wrong model or wrong file?", stream.source)
+    if n_words and n_oov / n_words > OOV_WARN_RATE:
+        warnings.warn(f"{file_label(stream.source)}: {n_oov / n_words:.1%} of the words "
+                      f"({n_oov} of {n_words}) are outside the model's vocabulary; its "
+                      "perplexity is mostly that of <unk> (wrong model or wrong file?)",
+                      LmlabWarning, stacklevel=stacklevel)
 
 
 def token_table(model: LanguageModel, words: list[str]) -> list[dict]:

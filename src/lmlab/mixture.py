@@ -24,6 +24,7 @@ import numpy as np
 from lmlab.corpus import TokenStream, read_corpus
 from lmlab.errors import LmlabError
 from lmlab.fileio import atomic_output
+from lmlab.metrics import check_oov
 from lmlab.scoring import Scoring
 
 FORMAT = "lmlab-mixture"
@@ -85,7 +86,11 @@ class Mixture(Scoring):
 
     def save(self, path: str | os.PathLike) -> None:
         """Write the mixture file: its members' file names (relative to it) and weights."""
-        unsaved = [i for i, p in enumerate(self.paths or [None] * len(self.models), 1) if not p]
+        # a member saved since the mixture was made has a file now
+        given = self.paths or [None] * len(self.models)
+        self.paths = [p or getattr(m, "path", None) for m, p in zip(self.models, given,
+                                                                     strict=True)]
+        unsaved = [i for i, p in enumerate(self.paths, 1) if not p]
         if unsaved:
             raise LmlabError(f"member {unsaved[0]} of the mixture has no file: a mixture file "
                              "names its members, so save each member first (model.save(path))")
@@ -137,7 +142,8 @@ def fit_mixture(models: list, paths: list, valid: str | os.PathLike | TokenStrea
     if len(models) < 2:
         raise LmlabError("interpolation needs at least two models")
     mixture = Mixture(models, [1.0 / len(models)] * len(models), list(paths))
-    lp, _ = mixture.member_logprobs(valid)
+    lp, stream = mixture.member_logprobs(valid)
+    check_oov(stream, stacklevel=3)
     if not np.isfinite(lp).any(axis=0).all():
         where = valid.source if isinstance(valid, TokenStream) else valid
         raise LmlabError("some validation token has probability 0 under every model", where)

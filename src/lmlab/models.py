@@ -69,7 +69,7 @@ def load_model(path: str | os.PathLike):
 
         return read_arpa(path)
     raise LmlabError("not a model lmlab can read (expected an lmlab n-gram model, an ARPA "
-                     "file or a neural checkpoint)", path)
+                     "file, a neural checkpoint or a mixture file)", path)
 
 
 def load_mixture(path: str | os.PathLike):

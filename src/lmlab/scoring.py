@@ -24,11 +24,15 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
-from lmlab.corpus import BOS_ID, RESERVED, TokenStream
+from lmlab.corpus import BOS_ID, RESERVED, TokenStream, Vocabulary
 from lmlab.errors import LmlabError
+
+if TYPE_CHECKING:
+    from lmlab.metrics import EvalResult
 
 Sentence = str | Sequence[str]
 Text = str | os.PathLike | Iterable[Sentence]
@@ -79,6 +83,25 @@ def sentences_of(text: Iterable[Sentence]) -> list[list[str]]:
     return [tokens_of(s) for s in text]
 
 
+class Model(Protocol):
+    """What every model :func:`lmlab.load` returns offers: the scoring protocol, the methods of
+    :class:`Scoring`, and ``save``."""
+
+    vocab: Vocabulary
+    normalised: bool
+
+    def logprobs(self, stream: TokenStream) -> np.ndarray: ...
+    def next_logprobs(self, context: list[str]) -> np.ndarray: ...
+    def describe(self) -> dict: ...
+    def logprob(self, sentence: Sentence) -> float: ...
+    def token_logprobs(self, sentence: Sentence) -> list[TokenScore]: ...
+    def perplexity(self, text: Text) -> EvalResult: ...
+    def next_words(self, context: Sentence = "", k: int = 10) -> list[tuple[str, float]]: ...
+    def generate(self, words: int = 50, *, temperature: float = 1.0, top_k: int | None = None,
+                 seed: int = 0, prefix: Sentence = "") -> list[str]: ...
+    def save(self, path: str | os.PathLike) -> None: ...
+
+
 class Scoring:
     """Mixin: ``logprob``, ``token_logprobs``, ``perplexity``, ``next_words``, ``generate``.
 
@@ -111,7 +134,7 @@ class Scoring:
 
         return [TokenScore(**row) for row in token_table(self, tokens_of(sentence))]
 
-    def perplexity(self, text: Text):
+    def perplexity(self, text: Text) -> EvalResult:
         """Evaluate ``text`` (a file path, ``-`` for standard input, or an iterable of
         sentences) under lmlab's protocol; returns a :class:`lmlab.metrics.EvalResult`
         (``perplexity``, ``cross_entropy``, ``bits_per_token``, ``tokens``, ``oov``, ...).

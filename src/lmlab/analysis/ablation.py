@@ -104,16 +104,18 @@ def run_name(variant: str, seed: int) -> str:
 
 
 def run_one(data: str, runs_dir: str, variant: str, seed: int,
-            study: StudyConfig) -> dict | None:
+            study: StudyConfig, own_process: bool = False) -> dict | None:
     """Train and test one (variant, seed); resume its checkpoint if one exists. Returns the record
     also written to ``runs_dir/NAME.json`` (atomically, last: its presence means done); None
-    when Ctrl-C stopped it (its checkpoint is saved)."""
+    when Ctrl-C stopped it (its checkpoint is saved). ``own_process``: this is a worker process
+    of the study's, whose process-wide settings (threads, allocator) the run may set for good."""
     import torch
 
     from lmlab.neural.data import load_corpus
     from lmlab.neural.trainer import Trainer, TrainingInterrupted
 
-    torch.set_num_threads(study.threads)
+    if own_process:
+        torch.set_num_threads(study.threads)
     if (Path(runs_dir) / STOP).exists():  # the study was interrupted while this run waited
         return None
     name = run_name(variant, seed)
@@ -122,7 +124,7 @@ def run_one(data: str, runs_dir: str, variant: str, seed: int,
     if study.max_train_tokens and len(corpus.train) > study.max_train_tokens:
         corpus.train = _head(corpus.train, study.max_train_tokens)
     trainer = Trainer(study.run_config(variant, seed), corpus, ckpt, resume=ckpt.exists(),
-                      plot=False, process_settings=True)  # (a worker process of its own)
+                      plot=False, process_settings=own_process)
     try:
         start = time.perf_counter()
         try:
@@ -231,7 +233,7 @@ def _execute(data: str, runs_dir: str, todo: list, study: StudyConfig, log, prog
         stop.unlink(missing_ok=True)
         pool = ProcessPoolExecutor(study.jobs, mp_context=ctx)
         try:
-            futures = [pool.submit(run_one, data, runs_dir, v, s, study) for v, s in todo]
+            futures = [pool.submit(run_one, data, runs_dir, v, s, study, True) for v, s in todo]
             for future in as_completed(futures):
                 _report(future.result(), log, bar)
         except (KeyboardInterrupt, StudyInterrupted):

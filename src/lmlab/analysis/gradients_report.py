@@ -11,7 +11,6 @@ is measured, and what the report holds, is described in :mod:`lmlab.analysis.gra
 from __future__ import annotations
 
 import json
-import math
 import os
 from pathlib import Path
 
@@ -22,6 +21,7 @@ from torch import Tensor, nn
 from lmlab.analysis.gradients import MAX_SEQ_LEN, MAX_SEQUENCES, analyse
 from lmlab.analysis.recurrence import CELLS
 from lmlab.errors import LmlabError
+from lmlab.fileio import json_safe
 
 
 def fresh_model(cell: str, vocab_size: int, hidden: int = 64, layers: int = 1,
@@ -62,18 +62,6 @@ def sample_batch(ids: np.ndarray, seq_len: int, n_sequences: int, seed: int = 0
     return torch.from_numpy(inp), torch.from_numpy(tgt)
 
 
-def _json_safe(obj):
-    if isinstance(obj, dict):
-        return {k: _json_safe(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [_json_safe(v) for v in obj]
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    if isinstance(obj, np.generic):
-        return _json_safe(obj.item())
-    return obj
-
-
 def write_report(report: dict, out_dir: str | os.PathLike) -> dict[str, Path]:
     """``out_dir/gradients.json`` and ``out_dir/gradients.png`` (created atomically)."""
     from lmlab.fileio import atomic_output
@@ -87,7 +75,7 @@ def write_report(report: dict, out_dir: str | os.PathLike) -> dict[str, Path]:
         raise LmlabError(f"cannot create output directory ({err.strerror})", out) from None
     paths = {"json": out / "gradients.json", "png": out / "gradients.png"}
     with atomic_output(paths["json"], "w") as f:
-        json.dump(_json_safe(report), f, indent=1, allow_nan=False)
+        json.dump(json_safe(report), f, indent=1, allow_nan=False)
         f.write("\n")
     plot_report(report, paths["png"])
     return paths
