@@ -15,7 +15,7 @@ import sys
 import time
 import warnings
 
-from lmlab.cli_base import STDIN_HELP, HelpFormatter, add_command, split_words
+from lmlab.cli_base import STDIN_HELP, HelpFormatter, Parser, add_command, split_words
 from lmlab.errors import LmlabError, LmlabWarning, file_label
 
 EXIT_USER_ERROR = 2
@@ -76,7 +76,7 @@ def _add_ngram(sub) -> None:
 def build_parser() -> argparse.ArgumentParser:
     from lmlab import __version__
 
-    p = argparse.ArgumentParser(prog="lmlab", description="Train, evaluate, compare and dissect "
+    p = Parser(prog="lmlab", description="Train, evaluate, compare and dissect "
                                 "language models, from n-grams to LSTMs.",
                                 epilog="example: lmlab ngram train train.txt -o ptb3.lm && "
                                 "lmlab eval ptb3.lm test.txt",
@@ -350,7 +350,12 @@ def _show_warning(message, category, filename, lineno, file=None, line=None) -> 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:  # name the sub-command whose options these are not
+        words = ["lmlab", args.command, getattr(args, f"{args.command}_command", None)]
+        prog = " ".join(w for w in words if w)
+        parser.exit(2, f"{prog}: error: unrecognized arguments: {' '.join(unknown)} "
+                       f"(see '{prog} --help')\n")
     try:
         with warnings.catch_warnings():
             # lmlab's own warnings as one line each, like its errors (the library only warns)

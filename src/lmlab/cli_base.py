@@ -45,3 +45,12 @@ def split_words(args: list[str]) -> list[str]:
     """Words given on the command line, as separate arguments or quoted together: the one rule
     for every command that takes words (``score``, ``ngram next``)."""
     return " ".join(args).split()
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse's parser whose usage errors are one line, like every other lmlab error, with a
+    pointer to the command's help instead of its whole usage block. Sub-command parsers inherit
+    the class, so each error names its own command."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
