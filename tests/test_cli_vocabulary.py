@@ -276,8 +276,6 @@ def models_pair(train_file, tmp_path_factory) -> Path:
 
 
 def test_usage_errors_are_one_line_naming_the_command(capsys):
-    import pytest as _pytest
-
     cases = [(["eval", "m.lm", "t.txt", "--jsn"], "lmlab eval: error: unrecognized arguments: "
               "--jsn (see 'lmlab eval --help')"),
              (["train", "lstm", "-o", "x.pt"], "lmlab train: error: the following arguments "
@@ -285,7 +283,7 @@ def test_usage_errors_are_one_line_naming_the_command(capsys):
              (["ngram", "next", "m.lm", "--top", "x"], "lmlab ngram next: error: argument "
               "-k/--top: invalid int value: 'x' (see 'lmlab ngram next --help')")]
     for argv, line in cases:
-        with _pytest.raises(SystemExit) as stop:
+        with pytest.raises(SystemExit) as stop:
             main(argv)
         assert stop.value.code == 2
         assert capsys.readouterr().err.splitlines() == [line]
