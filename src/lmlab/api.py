@@ -45,6 +45,7 @@ def train_ngram(data: str | os.PathLike | Iterable[Sentence], order: int = 3,
                 smoothing: str = "mkn", *, min_count: int = 1, max_vocab: int | None = None,
                 vocab: Vocabulary | str | os.PathLike | None = None, add_k: float = 1.0,
                 backoff_factor: float = 0.4, strict_discounts: bool = False,
+                prune: Sequence[int] | None = None,
                 progress: bool = False) -> NGramModel | AddKModel:
     """Estimate an n-gram model, as ``lmlab ngram train`` does.
 
@@ -55,6 +56,9 @@ def train_ngram(data: str | os.PathLike | Iterable[Sentence], order: int = 3,
     ``strict_discounts`` makes undefined modified-KN discounts an error instead of KenLM's
     fallback. ``vocab`` fixes the vocabulary (a :class:`~lmlab.corpus.Vocabulary` or a
     vocabulary file), else words seen ``min_count`` times are kept, at most ``max_vocab``.
+    ``prune`` is count pruning as ``lmplz --prune``: one threshold per order (a shorter list's
+    last value repeats; first 0, non-decreasing), e.g. ``prune=[0, 1, 1, 1, 1]`` drops every
+    n-gram of order >= 2 seen once; every smoothing method but ``addk`` accepts it.
 
     >>> import lmlab
     >>> lm = lmlab.train_ngram(["the cat sat", "the dog sat"], order=2, smoothing="kn")
@@ -63,7 +67,9 @@ def train_ngram(data: str | os.PathLike | Iterable[Sentence], order: int = 3,
     """
     from lmlab.corpus import TokenStream, Vocabulary
     from lmlab.ngram.model import train_ngram as _train
+    from lmlab.ngram.prune import prune_thresholds
 
+    prune_thresholds(prune, order, smoothing)  # bad thresholds fail before any work
     if isinstance(vocab, str | os.PathLike):
         vocab = Vocabulary.load(vocab)
     options: dict[str, Any] = {}
@@ -72,7 +78,7 @@ def train_ngram(data: str | os.PathLike | Iterable[Sentence], order: int = 3,
     if smoothing == "mkn":
         options["strict"] = strict_discounts
     common = dict(order=order, smoothing=smoothing, min_count=min_count, max_vocab=max_vocab,
-                  k=add_k, progress=progress, **options)
+                  k=add_k, progress=progress, prune=prune, **options)
     if is_path(data):
         return _train(data, vocab=vocab, **common)  # type: ignore[arg-type]
     sentences = sentences_of(data)  # type: ignore[arg-type]

@@ -58,7 +58,25 @@ def _add_ngram(sub) -> None:
                    help="-s stupid: backoff factor")
     t.add_argument("--strict-discounts", action="store_true",
                    help="mkn: fail instead of using KenLM's fallback discounts on small data")
+    t.add_argument("--prune", type=int, nargs="+", metavar="T",
+                   help="count pruning as lmplz --prune: one threshold per order, n-grams seen "
+                   "at most T times are dropped (the last value repeats for higher orders; first "
+                   "0, non-decreasing); not with -s addk. Example: lmlab ngram train train.txt "
+                   "-n 5 --prune 0 1 1 1 1 -o p5.lm drops every n-gram of order >= 2 seen once")
     t.set_defaults(func=cmd_ngram_train)
+
+    pr = add_command(nsub, "prune", "lmlab ngram prune ptb5.lm ptb5p.arpa.gz --entropy 1e-8",
+                     help="relative-entropy pruning of an n-gram model (SRILM -prune)",
+                     description="Remove the n-grams whose removal changes perplexity by less "
+                     "than a relative threshold (Stolcke 1998, SRILM's ngram -prune), then "
+                     "renormalise the backoff weights. Count pruning is ngram train --prune.")
+    pr.add_argument("model", help="lmlab n-gram model or ARPA file")
+    pr.add_argument("output", help="pruned model: ARPA if it ends in .arpa or .arpa.gz, else "
+                    "lmlab's format")
+    pr.add_argument("--entropy", type=float, required=True, metavar="THRESHOLD",
+                    help="relative perplexity change below which an n-gram goes (e.g. 1e-8; "
+                    "0 prunes nothing)")
+    pr.set_defaults(func=cmd_ngram_prune)
 
     nx = add_command(nsub, "next", 'lmlab ngram next ptb5.lm "the stock" -k 5',
                      help="most likely next words after a context",
@@ -171,7 +189,9 @@ def cmd_ngram_train(args) -> int:
     from lmlab.corpus import Vocabulary
     from lmlab.fileio import check_output_path
     from lmlab.ngram.arpa import write_arpa
+    from lmlab.ngram.estimate import check_order
     from lmlab.ngram.model import train_ngram
+    from lmlab.ngram.prune import prune_thresholds
 
     if not args.output and not args.arpa:
         raise LmlabError("nothing to write: give -o MODEL and/or --arpa FILE")
@@ -183,6 +203,8 @@ def cmd_ngram_train(args) -> int:
     if args.output and args.output.lower().endswith((".arpa", ".arpa.gz")):
         raise LmlabError(f"-o writes lmlab's own model format, not ARPA; use --arpa "
                          f"{args.output}", args.output)
+    check_order(args.order)
+    prune_thresholds(args.prune, args.order, args.smoothing)
     # Check every output before training, so a failure writes nothing (not -o without --arpa).
     if args.arpa and args.smoothing == "addk":
         raise LmlabError("addk model has no backoff form and cannot be written as ARPA")
@@ -198,7 +220,7 @@ def cmd_ngram_train(args) -> int:
     start = time.perf_counter()
     model = train_ngram(args.train, order=args.order, smoothing=args.smoothing, vocab=vocab,
                         min_count=args.min_count, max_vocab=args.max_vocab, k=args.add_k,
-                        progress=sys.stderr.isatty(), **options)
+                        progress=sys.stderr.isatty(), prune=args.prune, **options)
     elapsed = time.perf_counter() - start
     if args.output:
         model.save(args.output)
@@ -207,6 +229,27 @@ def cmd_ngram_train(args) -> int:
     sizes = " ".join(f"{n}:{len(k)}" for n, k in enumerate(model.keys, 1))
     print(f"trained {args.smoothing} {args.order}-gram on {model.meta['tokens']} tokens in "
           f"{elapsed:.2f}s; vocabulary {len(model.vocab)}; n-grams {sizes}", file=sys.stderr)
+    return 0
+
+
+def cmd_ngram_prune(args) -> int:
+    from lmlab.fileio import check_output_path
+    from lmlab.models import load_model
+    from lmlab.ngram.arpa import write_arpa
+    from lmlab.ngram.entropy import check_entropy_threshold, entropy_prune
+
+    check_entropy_threshold(args.entropy)
+    check_output_path(args.output)
+    model = load_model(args.model)
+    pruned = entropy_prune(model, args.entropy)
+    if args.output.lower().endswith((".arpa", ".arpa.gz")):
+        write_arpa(pruned, args.output)
+    else:
+        pruned.save(args.output)
+    before, after = (" ".join(f"{n}:{len(k)}" for n, k in enumerate(m.keys, 1))
+                     for m in (model, pruned))
+    print(f"pruned {args.model} at {args.entropy:g}: n-grams {before} -> {after}",
+          file=sys.stderr)
     return 0
 
 

@@ -13,6 +13,7 @@ import numpy as np
 from lmlab.corpus import BOS_ID, TokenStream, Vocabulary
 from lmlab.errors import LmlabError
 from lmlab.ngram.counts import OrderCounts, continuation_counts, count_ngrams, count_of_counts
+from lmlab.ngram.prune import drop_pruned, kept_ngrams
 from lmlab.ngram.smoothing import OrderStats, Smoothing
 
 MAX_ORDER = 10
@@ -31,12 +32,19 @@ def uniform_distribution(vocab_size: int) -> np.ndarray:
 
 
 def interpolate(tables: list[OrderCounts], used: list[np.ndarray], smoothing: Smoothing,
-                vocab_size: int) -> tuple[list[np.ndarray], list[np.ndarray]]:
+                vocab_size: int, keep: list[np.ndarray] | None = None,
+                ) -> tuple[list[np.ndarray], list[np.ndarray]]:
     """The one recursion shared by every alpha/gamma method.
 
     Returns per order the probability of each seen n-gram and, for orders below the highest, the
     backoff weight of each n-gram as a context (1 where it is not a context). Plain probabilities,
     not logs.
+
+    ``keep`` (per order, a mask from :func:`lmlab.ngram.prune.kept_ngrams`) marks the n-grams that
+    survive pruning; the values computed for the others are meaningless and dropped afterwards.
+    A pruned n-gram becomes unseen: backoff methods renormalise over the kept ones; for
+    interpolated methods its discounted mass alpha joins its context's gamma, as in ``lmplz``
+    (gamma(h) = (sum of D(c) over kept followers + sum of c over pruned ones) / c(h)).
     """
     probs: list[np.ndarray] = []
     backoffs: list[np.ndarray] = []
@@ -49,14 +57,17 @@ def interpolate(tables: list[OrderCounts], used: list[np.ndarray], smoothing: Sm
             lower_p = probs[-1][table.suffix]
         stats = OrderStats(n, counts, context, n_contexts)
         alpha, gamma = smoothing.alpha_gamma(stats)
+        kept = None if keep is None or n == 1 else keep[n - 1]
         if gamma is None:  # backoff method: gamma normalises what seen words leave over
-            left = 1.0 - stats.per_context(alpha)
+            left = 1.0 - stats.per_context(alpha if kept is None else alpha * kept)
             if n == 1:  # all vocabulary words are listed; unseen ones share the rest uniformly
                 gamma = np.where(left > 1e-12, left, 0.0)
             else:
-                covered = 1.0 - stats.per_context(lower_p)
+                covered = 1.0 - stats.per_context(lower_p if kept is None else lower_p * kept)
                 gamma = np.divide(left, covered, out=np.zeros_like(left),
                                   where=(covered > 1e-12) & (left > 1e-12))
+        elif kept is not None and smoothing.normalised:  # pruned mass backs off
+            gamma = gamma + stats.per_context(np.where(kept, 0.0, alpha))
         if smoothing.interpolated or n == 1 and smoothing.normalised:
             p = alpha + gamma[context] * lower_p
         else:
@@ -64,7 +75,10 @@ def interpolate(tables: list[OrderCounts], used: list[np.ndarray], smoothing: Sm
         probs.append(p)
         if n > 1:
             has_followers = np.bincount(context, minlength=n_contexts) > 0
-            backoffs.append(np.where(has_followers, gamma, 1.0))
+            bow = np.where(has_followers, gamma, 1.0)
+            if kept is not None and smoothing.normalised:  # all followers pruned: exactly 1
+                bow[np.bincount(context[kept], minlength=n_contexts) == 0] = 1.0
+            backoffs.append(bow)
         lower = p
     if len(tables) > 0:
         backoffs.append(np.ones(len(tables[-1])))
@@ -72,19 +86,27 @@ def interpolate(tables: list[OrderCounts], used: list[np.ndarray], smoothing: Sm
 
 
 def estimate(stream: TokenStream, vocab: Vocabulary, order: int, smoothing: Smoothing,
-             progress=None) -> dict:
-    """Run the pipeline on a training stream; returns the arrays an ``NGramModel`` holds."""
+             progress=None, prune: list[int] | None = None) -> dict:
+    """Run the pipeline on a training stream; returns the arrays an ``NGramModel`` holds.
+
+    ``prune``: one count threshold per order (checked by :func:`.prune.prune_thresholds`); n-grams
+    seen at most that often are dropped after discounting, as ``lmplz --prune`` does.
+    """
     check_order(order)
     V = len(vocab)
     step = progress or (lambda stage: None)
     tables = count_ngrams(stream, order, V)
     step("counted")
     used = continuation_counts(tables) if smoothing.continuation else [t.counts for t in tables]
-    smoothing.fit([count_of_counts(c) for c in used])
+    smoothing.fit([count_of_counts(c) for c in used])  # from every n-gram, pruned ones included
     step("adjusted and discounted")
-    probs, backoffs = interpolate(tables, used, smoothing, V)
+    keep = kept_ngrams(tables, prune, V) if prune else None
+    probs, backoffs = interpolate(tables, used, smoothing, V, keep)
     step("interpolated")
     with np.errstate(divide="ignore"):
         logp = [np.log10(p) for p in probs]
         bow = [np.log10(b) for b in backoffs]
-    return {"keys": [t.keys for t in tables], "logp": logp, "bow": bow}
+    keys = [t.keys for t in tables]
+    if keep is not None:
+        keys, (logp, bow) = drop_pruned(keys, [logp, bow], keep, V)
+    return {"keys": keys, "logp": logp, "bow": bow}

@@ -14,6 +14,7 @@ import json
 import math
 import os
 import zipfile
+from collections.abc import Sequence
 
 import numpy as np
 from tqdm.auto import tqdm
@@ -24,6 +25,7 @@ from lmlab.fileio import atomic_output
 from lmlab.ngram.counts import count_ngrams, sentence_positions
 from lmlab.ngram.estimate import check_order, estimate
 from lmlab.ngram.keyindex import KeyIndex
+from lmlab.ngram.prune import prune_thresholds
 from lmlab.ngram.smoothing import ALL_METHODS, make_smoothing
 from lmlab.scoring import Scoring
 
@@ -211,13 +213,15 @@ class AddKModel(_Tables):
 def train_ngram(path: str | os.PathLike | None = None, order: int = 3, smoothing: str = "mkn",
                 *, stream: TokenStream | None = None, vocab: Vocabulary | None = None,
                 min_count: int = 1, max_vocab: int | None = None, k: float = 1.0,
-                progress: bool = False, verbose: bool = True,
+                progress: bool = False, verbose: bool = True, prune: Sequence[int] | None = None,
                 **options) -> NGramModel | AddKModel:
     """Train an n-gram model of ``order`` with ``smoothing`` (one of ``ALL_METHODS``) on the text
-    file ``path`` (or an already-encoded ``stream`` with its ``vocab``)."""
+    file ``path`` (or an already-encoded ``stream`` with its ``vocab``). ``prune``: count
+    thresholds per order, ``lmplz --prune``'s semantics (see :mod:`lmlab.ngram.prune`)."""
     check_order(order)
     if smoothing not in ALL_METHODS:
         raise LmlabError(f"unknown smoothing {smoothing!r}; choose from {', '.join(ALL_METHODS)}")
+    thresholds = prune_thresholds(prune, order, smoothing)
     if stream is None:
         if path is None:
             raise ValueError("train_ngram needs a path or a stream")
@@ -226,6 +230,8 @@ def train_ngram(path: str | os.PathLike | None = None, order: int = 3, smoothing
         raise ValueError("a stream needs its vocabulary")
     meta = {"order": order, "smoothing": smoothing,
             "trained_on": str(path) if path else stream.source, "tokens": len(stream)}
+    if thresholds:
+        meta["prune"] = thresholds
     if smoothing == "addk":
         if not k > 0:
             raise LmlabError(f"add-k needs k > 0, got {k}")
@@ -240,7 +246,7 @@ def train_ngram(path: str | os.PathLike | None = None, order: int = 3, smoothing
             bar.set_postfix_str(stage)
             bar.update()
 
-        arrays = estimate(stream, vocab, order, method, progress=step)
+        arrays = estimate(stream, vocab, order, method, progress=step, prune=thresholds)
     meta["discounts"] = {str(n): d for n, d in method.discounts.items()}
     if method.warnings:
         meta["warnings"] = method.warnings
