@@ -4,26 +4,24 @@
 The model is the same for every row but for its recurrent part: embedding V×H -> 2-layer LSTM
 (H units) -> linear H->V, mean cross-entropy, backward, gradient-norm clipping at 5, one SGD step;
 V = 10,000, batch 20, BPTT 35, the state carried (detached) between steps as in real training.
-Rows: ``fused`` is ``torch.nn.LSTM``; one row per variant of
-:class:`lmlab.neural.cells.VariantLSTM` as shipped; and, to show why the cell is built the way it
-is (``--techniques``, on by default in the full run), the vanilla cell by other techniques:
+Rows: ``fused`` is ``torch.nn.LSTM`` (cuDNN on CUDA); one row per variant of
+:class:`lmlab.neural.cells.VariantLSTM` as shipped (eager: its sequence-level autograd Function);
+one ``VARIANT+compile`` row per compiled variant (``lmlab train --compile``: the cell's step through
+``torch.compile``, see :mod:`lmlab.neural.compiling`; the first training step, which compiles, is
+timed apart as ``compile_seconds``); and, to show why the cell is built the way it is
+(``--techniques``, on by default in the full run), the vanilla cell by other techniques:
 
-* ``vanilla/loop``: a plain Python per-step loop cell (input projection hoisted into one product,
-  per-step gate math recorded by autograd, autograd's backward);
-* ``vanilla/steps``: lmlab's sequence-level Function driving the kernel step by step from Python
-  (each step's recurrent product in torch: MKL below H=256, oneDNN above) instead of the whole
-  time loop in one kernel call with its own products (what runs on CPUs without AVX2);
-* ``vanilla/ops``: lmlab's sequence-level Function with each step's elementwise work as torch ops
-  instead of the compiled kernel (what runs where no C compiler is available);
-* ``vanilla/mkl``: lmlab's sequence-level Function with every product it leaves to torch on
-  torch.mm (MKL), none on oneDNN;
+* ``vanilla/loop``: the plain per-step loop over ``variant_step`` under autograd (input projection
+  hoisted into one product), eager: what the Function replaces;
+* ``vanilla/whole+compile``: the whole LM (embedding, the per-step loops of both layers, decoder)
+  compiled as one graph instead of the cell's step: what ``--compile`` does not do;
 * ``np/own``: np through lmlab's Function instead of torch's fused kernel.
 
 Where fgr is measured, the table is followed by fgr's ratio BOUND on this machine: fgr does all of
 vanilla's work plus its gate recurrence, 54 H^2 more FLOP per token and layer (products with the
 3Hx3H W_gg: forward, and backward for the gradients w.r.t. the previous gates and W_gg). At best
-those run at the rate of a large square matrix product here (2048 x 2048, the better of MKL and
-oneDNN, measured in the same process before and after the rounds), so fgr's step takes at least
+those run at the rate of a large square matrix product here (2048 x 2048 in torch.mm, measured
+in the same process before and after the rounds), so fgr's step takes at least
 vanilla's step plus that time, and its ratio is at most
 time(fused) / (time(vanilla) + extra FLOP / that rate).
 
@@ -43,13 +41,22 @@ Like lmlab's trainer, the benchmark first keeps freed memory in the process
 again; both models' 2x200 steps were 20-30% shorter with it here, 2x650 steps about the same);
 ``--malloc-defaults`` leaves glibc's defaults.
 
+``--device cuda`` runs everything on the GPU (synchronising before each time is read; the CPU
+ratio is then meaningless), against cuDNN's ``nn.LSTM``.
+
 Usage::
 
-    python benchmarks/lstm_cells.py                 # 2x200 and 2x650, all variants (~10 min)
-    python benchmarks/lstm_cells.py --quick --json  # 2x200 only, vanilla + np + fgr; JSON on stdout
+    python benchmarks/lstm_cells.py                 # 2x200 and 2x650, all variants, eager and
+                                                    # compiled (~30 min on 2 cores)
+    python benchmarks/lstm_cells.py --quick --json  # 2x200 only: vanilla, np, fgr, vanilla+compile
+    python benchmarks/lstm_cells.py --device cuda --sizes 650  # on a GPU
 
 Writes JSON (default ``benchmarks/results/lstm_cells.json``; ``--quick``: ``lstm_cells_quick.json``)
-with the key ``vanilla_vs_fused_train_ratio`` (the smallest over the sizes measured).
+with the keys ``vanilla_vs_fused_train_ratio`` and ``vanilla_compiled_vs_fused_train_ratio`` (each
+the smallest over the sizes measured), ``variant_ratios`` (per size and variant, eager and
+compiled), and ``compile_seconds`` (per size and compiled row: the first training step; with
+torch's compile caches as they are, so a rerun finds the generated code cached and compiles in a
+fraction of the time: ``TORCHINDUCTOR_FORCE_DISABLE_CACHES=1`` measures a first compile).
 """
 
 from __future__ import annotations
@@ -67,47 +74,13 @@ import torch
 from torch import nn
 
 import lmlab.neural.cells as cells
-from lmlab.neural import cell_steps as steps
-from lmlab.neural import kernel
 from lmlab.neural.cells import VARIANTS, VariantLSTM
+from lmlab.neural.compiling import compile_model, is_compiled
 from lmlab.neural.heap import keep_freed_memory
 
 VOCAB, BATCH, BPTT, LAYERS = 10_000, 20, 35, 2
-TECHNIQUES = ("vanilla/loop", "vanilla/steps", "vanilla/ops", "vanilla/mkl", "np/own")
-
-
-class LoopLSTM(nn.Module):
-    """Vanilla LSTM (peepholes) as a plain Python loop over time steps, differentiated by autograd;
-    the input projection of all steps is one product. A technique baseline, not used by lmlab."""
-
-    def __init__(self, size: int, layers: int) -> None:
-        super().__init__()
-        self.w_ih = nn.ParameterList(nn.Parameter(torch.empty(4 * size, size))
-                                     for _ in range(layers))
-        self.w_hh = nn.ParameterList(nn.Parameter(torch.empty(4 * size, size))
-                                     for _ in range(layers))
-        self.b = nn.ParameterList(nn.Parameter(torch.empty(4 * size)) for _ in range(layers))
-        self.p = nn.ParameterList(nn.Parameter(torch.empty(3, size)) for _ in range(layers))
-
-    def forward(self, x, state):
-        hs, cs = [], []
-        for k in range(len(self.w_ih)):
-            xp = torch.addmm(self.b[k], x.reshape(-1, x.size(-1)), self.w_ih[k].t())
-            xp = xp.view(x.size(0), x.size(1), -1)
-            h, c = state[0][k], state[1][k]
-            p_i, p_f, p_o = self.p[k]
-            outs = []
-            for t in range(x.size(0)):
-                i, f, z, o = torch.addmm(xp[t], h, self.w_hh[k].t()).chunk(4, 1)
-                i = torch.sigmoid(i + p_i * c)
-                f = torch.sigmoid(f + p_f * c)
-                c = f * c + i * torch.tanh(z)
-                h = torch.sigmoid(o + p_o * c) * torch.tanh(c)
-                outs.append(h)
-            x = torch.stack(outs)
-            hs.append(h)
-            cs.append(c)
-        return x, (torch.stack(hs), torch.stack(cs))
+TECHNIQUES = ("vanilla/loop", "vanilla/whole+compile", "np/own")
+DEVICE = torch.device("cpu")  # --device
 
 
 class LM(nn.Module):
@@ -126,28 +99,30 @@ def build(kind: str, hidden: int, seed: int = 0) -> LM:
     torch.manual_seed(seed)
     if kind == "fused":
         rnn = nn.LSTM(hidden, hidden, LAYERS)
-    elif kind == "vanilla/loop":
-        rnn = LoopLSTM(hidden, LAYERS)
     else:
-        rnn = VariantLSTM(hidden, hidden, LAYERS, variant=kind.split("/")[0])
+        rnn = VariantLSTM(hidden, hidden, LAYERS, variant=kind.split("/")[0].split("+")[0])
+        if kind in ("vanilla/loop", "vanilla/whole+compile"):
+            rnn.step_fn = rnn.eager_step
     model = LM(rnn, hidden)
     for p in model.parameters():
         nn.init.uniform_(p, -0.1, 0.1)
-    return model
+    return model.to(DEVICE)
 
 
 @contextlib.contextmanager
 def technique(kind: str):
     """Switch lmlab's cell to the technique a row names, for the duration of its steps."""
-    saved = cells.ONEDNN, cells.FUSED_NP, cells.KERNEL, cells.KERNEL_LOOP
-    cells.ONEDNN = kind != "vanilla/mkl"
+    saved = cells.FUSED_NP
     cells.FUSED_NP = kind != "np/own"
-    cells.KERNEL = kind != "vanilla/ops"
-    cells.KERNEL_LOOP = kind != "vanilla/steps"
     try:
         yield
     finally:
-        cells.ONEDNN, cells.FUSED_NP, cells.KERNEL, cells.KERNEL_LOOP = saved
+        cells.FUSED_NP = saved
+
+
+def sync() -> None:
+    if DEVICE.type == "cuda":
+        torch.cuda.synchronize(DEVICE)
 
 
 def cpu_seconds() -> float:
@@ -163,14 +138,24 @@ class Trainer:
         self.model = build(kind, hidden)
         self.opt = torch.optim.SGD(self.model.parameters(), lr=0.1)
         gen = torch.Generator().manual_seed(1)
-        self.data = torch.randint(VOCAB, (16, BPTT + 1, BATCH), generator=gen)
-        h = torch.zeros(LAYERS, BATCH, hidden)
+        self.data = torch.randint(VOCAB, (16, BPTT + 1, BATCH), generator=gen).to(DEVICE)
+        h = torch.zeros(LAYERS, BATCH, hidden, device=DEVICE)
         self.state = (h, h.clone())
         self.k = 0
+        self.compile_seconds = None
+        if kind == "vanilla/whole+compile":  # the whole LM as one graph, for comparison
+            torch._dynamo.config.cache_size_limit = max(torch._dynamo.config.cache_size_limit, 64)
+            self.model.forward = torch.compile(self.model.forward)
+        if kind.endswith("+compile"):  # the first step compiles: timed apart
+            if kind != "vanilla/whole+compile":
+                compile_model(self.model)
+                assert is_compiled(self.model), f"{kind}: torch.compile failed"
+            self.compile_seconds = self.steps(1)[0]
 
     def steps(self, n: int) -> tuple[float, float]:
         """Train n steps; (wall seconds, CPU seconds) per step."""
         with technique(self.kind):
+            sync()
             wall, cpu = time.perf_counter(), cpu_seconds()
             for _ in range(n):
                 chunk = self.data[self.k % len(self.data)]
@@ -184,26 +169,23 @@ class Trainer:
                 loss.backward()
                 nn.utils.clip_grad_norm_(self.model.parameters(), 5.0)
                 self.opt.step()
+            sync()
             return (time.perf_counter() - wall) / n, (cpu_seconds() - cpu) / n
 
 
 def matmul_gflops(n: int = 2048, repeats: int = 4) -> float:
     """This machine's rate for a large float32 matrix product, n x n by n x n (GFLOP/s, on
-    torch's threads, best of ``repeats`` each with MKL's torch.mm and with oneDNN's linear op, the
-    two libraries lmlab's products use): more than any of the LSTM's skinnier products gets."""
-    a, b = torch.rand(n, n), torch.rand(n, n)
-    products = [lambda: torch.mm(a, b)]
-    dnn = steps.onednn_ops()
-    if dnn is not None:
-        b_t = b.t().contiguous()
-        products.append(lambda: dnn[0](a, b_t, None, "none", [], ""))
+    torch's threads, best of ``repeats`` of torch.mm, the op lmlab's products use): more than any
+    of the LSTM's skinnier products gets."""
+    a, b = torch.rand(n, n, device=DEVICE), torch.rand(n, n, device=DEVICE)
     best = float("inf")
-    for product in products:
-        product()
-        for _ in range(repeats):
-            start = time.perf_counter()
-            product()
-            best = min(best, time.perf_counter() - start)
+    torch.mm(a, b)
+    for _ in range(repeats):
+        sync()
+        start = time.perf_counter()
+        torch.mm(a, b)
+        sync()
+        best = min(best, time.perf_counter() - start)
     return 2 * n**3 / best / 1e9
 
 
@@ -234,7 +216,12 @@ def measure(hidden: int, kinds: list[str], rounds: int, steps: int, warmup: int,
             log=print) -> dict:
     """Interleaved rounds: in each, every model trains ``steps`` steps (order rotated) next to
     the fused model training as many, and its time per step is compared with that fused run's."""
-    trainers = {k: Trainer(k, hidden) for k in ["fused", *kinds]}
+    trainers = {}
+    for k in ["fused", *kinds]:
+        trainers[k] = Trainer(k, hidden)
+        if trainers[k].compile_seconds is not None:
+            log(f"  {LAYERS}x{hidden} {k}: first step (compiling) "
+                f"{trainers[k].compile_seconds:.1f} s")
     for t in trainers.values():
         t.steps(warmup)
     # per model: its times and those of the fused runs paired with it ("fused": all fused runs)
@@ -262,17 +249,32 @@ def measure(hidden: int, kinds: list[str], rounds: int, steps: int, warmup: int,
                    "best_tokens_per_s": BATCH * BPTT / min(wall[k]),
                    "wall_ratio": summary(fused_wall[k], wall[k]),
                    "cpu_ratio": summary(fused_cpu[k], cpu[k]),
-                   "ratio_vs_fused": summary(fused_wall[k], wall[k])["median"]}
+                   "ratio_vs_fused": summary(fused_wall[k], wall[k])["median"],
+                   "compile_seconds": trainers[k].compile_seconds}
     return rows
+
+
+def min_ratio(results: dict, kind: str) -> float | None:
+    """``kind``'s smallest median ratio over the sizes measured (None: not measured)."""
+    ratios = [rows[kind]["ratio_vs_fused"] for rows in results.values() if kind in rows]
+    return min(ratios) if ratios else None
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--quick", action="store_true", help="2x200 only; vanilla, np, fgr; fewer steps")
+    p.add_argument("--quick", action="store_true",
+                   help="2x200 only; vanilla, np, fgr, vanilla+compile; fewer rounds")
     p.add_argument("--json", action="store_true", help="print the JSON result on stdout")
     p.add_argument("--out", help="JSON file to write")
     p.add_argument("--sizes", type=int, nargs="+", help="hidden sizes (default 200 650)")
     p.add_argument("--variants", nargs="+", choices=VARIANTS)
+    p.add_argument("--compiled", nargs="*", choices=VARIANTS, metavar="VARIANT",
+                   help="variants also measured compiled (default: every variant measured but "
+                   "np; quick: vanilla); give none for no compiled rows")
+    p.add_argument("--device", default="cpu", help="cpu (default) or cuda[:N]")
+    p.add_argument("--rows", nargs="+", metavar="ROW",
+                   choices=[*VARIANTS, *(f"{v}+compile" for v in VARIANTS), *TECHNIQUES],
+                   help="exactly these rows besides fused (overrides the three options above)")
     p.add_argument("--techniques", action=argparse.BooleanOptionalAction, default=None,
                    help="add the technique rows (default: on, off with --quick)")
     p.add_argument("--rounds", type=int, help="interleaved rounds (default 16, quick 10)")
@@ -281,12 +283,18 @@ def main() -> None:
     p.add_argument("--malloc-defaults", action="store_true",
                    help="leave glibc's malloc thresholds (lmlab's trainer raises them)")
     args = p.parse_args()
+    global DEVICE
+    DEVICE = torch.device(args.device)
     torch.set_num_threads(args.threads)
     kept = False if args.malloc_defaults else keep_freed_memory()
     sizes = args.sizes or ([200] if args.quick else [200, 650])
     kinds = args.variants or (["vanilla", "np", "fgr"] if args.quick else list(VARIANTS))
+    compiled = args.compiled if args.compiled is not None else (
+        ["vanilla"] if args.quick else [v for v in kinds if v != "np"])
+    kinds = kinds + [f"{v}+compile" for v in compiled]
     if args.techniques if args.techniques is not None else not args.quick:
         kinds += list(TECHNIQUES)
+    kinds = args.rows or kinds
     rounds = args.rounds or (10 if args.quick else 16)
     out = Path(args.out or ("benchmarks/results/lstm_cells_quick.json" if args.quick
                             else "benchmarks/results/lstm_cells.json"))
@@ -298,7 +306,8 @@ def main() -> None:
     results = {}
     gflops = matmul_gflops() if "fgr" in kinds else None
     for hidden in sizes:
-        log(f"{LAYERS}x{hidden}: V={VOCAB} B={BATCH} T={BPTT}, {args.threads} thread(s)")
+        log(f"{LAYERS}x{hidden}: V={VOCAB} B={BATCH} T={BPTT}, {args.threads} thread(s), "
+            f"{DEVICE}")
         results[f"{LAYERS}x{hidden}"] = measure(hidden, kinds, rounds, args.steps, warmup=2,
                                                 log=log)
     bounds = {}
@@ -320,16 +329,24 @@ def main() -> None:
     doc = {
         "benchmark": "lstm_cells", "quick": args.quick, "torch": torch.__version__,
         "threads": args.threads, "machine": platform.machine(), "processor": platform.processor(),
-        "lstm_kernel_compiled": kernel.library() is not None,
-        "lstm_kernel_loop": kernel.loop_available(), "keep_freed_memory": kept,
+        "device": str(DEVICE), "gpu": torch.cuda.get_device_name(DEVICE)
+        if DEVICE.type == "cuda" else None, "keep_freed_memory": kept,
+        "compile_caches_disabled": bool(torch.compiler.config.force_disable_caches),
         "vocab": VOCAB, "batch": BATCH, "bptt": BPTT, "layers": LAYERS,
         "rounds": rounds, "steps_per_round": args.steps,
         "ratio": "median over rounds of time(fused)/time(model) per training step (> 1: faster);"
                  " q1/q3: its quartiles; best_over_best: best fused step / best model step",
         "results": results,
-        "vanilla_vs_fused_train_ratio": min(r["vanilla"]["ratio_vs_fused"]
-                                            for r in results.values())
-        if "vanilla" in kinds else None,
+        "vanilla_vs_fused_train_ratio": min_ratio(results, "vanilla"),
+        "vanilla_compiled_vs_fused_train_ratio": min_ratio(results, "vanilla+compile"),
+        "variant_ratios": {size: {v: {"eager": rows[v]["ratio_vs_fused"] if v in rows else None,
+                                      "compiled": rows[f"{v}+compile"]["ratio_vs_fused"]
+                                      if f"{v}+compile" in rows else None}
+                                  for v in VARIANTS if v in rows or f"{v}+compile" in rows}
+                           for size, rows in results.items()},
+        "compile_seconds": {size: {k: r["compile_seconds"] for k, r in rows.items()
+                                   if r["compile_seconds"] is not None}
+                            for size, rows in results.items()},
         "table": table,
         "matmul_gflops": gflops,
         "fgr_ratio_bound": bounds or None,

@@ -1,6 +1,8 @@
 """VariantLSTM: every Greff et al. variant against the transparent float64 reference loop, the NP
 variant against torch.nn.LSTM, the gate-fixing variants against their definitions, and the API
-(shapes, dropout, state carrying, errors)."""
+(shapes, dropout, state carrying, errors); each on its three paths: the sequence-level Function
+(eager default), the plain per-step loop over variant_step, and that loop through torch.compile
+(``--compile``; on tiny shapes, one compile per variant)."""
 
 from __future__ import annotations
 
@@ -11,11 +13,10 @@ import pytest
 import torch
 from torch import nn
 
-import lmlab.neural.cell_steps as cell_steps
 import lmlab.neural.cells as cells
 from lmlab.errors import LmlabError
-from lmlab.neural import kernel
 from lmlab.neural.cells import VARIANTS, VariantLSTM, reference_lstm
+from lmlab.neural.compiling import compile_model, is_compiled
 
 T, B, IN, H, L = 6, 3, 5, 4, 2
 
@@ -64,36 +65,30 @@ def assert_close_all(got, want, atol, rtol=0.0):
         torch.testing.assert_close(a.double(), b.double(), atol=atol, rtol=rtol, msg=f"item {k}")
 
 
-KERNELS = [True, False] if kernel.library() is not None else [False]
+def use_path(model: VariantLSTM, path: str) -> VariantLSTM:
+    """``function``: the sequence-level autograd Function (default); ``steps``: the per-step loop
+    over variant_step under autograd; ``compiled``: that loop through torch.compile (np with
+    FUSED_NP: the whole forward compiled)."""
+    if path == "steps":
+        model.step_fn = model.eager_step
+    elif path == "compiled":
+        torch._dynamo.reset()  # a fresh cache per test: no recompile limit across variants
+        compile_model(model)  # (compiles at the first call; a failure would turn it off)
+        assert is_compiled(model)
+    return model
 
 
-def use_backend(monkeypatch, onednn: bool) -> None:
-    """Products by oneDNN at every size (where torch has it), or by torch.addmm throughout."""
-    monkeypatch.setattr(cells, "ONEDNN", onednn)
-    monkeypatch.setattr(cells, "ONEDNN_STEP_MIN_H", 0)
-    monkeypatch.setattr(cells, "ONEDNN_SEQ_MIN_H", 0)
-    monkeypatch.setattr(cells, "ONEDNN_INPUT_MIN_H", 0)
-
-
-def test_onednn_modes(monkeypatch):
-    x = torch.zeros(1, 1, 1)
-    use_backend(monkeypatch, True)
-    want = cell_steps.onednn_ops() is not None
-    assert cells._onednn_modes(x, 8) == (want, want, want)
-    assert cells._onednn_modes(x.double(), 8) == (False, False, False)
-    monkeypatch.setattr(cells, "ONEDNN_INPUT_MIN_H", 9)
-    assert cells._onednn_modes(x, 8) == (want, want, False)
-    use_backend(monkeypatch, False)
-    assert cells._onednn_modes(x, 8) == (False, False, False)
+PATHS = ["function", "steps"]
 
 
 # --- the fast path against the transparent reference -------------------------------------------
 
 
+@pytest.mark.parametrize("path", PATHS)
 @pytest.mark.parametrize("variant,fused_np", CASES)
-def test_matches_reference_float64(variant, fused_np, monkeypatch):
+def test_matches_reference_float64(variant, fused_np, path, monkeypatch):
     monkeypatch.setattr(cells, "FUSED_NP", fused_np)
-    model = make(variant)
+    model = use_path(make(variant), path)
     x, state = inputs(variant)
     params = list(model.parameters())
     fast = results(lambda: model(x, state), x, state, params)
@@ -102,13 +97,8 @@ def test_matches_reference_float64(variant, fused_np, monkeypatch):
     assert_close_all(fast, ref, atol=1e-12)
 
 
-@pytest.mark.parametrize("use_kernel", KERNELS)
-@pytest.mark.parametrize("onednn", [True, False])
 @pytest.mark.parametrize("variant,fused_np", CASES)
-def test_float32_fast_path_matches_float64_reference(variant, fused_np, onednn, use_kernel,
-                                                     monkeypatch):
-    use_backend(monkeypatch, onednn)
-    monkeypatch.setattr(cells, "KERNEL", use_kernel)
+def test_float32_fast_path_matches_float64_reference(variant, fused_np, monkeypatch):
     monkeypatch.setattr(cells, "FUSED_NP", fused_np)
     model = make(variant, dtype=torch.float32, hidden=16)
     x, state = inputs(variant, dtype=torch.float32, hidden=16)
@@ -120,18 +110,13 @@ def test_float32_fast_path_matches_float64_reference(variant, fused_np, onednn, 
     assert_close_all(fast, ref, atol=2e-5, rtol=1e-5)
 
 
-@pytest.mark.parametrize("dtype,use_kernel", [(torch.float64, False), (torch.float32, True)])
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
 @pytest.mark.parametrize("used", ["out", "h", "c", "out[:-1]"])
 @pytest.mark.parametrize("variant", ["vanilla", "fgr"])
-def test_gradients_when_only_some_outputs_are_used(variant, used, dtype, use_kernel,
-                                                   monkeypatch):
+def test_gradients_when_only_some_outputs_are_used(variant, used, dtype):
     """The layers take the gradients of unused outputs as None (not zero tensors): a loss on the
     output sequence alone, on the final h or c alone, or on all but the last step still gives
-    the reference gradients (torch-op path in float64, kernel path in float32)."""
-    if use_kernel and kernel.library() is None:
-        pytest.skip("the C kernel could not be built: install a C compiler (cc/gcc, e.g. "
-                    "apt-get install gcc) and rerun")
-    monkeypatch.setattr(cells, "KERNEL", use_kernel)
+    the reference gradients."""
     model = make(variant, dtype=dtype, hidden=16)
     x, state = inputs(variant, dtype=dtype, hidden=16)
 
@@ -152,11 +137,16 @@ def test_gradients_when_only_some_outputs_are_used(variant, used, dtype, use_ker
         torch.testing.assert_close(a, b, atol=2e-5, rtol=1e-5, msg=f"gradient {k}")
 
 
+@pytest.mark.parametrize("path", PATHS)
 @pytest.mark.parametrize("variant,fused_np", CASES)
-def test_gradcheck(variant, fused_np, monkeypatch):
+def test_gradcheck(variant, fused_np, path, monkeypatch):
     monkeypatch.setattr(cells, "FUSED_NP", fused_np)
-    model = make(variant, layers=2, hidden=3)
+    model = use_path(make(variant, layers=2, hidden=3), path)
     x, state = inputs(variant, layers=2, hidden=3, steps=4)
+    gradcheck(model, x, state)
+
+
+def gradcheck(model: VariantLSTM, x, state) -> None:
     params = tuple(model.parameters())
 
     def f(x, *tensors):
@@ -166,6 +156,26 @@ def test_gradcheck(variant, fused_np, monkeypatch):
         return (out, *new_state)
 
     assert torch.autograd.gradcheck(f, (x, *state, *params), eps=1e-6, atol=1e-7, fast_mode=True)
+
+
+@pytest.mark.parametrize("variant,fused_np", CASES)
+def test_compiled_matches_reference_and_gradcheck(variant, fused_np, monkeypatch):
+    """The compiled path (``--compile``) on a tiny float64 shape, one compile per variant:
+    outputs, states and every gradient against the reference loop, then gradcheck."""
+    monkeypatch.setattr(cells, "FUSED_NP", fused_np)
+    # gradcheck differentiates the same graph more than once, which donated buffers forbid
+    import torch._functorch.config as functorch_config
+
+    monkeypatch.setattr(functorch_config, "donated_buffer", False)
+    model = use_path(make(variant, layers=2, hidden=3), "compiled")
+    x, state = inputs(variant, layers=2, hidden=3, steps=4)
+    params = list(model.parameters())
+    fast = results(lambda: model(x, state), x, state, params)
+    ref = results(lambda: reference_lstm(x, state, model.gate_params(), variant), x, state,
+                  params)
+    assert_close_all(fast, ref, atol=1e-12)
+    gradcheck(model, x, state)
+    assert is_compiled(model)  # still compiled: nothing fell back to eager
 
 
 # --- NP is torch.nn.LSTM -----------------------------------------------------------------------
@@ -185,16 +195,13 @@ def copy_from_torch(lstm: nn.LSTM, model: VariantLSTM) -> None:
             b.copy_((getattr(lstm, f"bias_ih_l{k}") + getattr(lstm, f"bias_hh_l{k}"))[order])
 
 
-@pytest.mark.parametrize("use_kernel", KERNELS)
+@pytest.mark.parametrize("path", PATHS)
 @pytest.mark.parametrize("fused_np", [True, False])
-@pytest.mark.parametrize("onednn", [True, False])
-def test_np_reproduces_torch_lstm(onednn, fused_np, use_kernel, monkeypatch):
-    use_backend(monkeypatch, onednn)
-    monkeypatch.setattr(cells, "KERNEL", use_kernel)
+def test_np_reproduces_torch_lstm(fused_np, path, monkeypatch):
     monkeypatch.setattr(cells, "FUSED_NP", fused_np)
     torch.manual_seed(3)
     lstm = nn.LSTM(IN, 12, 3)
-    model = VariantLSTM(IN, 12, 3, variant="np")
+    model = use_path(VariantLSTM(IN, 12, 3, variant="np"), path)
     assert model.gates == ("o", "i", "f", "z") and not model.peepholes
     copy_from_torch(lstm, model)
     x = torch.randn(T, B, IN, requires_grad=True)
@@ -400,12 +407,11 @@ def test_dropout_matches_reference_layerwise():
     torch.testing.assert_close(got, want, atol=1e-12, rtol=0)
 
 
-@pytest.mark.parametrize("use_kernel", KERNELS)
+@pytest.mark.parametrize("path", PATHS)
 @pytest.mark.parametrize("variant,fused_np", CASES)
-def test_two_chunks_equal_one_call(variant, fused_np, use_kernel, monkeypatch):
+def test_two_chunks_equal_one_call(variant, fused_np, path, monkeypatch):
     monkeypatch.setattr(cells, "FUSED_NP", fused_np)
-    monkeypatch.setattr(cells, "KERNEL", use_kernel)
-    model = make(variant, dtype=torch.float32, hidden=8)
+    model = use_path(make(variant, dtype=torch.float32, hidden=8), path)
     x, state = inputs(variant, dtype=torch.float32, hidden=8, steps=9)
     with torch.no_grad():
         whole, s_whole = model(x, state)
@@ -473,9 +479,8 @@ def test_bad_arguments():
 
 @pytest.mark.parametrize("variant", ["vanilla", "fgr", "np"])
 def test_state_of_the_wrong_shape_or_dtype_is_one_line_error(variant):
-    """The kernel reads the initial state as it is: a state of another batch size, layer count,
-    width or dtype than the input is refused before anything runs (it was read out of bounds, or
-    float64 bytes as float32)."""
+    """A state of another batch size, layer count, width or dtype than the input is refused
+    before anything runs, with a one-line error."""
     model = VariantLSTM(IN, H, 2, variant=variant)
     x = torch.randn(T, B, IN)
     good = torch.zeros(2, B, H)

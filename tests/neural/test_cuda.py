@@ -30,9 +30,11 @@ def corpus(tmp_path_factory):
     return load_corpus(d)
 
 
-@pytest.mark.filterwarnings("error")  # e.g. cuDNN's weight-compaction warning for np
-@pytest.mark.parametrize("variant", VARIANTS)
-def test_variant_cell_on_gpu_matches_reference(variant):
+def check_cell_on_gpu(variant: str, compiled: bool = False) -> None:
+    """The variant on the GPU (float64; through ``--compile`` if ``compiled``, then nothing may
+    fall back to eager): outputs and parameter gradients against the reference on the CPU."""
+    from lmlab.neural.compiling import compile_model, is_compiled
+
     torch.manual_seed(0)
     model = VariantLSTM(5, 8, 2, variant=variant).double()
     x = torch.randn(7, 3, 5, dtype=torch.float64, requires_grad=True)
@@ -41,12 +43,28 @@ def test_variant_cell_on_gpu_matches_reference(variant):
     ref_grads = [p.grad.clone() for p in model.parameters()]
     model.zero_grad()
     gpu = model.cuda()
+    if compiled:
+        torch._dynamo.reset()
+        compile_model(gpu)
     xg = x.detach().cuda().requires_grad_()
     out, _ = gpu(xg)
     out.square().sum().backward()
+    assert is_compiled(gpu) == compiled
     torch.testing.assert_close(out.cpu(), ref_out.detach(), rtol=1e-9, atol=1e-9)
     for p, g in zip(gpu.parameters(), ref_grads, strict=True):
         torch.testing.assert_close(p.grad.cpu(), g, rtol=1e-8, atol=1e-9)
+
+
+@pytest.mark.filterwarnings("error")  # e.g. cuDNN's weight-compaction warning for np
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_variant_cell_on_gpu_matches_reference(variant):
+    check_cell_on_gpu(variant)
+
+
+@pytest.mark.parametrize("variant", ["vanilla", "cifg", "fgr", "np"])
+def test_compiled_variant_cell_on_gpu_matches_reference(variant):
+    """``--compile`` on the GPU (inductor's generated kernels), on a tiny shape."""
+    check_cell_on_gpu(variant, compiled=True)
 
 
 @pytest.mark.parametrize("model", ["nnlm", "rnn_tanh", "irnn", "lstm", "gru"])

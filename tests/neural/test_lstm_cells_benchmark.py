@@ -15,17 +15,24 @@ SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "lstm_cells.py"
 def test_lstm_cells_benchmark_runs(tmp_path):
     out = tmp_path / "cells.json"
     proc = subprocess.run(
-        [sys.executable, str(SCRIPT), "--json", "--sizes", "8", "--variants", "vanilla", "fgr",
-         "--techniques", "--rounds", "1", "--threads", "1", "--out", str(out)],
+        [sys.executable, str(SCRIPT), "--json", "--sizes", "8", "--rows", "vanilla", "fgr",
+         "vanilla+compile", "vanilla/loop", "np/own", "--rounds", "1",
+         "--threads", "1", "--out", str(out)],
         capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]
     doc = json.loads(proc.stdout)
     assert doc == json.loads(out.read_text())
     assert doc["vanilla_vs_fused_train_ratio"] > 0
+    assert doc["vanilla_compiled_vs_fused_train_ratio"] > 0
     rows = doc["results"]["2x8"]
-    assert {"fused", "vanilla", "fgr", "vanilla/loop", "vanilla/steps", "vanilla/ops",
-            "vanilla/mkl", "np/own"} <= set(rows)
-    assert isinstance(doc["lstm_kernel_loop"], bool)
+    assert {"fused", "vanilla", "fgr", "vanilla+compile", "vanilla/loop", "np/own"} <= set(rows)
+    assert doc["compile_seconds"]["2x8"].keys() == {"vanilla+compile"}
+    assert doc["compile_seconds"]["2x8"]["vanilla+compile"] > 0
+    ratios = doc["variant_ratios"]["2x8"]
+    assert ratios["vanilla"]["eager"] == rows["vanilla"]["ratio_vs_fused"]
+    assert ratios["vanilla"]["compiled"] == rows["vanilla+compile"]["ratio_vs_fused"]
+    assert ratios["fgr"] == {"eager": rows["fgr"]["ratio_vs_fused"], "compiled": None}
+    assert doc["device"] == "cpu"
     # fgr's bound: at most fused/vanilla's ratio, since fgr does vanilla's work and more
     assert doc["matmul_gflops"] > 0
     bound = doc["fgr_ratio_bound"]["2x8"]

@@ -55,24 +55,24 @@ call, and ``(h, c)`` is returned. Pass ``state=(h, c, a)`` with ``a`` ``[L, B, 3
 ``o, i, f`` of the last step, zeros at the start) to carry them too; then ``(h, c, a)`` comes back,
 and two chunks give exactly one call's result. Other variants accept only ``(h, c)``.
 
-How it is fast (technique chosen by measurement, see ``benchmarks/lstm_cells.py``): each layer is
-one sequence-level ``torch.autograd.Function`` (:class:`_LSTMLayer`) with a hand-written backward
-pass and no per-step autograd graph. The input projection of all time steps is one matrix product;
-each step is one recurrent matrix product in torch plus one call of a small compiled C kernel
-(:mod:`lmlab.neural.kernel`) that does the step's elementwise work (gates, cell, output) in one
-pass; backwards, each step is one kernel call (the gradients of the pre-activations and the cell,
-adding up the bias and peephole gradients) and one product, and the weight gradients are one
-product each over all steps at the end. Large products go to oneDNN (see ``ONEDNN`` below). On
-CPUs with AVX2 the whole time loop is one kernel call instead (``KERNEL_LOOP``): each thread owns
-rows of the batch of its own and runs their steps without waiting for the others where the packed
-recurrent weight fits the cores' L2 caches, else an equal share of the units of every row, with a
-barrier per step; per step it does the recurrent product for its part (own small matrix-product
-code on packed weights, tiles of 16 units) and the part's elementwise work. Where the
-kernel cannot be built (no C compiler) or for other dtypes and devices, the same steps run as
-about ten torch elementwise ops each (:mod:`lmlab.neural.cell_steps`). ``np`` is exactly
-``torch.nn.LSTM`` and by default runs on torch's own fused kernel (``FUSED_NP``).
-:func:`reference_lstm` is the same model as a plain per-step loop straight from the equations, for
-the tests.
+How it runs (chosen by measurement, see ``benchmarks/lstm_cells.py`` and docs/performance.md):
+
+* **Eager** (the default): each layer is one sequence-level ``torch.autograd.Function``
+  (:class:`_LSTMLayer`) with a hand-written backward pass and no per-step autograd graph. The
+  input projection of all time steps is one matrix product; each step is one recurrent product
+  plus about ten torch elementwise ops (:mod:`lmlab.neural.cell_steps`); backwards, each step is
+  its elementwise ops and one product, and the weight gradients are one product each over all
+  steps at the end.
+* **Compiled** (``lmlab train --compile``, :mod:`lmlab.neural.compiling`): the same input
+  projection, then a per-step loop over :func:`variant_step`, the equations above written out for
+  one step, run through ``torch.compile`` (``step_fn``), so each step's elementwise work is one
+  generated kernel forwards and one backwards, differentiated by autograd step by step. On a
+  2-core CPU this is slower than eager (per-call overhead and per-step weight gradients; measured
+  in docs/performance.md); fusing the ten elementwise ops is meant for GPUs.
+
+``np`` is exactly ``torch.nn.LSTM`` and by default runs on torch's own fused kernel (``FUSED_NP``:
+oneDNN on the CPU, cuDNN on CUDA), compiled or not. :func:`reference_lstm` is the same model as a
+plain per-step loop straight from the named matrices, for the tests.
 """
 
 from __future__ import annotations
@@ -80,13 +80,13 @@ from __future__ import annotations
 import contextlib
 import math
 import warnings
+from collections.abc import Callable
 
 import torch
 from torch import Tensor, nn
 
 from lmlab.errors import LmlabError
 from lmlab.neural import cell_steps as steps
-from lmlab.neural import kernel
 
 VARIANTS = ("vanilla", "nig", "nfg", "nog", "niaf", "noaf", "np", "cifg", "fgr")
 
@@ -140,49 +140,9 @@ class _Spec:
         self.p_sig = slice(first, first + self.n_sig) if self.peep else None
 
 
-# Matrix products left to torch (see lmlab.neural.cell_steps): oneDNN's linear ops where they are
-# faster than torch.mm/addmm (MKL) on the CPU, float32 only. ``ONEDNN = False`` forces
-# torch.addmm. The products with W_ih over all steps, the input projection x W_ih^T + b and the
-# input gradient dG W_ih, switch to oneDNN from H >= ONEDNN_INPUT_MIN_H (2 threads, T*B = 700: the
-# input gradient 9-15% faster from H = 128 on; the projection 3-10% from 128 to 400 with warm
-# caches, where torch.addmm first copies the bias into every row of its [T*B, G*H] result, and
-# the same with cold ones); the weight gradients
-# from H >= ONEDNN_SEQ_MIN_H (below it they were as fast in MKL); the per-step recurrent products,
-# where torch does them (no sequence loop: KERNEL_LOOP off, or a CPU without AVX2), from
-# H >= ONEDNN_STEP_MIN_H (thresholds measured in benchmarks/lstm_cells.py and on the products
-# alone).
-ONEDNN = True
-ONEDNN_STEP_MIN_H = 256
-ONEDNN_SEQ_MIN_H = 512
-ONEDNN_INPUT_MIN_H = 128
-# np is exactly torch.nn.LSTM: by default it runs on torch's own fused kernel (torch.lstm, oneDNN's
-# RNN primitive on CPU) instead of _LSTMLayer; False runs it through _LSTMLayer like the others.
+# np is exactly torch.nn.LSTM: by default it runs on torch's own fused kernel (torch.lstm: oneDNN's
+# RNN primitive on CPU, cuDNN on CUDA) instead of _LSTMLayer; False runs it like the others.
 FUSED_NP = True
-# The per-step elementwise work in one compiled call (lmlab.neural.kernel) where it can be built;
-# False forces the torch-op path.
-KERNEL = True
-# With the kernel (and its vector code), the whole time loop of a layer, recurrent products
-# included, runs in one kernel call that splits each step over the threads (lstm_kernel.c,
-# lstm_forward_seq); False: a Python loop over the steps, products in torch.
-KERNEL_LOOP = True
-
-
-def _modes(x: Tensor, hidden: int) -> tuple[bool, bool, bool, bool, bool]:
-    """How :class:`_LSTMLayer` computes a layer of this size on this input: the three oneDNN
-    switches of :func:`_onednn_modes`, then whether the compiled kernel does the steps and whether
-    it runs the whole time loop."""
-    use_kernel = KERNEL and kernel.usable(x)
-    return (*_onednn_modes(x, hidden), use_kernel,
-            use_kernel and KERNEL_LOOP and kernel.loop_available())
-
-
-def _onednn_modes(x: Tensor, hidden: int) -> tuple[bool, bool, bool]:
-    """Whether (the per-step products, the weight gradients, the products with W_ih) use
-    oneDNN."""
-    if not (ONEDNN and x.device.type == "cpu" and x.dtype == torch.float32
-            and torch.backends.mkldnn.enabled and steps.onednn_ops() is not None):
-        return False, False, False
-    return hidden >= ONEDNN_STEP_MIN_H, hidden >= ONEDNN_SEQ_MIN_H, hidden >= ONEDNN_INPUT_MIN_H
 
 
 class _LSTMLayer(torch.autograd.Function):
@@ -190,8 +150,8 @@ class _LSTMLayer(torch.autograd.Function):
 
     Inputs: ``x [T,B,in]``, ``h0, c0 [B,H]`` (all contiguous), ``a0 [B,3H]`` or None (FGR gate
     history), ``w_ih, w_hh, b``, ``p [P,H]`` or None, ``w_gg [3H,3H]`` or None, the layer's
-    :class:`_Spec` and :func:`_modes`. Outputs: ``out [T,B,H]``, ``hN, cN [B,H]``, ``aN [B,3H]``
-    (FGR; else an empty tensor).
+    :class:`_Spec`. Outputs: ``out [T,B,H]``, ``hN, cN [B,H]``,
+    ``aN [B,3H]`` (FGR; else an empty tensor).
 
     Speed notes: ``tanh(u)`` is evaluated as ``1 - 2 σ(-2u)`` (torch's CPU sigmoid is several
     times cheaper than its tanh and not multi-threaded for small tensors), with the block-input rows
@@ -201,16 +161,10 @@ class _LSTMLayer(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, x, h0, c0, a0, w_ih, w_hh, b, p, w_gg, spec: _Spec, modes: tuple):
+    def forward(ctx, x, h0, c0, a0, w_ih, w_hh, b, p, w_gg, spec: _Spec):
         T = x.shape[0]
-        step_dnn, _, in_dnn, use_kernel, loop = modes
-        if use_kernel:
-            hs, A, C, S = steps.forward_kernel(x, h0, c0, a0, w_ih, w_hh, b, p, w_gg, spec,
-                                               step_dnn, in_dnn, loop)
-        else:
-            hs, A, C, S = steps.forward_ops(x, h0, c0, a0, w_ih, w_hh, b, p, w_gg, spec, step_dnn,
-                                            in_dnn)
-        ctx.spec, ctx.modes = spec, modes
+        hs, A, C, S = steps.forward_ops(x, h0, c0, a0, w_ih, w_hh, b, p, w_gg, spec)
+        ctx.spec = spec
         # gradients of unused outputs (mostly hN, cN: the carried state is detached) arrive as
         # None, not as zero tensors the backward would add and copy
         ctx.set_materialize_grads(False)
@@ -226,24 +180,18 @@ class _LSTMLayer(torch.autograd.Function):
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, d_out, d_hN, d_cN, d_aN):
-        spec, (step_dnn, seq_dnn, in_dnn, use_kernel, loop) = ctx.spec, ctx.modes
+        spec = ctx.spec
         x, h0, a0, w_ih, w_hh, p, w_gg, hs, A, C, S = ctx.saved_tensors
         T, B, _ = x.shape
         H, G = spec.H, spec.G
         needs = ctx.needs_input_grad
         d_out = torch.zeros_like(hs[1:]) if d_out is None else d_out.contiguous()
-        if use_kernel:
-            dG, dh, dc, da, db, dp = steps.backward_kernel(
-                x, h0, a0, w_hh, p, w_gg, A, C, S, d_out, d_hN, d_cN, d_aN, spec, step_dnn,
-                needs[1], loop)
-        else:
-            dG, dh, dc, da, db, dp = steps.backward_ops(
-                x, h0, a0, w_hh, p, w_gg, A, C, S, d_out, d_hN, d_cN, d_aN, spec, step_dnn,
-                needs[1])
+        dG, dh, dc, da, db, dp = steps.backward_ops(
+            x, h0, a0, w_hh, p, w_gg, A, C, S, d_out, d_hN, d_cN, d_aN, spec, needs[1])
 
         # --- parameter and input gradients: one product over all steps each ------------------
         dG2 = dG.view(T * B, G * H)
-        dx = steps.mm(dG2, w_ih, in_dnn).view_as(x) if needs[0] else None
+        dx = torch.mm(dG2, w_ih).view_as(x) if needs[0] else None
         products = []  # (columns of dG, input over all steps) of each weight gradient
         if needs[4]:
             products.append((G * H, x.view(T * B, -1)))
@@ -252,13 +200,13 @@ class _LSTMLayer(torch.autograd.Function):
         if spec.fgr and needs[8]:  # gate activations (o, i, f) of the previous step for all t
             a_first = a0.unsqueeze(0) if a0 is not None else x.new_zeros(1, B, 3 * H)
             products.append((3 * H, torch.cat([a_first, A[:-1, :, : 3 * H]]).view(T * B, 3 * H)))
-        grads = iter(steps.weight_grads(dG2, products, seq_dnn))
+        grads = iter(steps.weight_grads(dG2, products))
         dw_ih = next(grads) if needs[4] else None
         dw_hh = next(grads) if needs[5] else None
         dw_gg = next(grads) if spec.fgr and needs[8] else None
         da0 = da if spec.fgr and a0 is not None and needs[3] else None
         return (dx, dh, dc if needs[2] else None, da0, dw_ih, dw_hh, db if needs[6] else None,
-                dp if needs[7] else None, dw_gg, None, None)
+                dp if needs[7] else None, dw_gg, None)
 
 
 class VariantLSTM(nn.Module):
@@ -281,6 +229,9 @@ class VariantLSTM(nn.Module):
         self.gates = self._spec.gates
         self.peepholes = self._spec.peep
         G = len(self.gates)
+        # None: each layer is one _LSTMLayer; else a callable like variant_step without its spec
+        # (eager_step, or its torch.compile from lmlab.neural.compiling) run step by step
+        self.step_fn: Callable | None = None
         for k in range(num_layers):
             n_in = input_size if k == 0 else H
             self.register_parameter(f"weight_ih_l{k}", nn.Parameter(torch.empty(G * H, n_in)))
@@ -292,6 +243,10 @@ class VariantLSTM(nn.Module):
             if self._spec.fgr:
                 self.register_parameter(f"weight_gg_l{k}", nn.Parameter(torch.empty(3 * H, 3 * H)))
         self.reset_parameters()
+
+    def eager_step(self, *args) -> tuple[Tensor, Tensor, Tensor | None]:
+        """:func:`variant_step` of this cell's variant (what ``step_fn`` compiles)."""
+        return variant_step(self._spec, *args)
 
     def extra_repr(self) -> str:
         return (f"{self.input_size}, {self.hidden_size}, num_layers={self.num_layers}, "
@@ -364,17 +319,22 @@ class VariantLSTM(nn.Module):
         a0 = state[2] if carry_gates else None
         if self.variant == "np" and FUSED_NP:
             return self._torch_lstm(x, h0, c0)
-        # h0[k], c0[k] go to the kernel as they are; the modes are the same for every layer
-        h0, c0, modes = h0.contiguous(), c0.contiguous(), _modes(x, H)
+        h0, c0 = h0.contiguous(), c0.contiguous()
+        if self._spec.fgr and a0 is None and self.step_fn is not None:
+            a0 = x.new_zeros(L, B, 3 * H)  # (one compiled graph: never None)
         hs, cs, as_ = [], [], []
         inp = x
         for k in range(L):
             w_ih, w_hh, b, p, w_gg = self.layer_params(k)
             if k > 0 and self.dropout and self.training:
                 inp = nn.functional.dropout(inp, self.dropout, True)
-            inp, hN, cN, aN = _LSTMLayer.apply(inp.contiguous(), h0[k], c0[k],
-                                               a0[k] if a0 is not None else None,
-                                               w_ih, w_hh, b, p, w_gg, self._spec, modes)
+            a0k = a0[k] if a0 is not None else None
+            if self.step_fn is not None:
+                inp, hN, cN, aN = self._layer_steps(inp, h0[k], c0[k], a0k, w_ih, w_hh, b, p,
+                                                    w_gg)
+            else:
+                inp, hN, cN, aN = _LSTMLayer.apply(inp.contiguous(), h0[k], c0[k], a0k, w_ih,
+                                                   w_hh, b, p, w_gg, self._spec)
             hs.append(hN)
             cs.append(cN)
             as_.append(aN)
@@ -383,10 +343,21 @@ class VariantLSTM(nn.Module):
             new_state = new_state + (torch.stack(as_),)
         return inp, new_state
 
+    def _layer_steps(self, x, h, c, a, w_ih, w_hh, b, p, w_gg):
+        """One layer as a loop over :attr:`step_fn`, differentiated by autograd step by step:
+        ``(out, hN, cN, aN)`` like :class:`_LSTMLayer`."""
+        T, B, _ = x.shape
+        xp = torch.addmm(b, x.reshape(T * B, -1), w_ih.t()).view(T, B, -1)
+        step = self.step_fn  # (a compile failure resets step_fn; this call goes on with it)
+        outs = []
+        for xp_t in xp.unbind(0):
+            h, c, a = step(xp_t, h, c, a, w_hh, p, w_gg)
+            outs.append(h)
+        return torch.stack(outs), h, c, a
+
     def _check_state(self, x: Tensor, state: tuple[Tensor, ...]) -> None:
         """A one-line LmlabError unless every state tensor has the shape ``[L, B, H]`` (fgr's gate
-        activations ``[L, B, 3H]``) and the input's dtype and device (the kernel reads them as
-        they are)."""
+        activations ``[L, B, 3H]``) and the input's dtype and device."""
         L, B, H = self.num_layers, x.size(1), self.hidden_size
         for name, t, width in zip(("h", "c", "gate activations"), state, (H, H, 3 * H),
                                   strict=False):  # (h, c) or (h, c, gates)
@@ -411,6 +382,34 @@ class VariantLSTM(nn.Module):
             out, h, c = torch.lstm(x, (h0, c0), flat, True, self.num_layers, self.dropout,
                                    self.training, False, False)
         return out, (h, c)
+
+
+def variant_step(spec: _Spec, xp: Tensor, h: Tensor, c: Tensor, a: Tensor | None, w_hh: Tensor,
+                 p: Tensor | None, w_gg: Tensor | None) -> tuple[Tensor, Tensor, Tensor | None]:
+    """One step of one layer, the module docstring's equations as written: ``xp [B, G·H]`` is the
+    step's ``W x_t + b`` (packed gates), ``h, c [B, H]`` the previous state and ``a [B, 3H]`` fgr's
+    previous gate activations (``o, i, f``; None for the other variants). Returns
+    ``(h_t, c_t, a_t)``, ``a_t`` None but for fgr."""
+    pre = dict(zip(spec.gates, torch.addmm(xp, h, w_hh.t()).split(spec.H, 1), strict=True))
+    if spec.fgr:  # + R_{g<-i} i_{t-1} + R_{g<-f} f_{t-1} + R_{g<-o} o_{t-1}
+        rec = (a @ w_gg.t()).split(spec.H, 1)
+        for g, r in zip(("o", "i", "f"), rec, strict=True):
+            pre[g] = pre[g] + r
+    peep = dict(zip(spec.peep, p.unbind(0), strict=True)) if spec.peep else {}
+
+    def gate(g: str, cell: Tensor) -> Tensor | None:  # σ(ḡ + p_g ⊙ cell); None: absent (1)
+        if g not in pre:
+            return None
+        return torch.sigmoid(pre[g] + peep[g] * cell if g in peep else pre[g])
+
+    z = torch.tanh(pre["z"]) if spec.z_tanh else pre["z"]
+    i = gate("i", c)
+    f = 1 - i if spec.cifg else gate("f", c)
+    c_new = (c if f is None else f * c) + (z if i is None else i * z)
+    o = gate("o", c_new)
+    act = torch.tanh(c_new) if spec.h_tanh else c_new
+    h_new = act if o is None else o * act
+    return h_new, c_new, (torch.cat([o, i, f], 1) if spec.fgr else None)
 
 
 @contextlib.contextmanager

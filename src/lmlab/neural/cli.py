@@ -7,8 +7,8 @@ Options come from, lowest priority first: the defaults of :class:`RunConfig`, ``
 (sections ``[model]`` and ``[train]``), then the flags given. With ``--resume`` the checkpoint's own
 configuration is the base instead of the defaults; a flag or file value that would change it is an
 error, except ``--epochs``, ``--device``, ``--threads``, ``--early-stop``, ``--checkpoint-every``,
-``--max-nan-retries``, ``--eval-every`` and ``--max-steps``. A flag not given keeps the
-checkpoint's value (``--max-steps`` too), and the run says in one line what it resumed with.
+``--max-nan-retries``, ``--eval-every``, ``--max-steps`` and ``--compile``. A flag not given keeps
+the checkpoint's value (``--max-steps`` too), and the run says in one line what it resumed with.
 """
 
 from __future__ import annotations
@@ -41,6 +41,7 @@ FLAGS = {
     "checkpoint_every": ("train", "checkpoint_every"), "seed": ("train", "seed"),
     "device": ("train", "device"), "threads": ("train", "threads"),
     "eval_every": ("train", "eval_every"), "max_steps": ("train", "max_steps"),
+    "compile": ("train", "compile"),
 }
 
 
@@ -146,6 +147,10 @@ def add_train_parser(sub) -> None:
                    f"{dflt('train', 'device')}")
     o.add_argument("--threads", type=int, metavar="N",
                    help=f"torch CPU threads, 0: torch's default {dflt('train', 'threads')}")
+    o.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
+                   help="torch.compile the LSTM variant cell's step (other models: the whole "
+                   "model); the first step's compile time is logged, and any failure falls back "
+                   f"to eager with one warning {dflt('train', 'compile')}")
     t.set_defaults(func=cmd_train)
 
 

@@ -73,6 +73,7 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"  # auto, cpu, cuda, cuda:N
     threads: int = 0  # torch CPU threads (0: torch's default)
+    compile: bool = False  # torch.compile the LSTM cell step or the model (lmlab.neural.compiling)
 
     def check(self) -> None:
         _at_least("epochs", self.epochs, 1)

@@ -83,7 +83,7 @@ CURVE_EVERY_S = 60.0  # redraw the learning curve after an epoch at most this of
 RESUMABLE_CHANGES = {("train", "epochs"), ("train", "device"), ("train", "threads"),
                      ("train", "early_stop"), ("train", "checkpoint_every"),
                      ("train", "max_nan_retries"), ("train", "eval_every"),
-                     ("train", "max_steps")}
+                     ("train", "max_steps"), ("train", "compile")}
 
 
 class TrainingInterrupted(Exception):  # noqa: N818 - reads as what happened
@@ -167,8 +167,8 @@ class Trainer:
             data = load_checkpoint(self.out)
             config = self._resume_config(data, config)
         elif self.out.exists() and not overwrite:
-            raise LmlabError("checkpoint exists; pass --resume to continue that run or "
-                             "--overwrite to start afresh", self.out)
+            raise LmlabError("checkpoint exists; pass --resume (resume=True) to continue that "
+                             "run or --overwrite (overwrite=True) to start afresh", self.out)
         config.model.vocab_size = len(self.vocab)
         self.config = config
         t = config.train
@@ -214,6 +214,7 @@ class Trainer:
         self._consistent = True
         self._saved_step: int | None = None  # the step of the last checkpoint written
         self._valid_seconds = 0.0  # time validating between epoch ends, this epoch
+        self._compile_pending = t.compile  # compiled at the start of train() (see _compile)
         if data is not None:
             self._restore(data)
             self._snapshot = to_cpu(data)
@@ -346,6 +347,8 @@ class Trainer:
         else:
             self._write_config()
         with self._run_settings(), self._sigint_deferred():
+            if self._compile_pending:
+                self._compile()
             try:
                 status = self._loop(max_steps or None)
                 validated = not self._validated_here()
@@ -366,6 +369,33 @@ class Trainer:
         return TrainResult(status, self.epoch, self.step, os.fspath(self.out),
                            [dict(e) for e in self.history["epochs"]], self.best_valid,
                            best_epoch, dict(self.history["valid"][-1]))
+
+    def _compile(self) -> None:
+        """``compile``: compile the model in place (:mod:`lmlab.neural.compiling`) and log how long
+        its first use took: one training step's forward and backward on the first batch, run here
+        with the RNG state kept and the gradients dropped, so the run itself is unchanged."""
+        from lmlab.neural.compiling import compile_model
+
+        self._compile_pending = False
+        start, end = self.windows[0]
+        x = self.inputs[start:end].to(self.device)
+        y = self.targets[start:end].to(self.device)
+        cuda = self.device.type == "cuda"
+        devices = [self.device.index if self.device.index is not None
+                   else torch.cuda.current_device()] if cuda else []
+
+        def probe() -> None:
+            with torch.random.fork_rng(devices=devices):
+                self.model.train()
+                state = self.model.init_state(self.config.train.batch_size, self.device)
+                loss, _ = self.model.loss(x, y, state)
+                loss.backward()
+            self.model.zero_grad(set_to_none=True)
+
+        what, seconds = compile_model(self.model, probe)
+        if seconds is not None:
+            self.log(f"compiled {what} with torch.compile; first use (a training step's forward "
+                     f"and backward) took {seconds:.1f} s")
 
     def _loop(self, max_steps: int | None) -> str:
         t = self.config.train
