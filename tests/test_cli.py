@@ -100,17 +100,21 @@ def test_train_eval_json(capsys, models, train_file, test_file):
     assert (a["tokens"], a["oov"]) == (tokens, oov)
 
 
-def test_eval_text_report_and_per_sentence(capsys, models, test_file, tmp_path):
-    tsv = tmp_path / "sent.tsv"
-    out = run_ok(capsys, "eval", models["model"], test_file, "--per-sentence", tsv)
+def test_eval_text_report_and_per_line(capsys, models, test_file, tmp_path):
+    out_file = tmp_path / "lines.jsonl"
+    out = run_ok(capsys, "eval", models["model"], test_file, "--per-line", out_file)
     assert "perplexity" in out and "OOV" in out
     d = run_json(capsys, "eval", models["model"], test_file)
-    rows = tsv.read_text().splitlines()
-    assert rows[0].split("\t") == ["sentence", "tokens", "log10prob", "perplexity"]
-    assert len(rows) - 1 == d["sentences"]
-    assert sum(int(r.split("\t")[1]) for r in rows[1:]) == d["tokens"]
-    total = sum(float(r.split("\t")[2]) for r in rows[1:])
-    assert total == pytest.approx(d["log10_prob"], abs=1e-5 * len(rows))
+    rows = [json.loads(r) for r in out_file.read_text().splitlines()]
+    assert set(rows[0]) == {"line", "tokens", "oov", "log10prob", "logprob", "perplexity"}
+    assert [r["line"] for r in rows] == list(range(1, d["sentences"] + 1))
+    assert sum(r["tokens"] for r in rows) == d["tokens"]
+    assert sum(r["oov"] for r in rows) == d["oov"]
+    assert math.fsum(r["log10prob"] for r in rows) == pytest.approx(d["log10_prob"], rel=1e-12)
+    # the old TSV option names its replacement
+    msg = run_err(capsys, "eval", models["model"], test_file, "--per-sentence", tmp_path / "x")
+    assert "--per-line" in msg
+    assert not (tmp_path / "x").exists()
 
 
 def test_eval_gzip_text(capsys, models, test_file, tmp_path):
@@ -437,11 +441,11 @@ def test_eval_truncated_model(capsys, models, work, test_file, cut):
     assert "truncated" in msg or "corrupt" in msg
 
 
-def test_eval_per_sentence_bad_path(capsys, models, work, test_file):
-    run_err(capsys, "eval", models["model"], test_file, "--per-sentence", work, name=work)
+def test_eval_per_line_bad_path(capsys, models, work, test_file):
+    run_err(capsys, "eval", models["model"], test_file, "--per-line", work, name=work)
     (work / "afile").write_text("x")
-    run_err(capsys, "eval", models["model"], test_file, "--per-sentence",
-            work / "afile" / "x.tsv", name=work / "afile")
+    run_err(capsys, "eval", models["model"], test_file, "--per-line",
+            work / "afile" / "x.jsonl", name=work / "afile")
     assert_nothing_written(work, {"afile"})
 
 

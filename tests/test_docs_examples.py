@@ -61,4 +61,4 @@ def test_readme_python_example_runs(in_corpora, capsys):
     run_blocks(blocks, "README.md")
     out = capsys.readouterr().out
     assert "perplexity 141.19, 0 OOV" in out  # PTB test, MKN 5-gram (KenLM: 141.19)
-    assert out.count("runs/lstm.pt") >= 1  # the comparison table names the checkpoint
+    assert "lstm.pt" in out  # the comparison table names the checkpoint

@@ -28,12 +28,16 @@ SPECIALS = (UNK, BOS, EOS)
 RESERVED = frozenset({BOS, EOS})
 MAX_LINE_BYTES = 16 * 2**20
 _CHUNK_BYTES = 8 * 2**20
+# Streamed scoring (iter_corpus): bytes read at once, tokens scored at once.
+STREAM_BYTES = 2**20
+STREAM_TOKENS = 2**16
 
 
-def _line_chunks(path: str | os.PathLike) -> Iterator[tuple[int, list[str]]]:
-    """Yield ``(number of lines before, decoded lines)`` chunks of ``path`` (plain or gzip; ``-``
-    is standard input). A leading UTF-8 byte-order mark is dropped; CRLF line ends split into
-    whitespace like any other.
+def _line_chunks(path: str | os.PathLike, chunk_bytes: int = _CHUNK_BYTES
+                 ) -> Iterator[tuple[int, list[str]]]:
+    """Yield ``(number of lines before, decoded lines)`` chunks of about ``chunk_bytes`` of
+    ``path`` (plain or gzip; ``-`` is standard input). A leading UTF-8 byte-order mark is dropped;
+    CRLF line ends split into whitespace like any other.
 
     Validates as it streams: binary data (NUL bytes), invalid UTF-8 and over-long lines raise
     :class:`LmlabError` naming the file and line.
@@ -42,7 +46,7 @@ def _line_chunks(path: str | os.PathLike) -> Iterator[tuple[int, list[str]]]:
     with open_binary(path) as f:
         while True:
             try:
-                chunk = f.readlines(_CHUNK_BYTES)
+                chunk = f.readlines(chunk_bytes)
             except (OSError, EOFError) as err:
                 good = _readable_lines(path)
                 raise LmlabError(f"truncated or corrupt data after line {good} ({err})", path,
@@ -296,21 +300,71 @@ def read_corpus(path: str | os.PathLike, vocab: Vocabulary) -> TokenStream:
     Encodes a whole chunk of lines at once: the lines are joined with an end-of-sentence marker
     and split once, so each token costs one dict lookup and no per-line Python work.
     """
-    lookup = vocab.oov_lookup().__getitem__
-    parts: list[np.ndarray] = []
-    for first, lines in _line_chunks(path):
-        if not lines:
-            continue
-        tokens = _joined_tokens(path, first, lines)
-        tokens.append(EOS)
-        parts.append(np.fromiter(map(lookup, tokens), dtype=np.int32, count=len(tokens)))
+    parts = [_encode(path, first, lines, vocab) for first, lines in _line_chunks(path)
+             if lines]
     ids = np.concatenate(parts) if parts else np.zeros(0, dtype=np.int32)
     if len(ids) == 0:
         raise LmlabError("empty corpus (no lines)", path)
+    return _stream_of(ids, os.fspath(path))
+
+
+def iter_corpus(path: str | os.PathLike, vocab: Vocabulary, chunk_tokens: int = STREAM_TOKENS,
+                chunk_bytes: int = STREAM_BYTES) -> Iterator[tuple[int, TokenStream]]:
+    """:func:`read_corpus` in pieces, for scoring in bounded memory: yield ``(number of lines
+    before, stream of whole lines)``, each piece closed at the first line end at or past
+    ``chunk_tokens`` predicted tokens (``chunk_tokens=1``: one line per piece). Concatenated, the
+    pieces are exactly :func:`read_corpus`'s stream; a bad line raises as there, after the pieces
+    before it were yielded. An empty file is an error."""
+    if chunk_tokens < 1:
+        raise LmlabError(f"chunk size must be >= 1 token, got {chunk_tokens}")
+    for first, lines in iter_lines(path, chunk_bytes):
+        stream = encode_lines(lines, vocab, path, first)
+        ends = stream.offsets[1:]
+        start, line = 0, 0
+        while line < len(ends):
+            # the first line end at or past chunk_tokens tokens from the piece's start
+            stop = min(int(np.searchsorted(ends, start + chunk_tokens)), len(ends) - 1) + 1
+            yield first + line, TokenStream(stream.ids[start:ends[stop - 1]],
+                                            stream.offsets[line:stop + 1] - start,
+                                            stream.oov[start:ends[stop - 1]], stream.source)
+            start, line = int(ends[stop - 1]), stop
+
+
+def iter_lines(path: str | os.PathLike, chunk_bytes: int = STREAM_BYTES
+               ) -> Iterator[tuple[int, list[str]]]:
+    """Yield ``(number of lines before, lines)`` of ``path`` (plain or gzip; ``-``: standard
+    input), about ``chunk_bytes`` at a time, checked as :func:`read_corpus` checks them; an empty
+    file is an error. :func:`encode_lines` makes a chunk a stream."""
+    empty = True
+    for first, lines in _line_chunks(path, chunk_bytes):
+        if lines:
+            empty = False
+            yield first, lines
+    if empty:
+        raise LmlabError("empty corpus (no lines)", path)
+
+
+def encode_lines(lines: list[str], vocab: Vocabulary, path: str | os.PathLike = "<memory>",
+                 first: int = 0) -> TokenStream:
+    """The stream of ``lines`` (lines ``first + 1 ...`` of ``path``, named in errors: a sentence
+    boundary written inside a line)."""
+    return _stream_of(_encode(path, first, lines, vocab), os.fspath(path))
+
+
+def _encode(path, first: int, lines: list[str], vocab: Vocabulary) -> np.ndarray:
+    """Word ids of ``lines``, each line's then ``</s>``, -1 for a word outside ``vocab``."""
+    tokens = _joined_tokens(path, first, lines)
+    tokens.append(EOS)
+    return np.fromiter(map(vocab.oov_lookup().__getitem__, tokens), dtype=np.int32,
+                       count=len(tokens))
+
+
+def _stream_of(ids: np.ndarray, source: str) -> TokenStream:
+    """The stream of encoded lines ``ids`` (-1 marks OOV; changed in place to ``<unk>``)."""
     oov = ids < 0
     ids[oov] = UNK_ID
     offsets = np.concatenate([[0], np.flatnonzero(ids == EOS_ID) + 1]).astype(np.int64)
-    return TokenStream(ids, offsets, oov, os.fspath(path))
+    return TokenStream(ids, offsets, oov, source)
 
 
 def _joined_tokens(path, first: int, lines: list[str]) -> list[str]:

@@ -11,20 +11,47 @@ Convention (documented in the README and relied on everywhere):
 A model only has to provide the natural-log probability of every predicted token
 (``model.logprobs(stream)``); everything reported is computed here from that array, so two models'
 numbers are comparable token by token.
+
+Totals are summed in float64 in one fixed order, whatever reads the text: each line's tokens
+(``numpy.add.reduceat``), then the lines one after the other in input order. A text scored whole,
+in pieces of any size (:func:`score_lines`, bounded memory) or by several processes
+(``jobs``) therefore gives the same :class:`EvalResult`, bit for bit.
+
+Streaming: a model whose scores of one sentence do not depend on the sentences before it (an
+n-gram model, or a mixture of them: ``sentence_independent = True``) is scored a piece of whole
+lines at a time, so memory does not grow with the text. A neural model carries its hidden state
+from one sentence to the next; it is scored on the whole stream at once, as before.
 """
 
 from __future__ import annotations
 
+import contextlib
+import json
 import math
 import os
+import sys
 import warnings
+from collections import deque
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
-from typing import Protocol
+from typing import IO, Protocol
 
 import numpy as np
 
-from lmlab.corpus import EOS_ID, RESERVED, TokenStream, Vocabulary, read_corpus
+from lmlab.corpus import (
+    EOS_ID,
+    RESERVED,
+    STREAM_BYTES,
+    STREAM_TOKENS,
+    TokenStream,
+    Vocabulary,
+    encode_lines,
+    iter_corpus,
+    iter_lines,
+    read_corpus,
+)
 from lmlab.errors import LmlabError, LmlabWarning, file_label
+from lmlab.fileio import STDIN, atomic_output, check_output_path, json_safe
 
 OOV_WARN_RATE = 0.2  # warn above this share of OOV words (a model of another corpus)
 
@@ -124,22 +151,85 @@ def summarize(logprobs: np.ndarray, stream: TokenStream) -> EvalResult:
     """Reduce per-token log-probs to the protocol's numbers."""
     if len(logprobs) != len(stream):
         raise ValueError(f"{len(logprobs)} log-probs for {len(stream)} tokens")
-    if len(stream) == 0:
-        raise LmlabError("no tokens to evaluate", stream.source)
-    lp = np.asarray(logprobs, dtype=np.float64)
-    return EvalResult(tokens=len(stream), oov=int(stream.oov.sum()), sentences=stream.n_sentences,
-                      logprob=float(lp.sum()), logprob_excl_oov=float(lp[~stream.oov].sum()))
+    totals = Totals()
+    totals.add(LineScores.of(logprobs, stream))
+    return totals.result(stream.source)
+
+
+@dataclass(frozen=True)
+class LineScores:
+    """The numbers of consecutive lines (sentences) of a text, one array entry per line."""
+
+    first: int  # lines of the text before the first of these
+    logprob: np.ndarray  # float64: natural-log probability of each line (words and </s>)
+    logprob_excl_oov: np.ndarray  # float64: the same without its OOV tokens
+    tokens: np.ndarray  # int64: predicted tokens (words + </s>)
+    oov: np.ndarray  # int64: OOV words
+
+    @classmethod
+    def of(cls, logprobs: np.ndarray, stream: TokenStream, first: int = 0) -> LineScores:
+        """Per-line sums of the per-token ``logprobs`` of ``stream``."""
+        lp = np.asarray(logprobs, dtype=np.float64)
+        if len(stream) == 0:
+            none = np.zeros(0)
+            return cls(first, none, none, none.astype(np.int64), none.astype(np.int64))
+        starts = stream.offsets[:-1]
+        return cls(first, np.add.reduceat(lp, starts),
+                   np.add.reduceat(np.where(stream.oov, 0.0, lp), starts),
+                   np.diff(stream.offsets).astype(np.int64),
+                   np.add.reduceat(stream.oov.astype(np.int64), starts))
+
+    def records(self) -> Iterator[dict]:
+        """One dict per line, the ``--per-line`` record: ``line`` (1-based), ``tokens`` (words
+        + ``</s>``), ``oov``, ``log10prob``, ``logprob`` (natural log) and ``perplexity`` (OOV
+        included, as ``lmlab eval``'s)."""
+        for i, (lp, n, oov) in enumerate(zip(self.logprob.tolist(), self.tokens.tolist(),
+                                             self.oov.tolist(), strict=True)):
+            yield {"line": self.first + i + 1, "tokens": n, "oov": oov, "log10prob": lp / LN10,
+                   "logprob": lp, "perplexity": safe_exp(-lp / n)}
+
+    def write_jsonl(self, out: IO[str]) -> None:
+        """Write :meth:`records` as JSON lines (inf and nan as null)."""
+        out.writelines(json.dumps(json_safe(r), allow_nan=False) + "\n" for r in self.records())
 
 
 def sentence_logprobs(logprobs: np.ndarray, stream: TokenStream) -> np.ndarray:
     """Natural-log probability of each whole sentence (words and ``</s>``), by the chain rule."""
-    return np.add.reduceat(np.asarray(logprobs, dtype=np.float64), stream.offsets[:-1]) \
-        if len(stream) else np.zeros(0)
+    return LineScores.of(logprobs, stream).logprob
+
+
+def _running_sum(total: float, values: np.ndarray) -> float:
+    """``total + values[0] + values[1] + ...`` strictly left to right (``cumsum`` is)."""
+    if len(values) == 0:
+        return total
+    return float(np.cumsum(np.concatenate(([total], values)))[-1])
+
+
+class Totals:
+    """Sums :class:`LineScores` in input order into an :class:`EvalResult`."""
+
+    def __init__(self) -> None:
+        self.tokens = self.oov = self.sentences = 0
+        self.logprob = self.logprob_excl_oov = 0.0
+
+    def add(self, scores: LineScores) -> None:
+        self.tokens += int(scores.tokens.sum())
+        self.oov += int(scores.oov.sum())
+        self.sentences += len(scores.tokens)
+        self.logprob = _running_sum(self.logprob, scores.logprob)
+        self.logprob_excl_oov = _running_sum(self.logprob_excl_oov, scores.logprob_excl_oov)
+
+    def result(self, source: str | os.PathLike = "<memory>") -> EvalResult:
+        if self.tokens == 0:
+            raise LmlabError("no tokens to evaluate", source)
+        return EvalResult(tokens=self.tokens, oov=self.oov, sentences=self.sentences,
+                          logprob=self.logprob, logprob_excl_oov=self.logprob_excl_oov)
 
 
 def evaluate(model: LanguageModel, path: str | os.PathLike) -> tuple[EvalResult, np.ndarray,
                                                                      TokenStream]:
-    """Score the text file ``path`` with ``model``: the summary, per-token log-probs, the stream."""
+    """Score the text file ``path`` with ``model`` whole: the summary, per-token log-probs, the
+    stream (memory grows with the text; :func:`evaluate_file` streams, same summary)."""
     return evaluate_stream(model, read_corpus(path, model.vocab))
 
 
@@ -152,17 +242,140 @@ def evaluate_stream(model: LanguageModel, stream: TokenStream) -> tuple[EvalResu
     return summarize(logprobs, stream), logprobs, stream
 
 
+def streams_by_sentence(model: LanguageModel) -> bool:
+    """Whether ``model`` scores each sentence on its own (``sentence_independent``), so a text can
+    be scored in pieces of whole lines with exactly the numbers of the whole text."""
+    return bool(getattr(model, "sentence_independent", False))
+
+
+def score_lines(model: LanguageModel, path: str | os.PathLike, *, jobs: int = 1,
+                model_path: str | os.PathLike | None = None, chunk_tokens: int = STREAM_TOKENS,
+                chunk_bytes: int = STREAM_BYTES) -> Iterator[LineScores]:
+    """Score the text file ``path`` (``-``: standard input; gzip by content) and yield its
+    :class:`LineScores` in input order.
+
+    A sentence-independent model (:func:`streams_by_sentence`) is scored ``chunk_tokens`` tokens
+    (rounded up to a line end) of ``chunk_bytes`` read at a time, so memory stays flat however
+    long the text; with ``jobs`` > 1, by that many worker processes, each loading ``model_path``
+    (the file ``model`` was loaded from) once with :func:`lmlab.models.load_model` and given
+    ``chunk_bytes`` of lines at a time. Any other model (neural: its state
+    runs on from sentence to sentence) is scored whole, in this process: one :class:`LineScores`.
+    A bad line raises :class:`LmlabError` naming the file and the line.
+    """
+    if jobs < 1:
+        raise LmlabError(f"--jobs must be >= 1, got {jobs}")
+    if not streams_by_sentence(model):
+        if jobs > 1:
+            raise LmlabError("--jobs N needs an n-gram model (or a mixture of them): a neural "
+                             "model carries its state from sentence to sentence and is scored "
+                             "in one process")
+        stream = read_corpus(path, model.vocab)
+        yield LineScores.of(model.logprobs(stream), stream)
+        return
+    if jobs == 1:
+        for first, stream in iter_corpus(path, model.vocab, chunk_tokens, chunk_bytes):
+            yield LineScores.of(model.logprobs(stream), stream, first)
+        return
+    if model_path is None:
+        raise LmlabError("scoring with jobs > 1 needs the model's file (model_path): each worker "
+                         "process loads it")
+    yield from _score_in_processes(os.fspath(model_path), path, jobs, chunk_bytes)
+
+
+def _score_in_processes(model_path: str, path: str | os.PathLike, jobs: int, chunk_bytes: int
+                        ) -> Iterator[LineScores]:
+    """The lines of ``path`` read here (``chunk_bytes`` at a time), encoded and scored by
+    ``jobs`` worker processes, yielded in input order; at most ``2 * jobs`` chunks in flight, so
+    memory stays bounded."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+    from concurrent.futures.process import BrokenProcessPool
+
+    # spawn: clean workers that load the model themselves (a memory-mapped model's pages are
+    # then shared by the page cache), whatever threads this process runs
+    pool = ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn"),
+                               initializer=_worker_init, initargs=(model_path,))
+    pending: deque = deque()
+    try:
+        for first, lines in iter_lines(path, chunk_bytes):
+            pending.append(pool.submit(_worker_score, os.fspath(path), first, lines))
+            if len(pending) >= 2 * jobs:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
+    except BrokenProcessPool:
+        raise LmlabError("a scoring worker process died (out of memory?)", model_path) from None
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+_worker_model = None  # the model of a scoring worker process, loaded once by _worker_init
+
+
+def _worker_init(model_path: str) -> None:
+    global _worker_model
+    from lmlab.models import load_model
+
+    _worker_model = load_model(model_path)
+
+
+def _worker_score(path: str, first: int, lines: list[str]) -> LineScores:
+    stream = encode_lines(lines, _worker_model.vocab, path, first)
+    return LineScores.of(_worker_model.logprobs(stream), stream, first)
+
+
+def evaluate_file(model: LanguageModel, path: str | os.PathLike, *, jobs: int = 1,
+                  model_path: str | os.PathLike | None = None,
+                  per_line: str | os.PathLike | None = None, chunk_tokens: int = STREAM_TOKENS,
+                  chunk_bytes: int = STREAM_BYTES) -> EvalResult:
+    """Score the text file ``path`` as :func:`evaluate` does (the same :class:`EvalResult`, bit for
+    bit), streaming where the model allows (:func:`score_lines`; ``jobs``, ``model_path``,
+    ``chunk_tokens``, ``chunk_bytes`` as there). ``per_line``: also write one JSON record per
+    input line, in input order (:meth:`LineScores.records`), atomically (``-``: standard output);
+    an error anywhere leaves no file. The text is checked by :func:`check_oov` once scored."""
+    if per_line is not None and os.fspath(per_line) != STDIN:
+        check_output_path(per_line)
+    totals = Totals()
+    with _per_line_output(per_line) as out:
+        for scores in score_lines(model, path, jobs=jobs, model_path=model_path,
+                                  chunk_tokens=chunk_tokens, chunk_bytes=chunk_bytes):
+            totals.add(scores)
+            if out is not None:
+                scores.write_jsonl(out)
+        result = totals.result(path)
+        check_oov_counts(result.tokens - result.sentences, result.oov, path, stacklevel=3)
+    return result
+
+
+@contextlib.contextmanager
+def _per_line_output(per_line: str | os.PathLike | None) -> Iterator[IO[str] | None]:
+    if per_line is None:
+        yield None
+    elif os.fspath(per_line) == STDIN:
+        yield sys.stdout
+        sys.stdout.flush()
+    else:
+        with atomic_output(per_line, "w") as f:
+            yield f
+
+
 def check_oov(stream: TokenStream, stacklevel: int = 2) -> None:
     """Text entirely outside the vocabulary is an error (wrong model or wrong file); text mostly
     outside it (more than ``OOV_WARN_RATE`` of its words) gets an
     :class:`~lmlab.errors.LmlabWarning`, since its perplexity is then mostly that of ``<unk>``."""
     words = stream.ids != EOS_ID
-    n_words, n_oov = int(words.sum()), int(stream.oov[words].sum())
+    check_oov_counts(int(words.sum()), int(stream.oov[words].sum()), stream.source,
+                     stacklevel + 1)
+
+
+def check_oov_counts(n_words: int, n_oov: int, source: str | os.PathLike,
+                     stacklevel: int = 2) -> None:
+    """:func:`check_oov` from the counts: ``n_oov`` of the ``n_words`` words of ``source``."""
     if n_words and n_oov == n_words:
         raise LmlabError(f"every word ({n_words}) is outside the model's vocabulary; "
-                         "wrong model or wrong file?", stream.source)
+                         "wrong model or wrong file?", source)
     if n_words and n_oov / n_words > OOV_WARN_RATE:
-        warnings.warn(f"{file_label(stream.source)}: {n_oov / n_words:.1%} of the words "
+        warnings.warn(f"{file_label(source)}: {n_oov / n_words:.1%} of the words "
                       f"({n_oov} of {n_words}) are outside the model's vocabulary; its "
                       "perplexity is mostly that of <unk> (wrong model or wrong file?)",
                       LmlabWarning, stacklevel=stacklevel)

@@ -51,6 +51,11 @@ class Mixture(Scoring):
         self._perm = [np.array([m.vocab.stoi[w] for w in self.vocab.itos]) for m in models]
         self.normalised = all(getattr(m, "normalised", True) for m in models)
 
+    @property
+    def sentence_independent(self) -> bool:
+        """Scored sentence by sentence (so in pieces) if every member is."""
+        return all(getattr(m, "sentence_independent", False) for m in self.models)
+
     def member_logprobs(self, text: str | os.PathLike | TokenStream
                         ) -> tuple[np.ndarray, TokenStream]:
         """[models, tokens] natural-log probs of ``text`` (a file, each member encoding it

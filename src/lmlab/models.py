@@ -1,5 +1,5 @@
-"""Open any model file lmlab knows, by content: ARPA (plain or gzip), an lmlab n-gram model, a
-neural checkpoint or a mixture of any of these.
+"""Open any model file lmlab knows, by content: ARPA (plain or gzip), an lmlab n-gram model
+(``.lm`` or binary), a neural checkpoint or a mixture of any of these.
 
 :func:`detect_format` is the one place that tells them apart; :func:`load_model` (and the
 embedding tools) dispatch on it. Neural checkpoints (torch zip archives) load through
@@ -20,14 +20,18 @@ from lmlab.errors import LmlabError
 from lmlab.fileio import head_bytes, strip_bom
 
 ZIP_MAGIC = b"PK\x03\x04"
+BINARY_MAGIC = b"LMLABBIN"  # lmlab.ngram.binary.MAGIC, not imported: that loads the n-gram code
 
 
 def detect_format(path: str | os.PathLike) -> str | None:
     """What ``path`` (an existing file) holds, by content, not by name: ``"checkpoint"`` (a
     neural checkpoint, a torch zip archive, even truncated), ``"ngram"`` (an lmlab n-gram
-    model), ``"zip"`` (another zip archive, or a corrupt one), ``"mixture"`` (an lmlab mixture
-    file), ``"arpa"`` (plain or gzip, a byte-order mark allowed) or None (none of these)."""
+    model), ``"binary"`` (an lmlab binary n-gram model, even truncated), ``"zip"`` (another zip
+    archive, or a corrupt one), ``"mixture"`` (an lmlab mixture file), ``"arpa"`` (plain or
+    gzip, a byte-order mark allowed) or None (none of these)."""
     head = head_bytes(path, 256)
+    if head.startswith(BINARY_MAGIC) or (head and BINARY_MAGIC.startswith(head)):
+        return "binary"
     if is_torch_archive(head):
         return "checkpoint"
     if head.startswith(ZIP_MAGIC):
@@ -56,6 +60,10 @@ def load_model(path: str | os.PathLike):
         from lmlab.neural.lm import load_neural  # imports torch: only for checkpoints
 
         return load_neural(path)
+    if kind == "binary":
+        from lmlab.ngram.binary import load_binary
+
+        return load_binary(path)
     # A file that starts like a zip but is not a readable one is a truncated or corrupt lmlab
     # model: let load_ngram say so rather than "not a model".
     if kind == "ngram" or (kind == "zip" and not zipfile.is_zipfile(path)):

@@ -145,10 +145,10 @@ class Scoring:
         >>> r.tokens, round(r.perplexity, 4)
         (6, 1.2599)
         """
-        from lmlab.metrics import evaluate, evaluate_stream
+        from lmlab.metrics import evaluate_file, evaluate_stream
 
-        if is_path(text):
-            return evaluate(self, text)[0]
+        if is_path(text):  # streamed (memory does not grow with the file) where the model allows
+            return evaluate_file(self, text)
         stream = TokenStream.from_sentences(sentences_of(text), self.vocab, "<sentences>")
         return evaluate_stream(self, stream)[0]
 

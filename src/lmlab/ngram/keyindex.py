@@ -9,7 +9,30 @@ from __future__ import annotations
 
 import numpy as np
 
-_GOLDEN = np.uint64(0x9E3779B97F4A7C15)  # Fibonacci hashing multiplier
+GOLDEN = np.uint64(0x9E3779B97F4A7C15)  # Fibonacci hashing multiplier
+
+
+def place(slot: np.ndarray, table: np.ndarray) -> int:
+    """Insert positions ``0..len(slot)-1`` into ``table`` (filled with -1: empty) by linear
+    probing from each one's first slot ``slot`` (wrapping at the end); returns the longest probe
+    sequence any needed. ``slot`` is used up."""
+    pending = np.arange(len(slot))
+    probes = 1
+    while len(pending):
+        s = slot[pending]
+        free = table[s] < 0
+        cand, s = pending[free], s[free]
+        table[s] = cand  # among keys racing for one slot, the last write wins
+        won = table[s] == cand
+        placed = np.zeros(len(slot), dtype=bool)
+        placed[cand[won]] = True
+        pending = pending[~placed[pending]]
+        if len(pending):
+            probes += 1
+            nxt = slot[pending] + 1
+            nxt[nxt == len(table)] = 0
+            slot[pending] = nxt
+    return probes
 
 
 class KeyIndex:
@@ -17,26 +40,15 @@ class KeyIndex:
         bits = max(3, int(np.ceil(np.log2(max(2 * len(keys), 1)))))
         self.shift = np.uint64(64 - bits)
         self.mask = (1 << bits) - 1
-        self.slot_key = np.full(1 << bits, -1, dtype=np.int64)
         self.slot_pos = np.full(1 << bits, -1, dtype=np.int64)
-        slot_key, slot_pos = self.slot_key, self.slot_pos
-        pending = np.arange(len(keys))
-        slot = self._hash(keys)
-        while len(pending):
-            s = slot[pending]
-            free = slot_pos[s] < 0
-            cand, s = pending[free], s[free]
-            slot_pos[s] = cand  # among keys racing for one slot, the last write wins
-            won = slot_pos[s] == cand
-            slot_key[s[won]] = keys[cand[won]]
-            placed = np.zeros(len(keys), dtype=bool)
-            placed[cand[won]] = True
-            pending = pending[~placed[pending]]
-            slot[pending] = (slot[pending] + 1) & self.mask
+        place(self._hash(keys), self.slot_pos)
+        filled = self.slot_pos >= 0
+        self.slot_key = np.full(1 << bits, -1, dtype=np.int64)
+        self.slot_key[filled] = keys[self.slot_pos[filled]]
 
     def _hash(self, keys: np.ndarray) -> np.ndarray:
         with np.errstate(over="ignore"):
-            h = (keys.astype(np.uint64) * _GOLDEN) >> self.shift
+            h = (keys.astype(np.uint64) * GOLDEN) >> self.shift
         return h.astype(np.int64)
 
     def find(self, query: np.ndarray) -> np.ndarray:

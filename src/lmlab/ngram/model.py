@@ -40,6 +40,8 @@ class _Tables(Scoring):
     keys: list[np.ndarray]
     vocab: Vocabulary
     meta: dict
+    # each sentence is scored on its own: a text can be scored in pieces (lmlab.metrics)
+    sentence_independent = True
 
     def describe(self) -> dict:
         return {"type": "ngram", **self.meta, "vocab_size": len(self.vocab),
