@@ -8,6 +8,7 @@ import gzip
 import io
 import json
 import math
+import os
 import subprocess
 import sys
 import textwrap
@@ -19,6 +20,7 @@ import pytest
 from lmlab import fileio
 from lmlab.cli import main
 from lmlab.corpus import iter_corpus, read_corpus
+from lmlab.errors import LmlabError
 from lmlab.metrics import LN10, evaluate, evaluate_file, score_lines, sentence_logprobs
 from lmlab.models import load_model
 from tests.conftest import TRAIN_WORDS, UNSEEN_WORDS, random_sentences, write_lines
@@ -133,7 +135,10 @@ def test_score_text_to_stdout_gzip_and_stdin(capsys, files, tmp_path, monkeypatc
     monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(files["gz"].read_bytes())))
     rc, piped, _ = run(capsys, "score", files["model"], "--text", "-")
     assert rc == 0 and piped == plain
-    rc, out, _ = run(capsys, "eval", files["model"], "-", "--json")  # stdin, served again
+    # scoring streams standard input (one pass, not held in memory): it is used up now
+    assert fileio._stdin_data is None
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(files["gz"].read_bytes())))
+    rc, out, _ = run(capsys, "eval", files["model"], "-", "--json")
     assert rc == 0 and json.loads(out)["tokens"] == sum(r["tokens"] for r in rows)
 
 
@@ -252,9 +257,10 @@ _MEASURE = textwrap.dedent("""
 """)
 
 
-def _peak_kib(*argv) -> int:
-    proc = subprocess.run([sys.executable, "-c", _MEASURE, *map(str, argv)], capture_output=True,
-                          text=True, timeout=300)
+def _peak_kib(*argv, stdin: Path | None = None) -> int:
+    with open(stdin, "rb") if stdin else open(os.devnull, "rb") as given:
+        proc = subprocess.run([sys.executable, "-c", _MEASURE, *map(str, argv)],
+                              capture_output=True, stdin=given, timeout=300)
     assert proc.returncode == 0, proc.stderr
     return int(proc.stdout)
 
@@ -270,3 +276,16 @@ def test_peak_memory_is_flat_when_the_text_grows_tenfold(files, tmp_path):
     whole = _peak_kib(files["model"], ten, "whole")
     assert large - small < 8 * 1024, (small, large)
     assert whole - large > 64 * 1024, (large, whole)  # the measurement can see the difference
+    piped = _peak_kib(files["model"], "-", "stream", tmp_path / "c.jsonl", stdin=ten)
+    assert piped - small < 8 * 1024, (small, piped)  # standard input streams too
+    assert (tmp_path / "c.jsonl").read_bytes() == (tmp_path / "b.jsonl").read_bytes()
+
+
+def test_worker_processes_say_why_they_cannot_score(files, tmp_path):
+    """A worker that cannot load the model, or loads another one, ends the job with that one
+    line (not "a worker process died")."""
+    model = load_model(files["model"])
+    with pytest.raises(LmlabError, match="missing.lm: no such file"):
+        evaluate_file(model, files["text"], jobs=2, model_path=tmp_path / "missing.lm")
+    with pytest.raises(LmlabError, match="not the model being scored"):  # same words and order
+        evaluate_file(model, files["text"], jobs=2, model_path=files["addk"])

@@ -242,7 +242,12 @@ def _hint_file(args) -> None:
     ``query`` user may have meant the file: say how to score it."""
     from pathlib import Path
 
-    if len(args.sentence) == 1 and (args.sentence[0] == "-" or Path(args.sentence[0]).is_file()):
+    word = args.sentence[0] if len(args.sentence) == 1 else ""
+    try:
+        names_file = word == "-" or (word and Path(word).is_file())
+    except (OSError, ValueError):  # too long for a file name (a CJK sentence), a NUL...
+        names_file = False
+    if names_file:
         warnings.warn(f"scoring {args.sentence[0]!r} as a one-word sentence; to score a file "
                       f"line by line: lmlab score {args.model} --text {args.sentence[0]}",
                       LmlabWarning, stacklevel=2)

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from lmlab.errors import LmlabError
-from lmlab.fileio import atomic_output, open_binary, strip_bom
+from lmlab.fileio import atomic_output, is_stdin, open_binary, strip_bom
 
 UNK, BOS, EOS = "<unk>", "<s>", "</s>"
 UNK_ID, BOS_ID, EOS_ID = 0, 1, 2
@@ -33,22 +33,24 @@ STREAM_BYTES = 2**20
 STREAM_TOKENS = 2**16
 
 
-def _line_chunks(path: str | os.PathLike, chunk_bytes: int = _CHUNK_BYTES
+def _line_chunks(path: str | os.PathLike, chunk_bytes: int = _CHUNK_BYTES, once: bool = False
                  ) -> Iterator[tuple[int, list[str]]]:
     """Yield ``(number of lines before, decoded lines)`` chunks of about ``chunk_bytes`` of
     ``path`` (plain or gzip; ``-`` is standard input). A leading UTF-8 byte-order mark is dropped;
     CRLF line ends split into whitespace like any other.
 
     Validates as it streams: binary data (NUL bytes), invalid UTF-8 and over-long lines raise
-    :class:`LmlabError` naming the file and line.
+    :class:`LmlabError` naming the file and line. ``once``: this is the only pass over the text
+    (standard input is then streamed, not held in memory).
     """
     lineno = 0
-    with open_binary(path) as f:
+    with open_binary(path, once=once) as f:
         while True:
             try:
                 chunk = f.readlines(chunk_bytes)
             except (OSError, EOFError) as err:
-                good = _readable_lines(path)
+                # standard input streamed once cannot be read again: count what was read
+                good = lineno if once and is_stdin(path) else _readable_lines(path)
                 raise LmlabError(f"truncated or corrupt data after line {good} ({err})", path,
                                  good + 1) from None
             if not chunk:
@@ -336,7 +338,7 @@ def iter_lines(path: str | os.PathLike, chunk_bytes: int = STREAM_BYTES
     input), about ``chunk_bytes`` at a time, checked as :func:`read_corpus` checks them; an empty
     file is an error. :func:`encode_lines` makes a chunk a stream."""
     empty = True
-    for first, lines in _line_chunks(path, chunk_bytes):
+    for first, lines in _line_chunks(path, chunk_bytes, once=True):
         if lines:
             empty = False
             yield first, lines

@@ -37,13 +37,17 @@ def strip_bom(data: bytes) -> bytes:
     return data[len(BOM):] if data.startswith(BOM) else data
 
 
-def open_binary(path: str | os.PathLike) -> IO[bytes]:
+def open_binary(path: str | os.PathLike, once: bool = False) -> IO[bytes]:
     """Open a file for reading bytes, decompressing gzip by content (not by file name).
 
     ``-`` is standard input: read whole into memory on the first open and served again on every
     later open in this process (training reads its corpus twice), gzip still told by content.
+    ``once=True`` promises a single pass: standard input is then streamed, not held in memory
+    (scoring a text of any length), unless an earlier open already holds it.
     """
     if is_stdin(path):
+        if once and _stdin_data is None:
+            return _stream_stdin()
         return _open_stdin()
     path = Path(path)
     try:
@@ -57,6 +61,32 @@ def open_binary(path: str | os.PathLike) -> IO[bytes]:
     if handle.peek(2)[:2] == GZIP_MAGIC:
         return _GzipReader(fileobj=handle, mode="rb")  # type: ignore[return-value]
     return handle
+
+
+class _Borrowed(io.RawIOBase):
+    """Reads another stream without owning it: closing this leaves standard input open."""
+
+    def __init__(self, raw: IO[bytes]) -> None:
+        self._raw = raw
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        read = getattr(self._raw, "read1", self._raw.read)
+        data = read(len(buffer))
+        buffer[:len(data)] = data
+        return len(data)
+
+
+def _stream_stdin() -> IO[bytes]:
+    stream = getattr(sys.stdin, "buffer", None)
+    if stream is None:
+        raise LmlabError("standard input is not available", STDIN)
+    stream = io.BufferedReader(_Borrowed(stream))
+    if stream.peek(2)[:2] == GZIP_MAGIC:
+        return _GzipReader(fileobj=stream, mode="rb")  # type: ignore[return-value]
+    return stream
 
 
 def _open_stdin() -> IO[bytes]:

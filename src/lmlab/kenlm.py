@@ -214,7 +214,8 @@ class Model:
         self._order = N
         self._stoi = dict(vocab.stoi)
         self._btoi = {w.encode("utf-8", "surrogateescape"): i for w, i in vocab.stoi.items()}
-        self._begin = (BOS_ID + 1) * V
+        # <s> as context; an order-1 model has no context at all (KenLM's state is empty)
+        self._begin = (BOS_ID + 1) * V if N > 1 else 0
         self._null = 0
 
     # -- KenLM's API ---------------------------------------------------------------------------

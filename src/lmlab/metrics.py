@@ -26,6 +26,7 @@ from one sentence to the next; it is scored on the whole stream at once, as befo
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import math
 import os
@@ -279,11 +280,12 @@ def score_lines(model: LanguageModel, path: str | os.PathLike, *, jobs: int = 1,
     if model_path is None:
         raise LmlabError("scoring with jobs > 1 needs the model's file (model_path): each worker "
                          "process loads it")
-    yield from _score_in_processes(os.fspath(model_path), path, jobs, chunk_bytes)
+    yield from _score_in_processes(os.fspath(model_path), path, jobs, chunk_bytes,
+                                   _fingerprint(model))
 
 
-def _score_in_processes(model_path: str, path: str | os.PathLike, jobs: int, chunk_bytes: int
-                        ) -> Iterator[LineScores]:
+def _score_in_processes(model_path: str, path: str | os.PathLike, jobs: int, chunk_bytes: int,
+                        fingerprint: str) -> Iterator[LineScores]:
     """The lines of ``path`` read here (``chunk_bytes`` at a time), encoded and scored by
     ``jobs`` worker processes, yielded in input order; at most ``2 * jobs`` chunks in flight, so
     memory stays bounded."""
@@ -294,7 +296,8 @@ def _score_in_processes(model_path: str, path: str | os.PathLike, jobs: int, chu
     # spawn: clean workers that load the model themselves (a memory-mapped model's pages are
     # then shared by the page cache), whatever threads this process runs
     pool = ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn"),
-                               initializer=_worker_init, initargs=(model_path,))
+                               initializer=_worker_init,
+                               initargs=(model_path, fingerprint))
     pending: deque = deque()
     try:
         for first, lines in iter_lines(path, chunk_bytes):
@@ -310,16 +313,36 @@ def _score_in_processes(model_path: str, path: str | os.PathLike, jobs: int, chu
 
 
 _worker_model = None  # the model of a scoring worker process, loaded once by _worker_init
+_worker_error: LmlabError | None = None  # why it could not be, said by every task instead
 
 
-def _worker_init(model_path: str) -> None:
-    global _worker_model
+def _fingerprint(model: LanguageModel) -> str:
+    """Vocabulary, order and smoothing of ``model``, the same in every process (``hash`` is not):
+    a worker checks that the file it loaded holds the model being scored (in any of its formats:
+    an ``.lm`` here and its binary form in the workers is fine)."""
+    meta = getattr(model, "meta", None) or {}
+    text = "\n".join([str(getattr(model, "order", "")), str(meta.get("smoothing", "")),
+                      *model.vocab.itos])
+    return hashlib.sha256(text.encode("utf-8", "surrogateescape")).hexdigest()
+
+
+def _worker_init(model_path: str, fingerprint: str) -> None:
+    global _worker_model, _worker_error
     from lmlab.models import load_model
 
-    _worker_model = load_model(model_path)
+    try:
+        model = load_model(model_path)
+        if not streams_by_sentence(model) or _fingerprint(model) != fingerprint:
+            raise LmlabError("not the model being scored (each worker process loads it from "
+                             "its file)", model_path)
+        _worker_model = model
+    except LmlabError as err:  # raised in the first task, so the user sees this one line
+        _worker_error = err
 
 
 def _worker_score(path: str, first: int, lines: list[str]) -> LineScores:
+    if _worker_error is not None:
+        raise _worker_error
     stream = encode_lines(lines, _worker_model.vocab, path, first)
     return LineScores.of(_worker_model.logprobs(stream), stream, first)
 

@@ -385,3 +385,25 @@ def test_ptb_5gram_binary_scores_exactly(data_root, tmp_path):
     assert exact == pytest.approx(141.19, abs=0.01)  # KenLM's figure
     q8 = load_model(tmp_path / "ptb5q.bin").perplexity(test).perplexity
     assert abs(q8 / exact - 1) < 0.002  # KenLM -q 8 -b 8: 141.19 -> 141.11
+
+
+def test_crafted_index_cannot_hang_or_read_past_its_ngrams(files, capsys):
+    """A probe count beyond the table would loop (almost) for ever on a full table; a slot that
+    points past the n-grams would index out of bounds: both are one-line errors."""
+    def endless(h):
+        h["probes"]["2"] = 2**62
+
+    broken(files, capsys, endless, "bad index of the 2-grams")
+    path = files / "broken.bin"
+    path.write_bytes((files / "m.bin").read_bytes())
+    model = load_model(path)
+    table = model.key_index(2).table
+    data = bytearray(path.read_bytes())
+    hlen = PREFIX.unpack(bytes(data[:ALIGN]))[2]
+    sections = json.loads(bytes(data[ALIGN:ALIGN + hlen]))["sections"]
+    start = next(s[2] for s in sections if s[0] == "index2")  # (name, dtype, offset, count)
+    slots = np.frombuffer(data, dtype=table.dtype, count=len(table), offset=start).copy()
+    slots[slots >= 0] = len(model.keys[1]) + 5
+    data[start:start + slots.nbytes] = slots.tobytes()
+    path.write_bytes(bytes(data))
+    assert "points past its n-grams" in fails(capsys, "eval", path, files / "test.txt")

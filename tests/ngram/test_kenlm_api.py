@@ -236,3 +236,20 @@ def test_models_without_backoff_form_are_errors(tmp_path, tiny_arpas):
     with pytest.raises(LmlabError, match="no such file"):
         lk.Model(tmp_path / "missing.arpa")
 
+
+
+def test_order_one_model_scores_like_lmlab(tmp_path):
+    """KenLM itself refuses unigram models; lmlab.kenlm scores them (the state is always empty)."""
+    import lmlab
+
+    lm = lmlab.train_ngram(["a b c", "b c a", "c c"], order=1, smoothing="wb")
+    lm.save(tmp_path / "m1.lm")
+    model = lk.Model(str(tmp_path / "m1.lm"))
+    for sentence in ["a b", "", "zz a"]:
+        want = sum(t.log10prob for t in lm.token_logprobs(sentence))
+        assert model.score(sentence) == pytest.approx(want, abs=1e-5)
+        assert all(n == 1 for _, n, _ in model.full_scores(sentence))
+    state, out = lk.State(), lk.State()
+    model.BeginSentenceWrite(state)
+    model.BaseScore(state, "a", out)
+    assert state == out == lk.State()

@@ -20,7 +20,7 @@ import types
 import warnings
 from collections.abc import Callable
 
-from lmlab.errors import LmlabWarning
+from lmlab.errors import LmlabError, LmlabWarning
 
 
 class _Group:
@@ -56,6 +56,8 @@ class Compiled:
         if self.group.failed is None:
             try:
                 return self.compiled(*args, **kwargs)
+            except LmlabError:
+                raise  # the user's mistake (a bad state shape...), not the compiler's
             except Exception as err:  # noqa: BLE001 - any failure: eager, with one warning
                 self.group.fail(err)
         return self.fn(*args, **kwargs)

@@ -94,6 +94,9 @@ class StoredIndex:
         slot = _first_slot(query, slots)
         for _ in range(self.probes):  # no stored key is further from its first slot
             pos = self.table[slot].astype(np.int64)
+            if (pos >= len(self.keys)).any():  # a damaged or crafted file, not lmlab's writer
+                raise LmlabError("corrupt binary model: an index slot points past its n-grams "
+                                 "(check it with lmlab ngram build-binary --verify)")
             filled = pos >= 0
             hit = filled & (np.take(self.keys, pos, mode="clip") == query[todo])
             out[todo[hit]] = pos[hit]
@@ -317,7 +320,7 @@ def _read_prefix(path, f) -> tuple[int, int, int, bytes, int]:
 def _read_header(path, f, hlen: int) -> dict:
     try:
         header = json.loads(f.read(hlen).decode("utf-8"))
-    except (UnicodeDecodeError, ValueError):
+    except (UnicodeDecodeError, ValueError, RecursionError):
         raise LmlabError("corrupt binary model: unreadable header", path) from None
     ok = isinstance(header, dict) and isinstance(header.get("meta"), dict) and \
         isinstance(header.get("sections"), list) and isinstance(header.get("order"), int) and \
@@ -398,7 +401,8 @@ def _assemble(path, mm, header: dict, sections: dict[str, np.ndarray]):
         if n >= 2:
             table = get(f"index{n}", None, ("<i4", "<i8"))
             probes = header["probes"].get(str(n))
-            if len(table) <= len(k) or not isinstance(probes, int) or probes < 1:
+            if len(table) <= len(k) or not isinstance(probes, int) or \
+                    not 1 <= probes <= len(table):  # a crafted count must not loop for ever
                 raise LmlabError(f"corrupt binary model: bad index of the {n}-grams", path)
             indexes[n] = StoredIndex(k, table, probes)
     raw = get("vocab", None, ("u1",))
