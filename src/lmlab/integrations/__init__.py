@@ -1,0 +1,1 @@
+"""Adapters that plug lmlab models into other libraries (``lmlab.integrations.pyctcdecode``)."""
