@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Build KenLM's `lmplz` and `query` command-line binaries OUTSIDE the repo,
+# Build KenLM's `lmplz`, `query` and `build_binary` command-line binaries OUTSIDE the repo,
 # for use as benchmark peers. Source comes from the kenlm sdist on PyPI
 # (it ships the full KenLM C++ tree, including lm/builder).
 #
@@ -19,7 +19,7 @@ DL_DIR="$KENLM_DIR/download"
 SRC_DIR="$KENLM_DIR/src"
 BUILD_DIR="$KENLM_DIR/build"
 
-have_bins() { [[ -x "$BIN_DIR/lmplz" && -x "$BIN_DIR/query" ]]; }
+have_bins() { [[ -x "$BIN_DIR/lmplz" && -x "$BIN_DIR/query" && -x "$BIN_DIR/build_binary" ]]; }
 
 if have_bins; then
     echo "KenLM binaries already present. Add to PATH:" >&2
@@ -31,7 +31,8 @@ fi
 SUDO=""
 if [[ "$(id -u)" -ne 0 ]]; then SUDO="sudo"; fi
 echo ">> installing build dependencies via apt" >&2
-$SUDO apt-get update >&2
+# A failed index refresh (e.g. no gpgv) is not fatal: the cached package lists often suffice.
+$SUDO apt-get update >&2 || echo "warning: apt-get update failed; using cached package lists" >&2
 $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y \
     cmake libboost-program-options-dev libboost-system-dev \
     libboost-thread-dev libboost-test-dev zlib1g-dev libbz2-dev \
@@ -60,13 +61,14 @@ if [[ ! -f "$SRC_DIR/CMakeLists.txt" || ! -d "$SRC_DIR/lm/builder" ]]; then
 fi
 
 # --- build --------------------------------------------------------------------
-echo ">> building lmplz and query (make -j$JOBS)" >&2
+echo ">> building lmplz, query and build_binary (make -j$JOBS)" >&2
 rm -rf "$BUILD_DIR"
 cmake -S "$SRC_DIR" -B "$BUILD_DIR" -DCMAKE_BUILD_TYPE=Release >&2
-make -C "$BUILD_DIR" -j"$JOBS" lmplz query >&2
+make -C "$BUILD_DIR" -j"$JOBS" lmplz query build_binary >&2
 
 mkdir -p "$BIN_DIR"
-install -m 0755 "$BUILD_DIR/bin/lmplz" "$BUILD_DIR/bin/query" "$BIN_DIR/"
+install -m 0755 "$BUILD_DIR/bin/lmplz" "$BUILD_DIR/bin/query" \
+    "$BUILD_DIR/bin/build_binary" "$BIN_DIR/"
 have_bins
 echo "KenLM binaries built. Add to PATH:" >&2
 echo "$BIN_DIR"
