@@ -14,7 +14,7 @@ import math
 import sys
 import warnings
 
-from lmlab.cli_base import STDIN_HELP, HelpFormatter, Parser, add_command, split_words
+from lmlab.cli_base import MODEL_HELP, STDIN_HELP, HelpFormatter, Parser, add_command, split_words
 from lmlab.errors import LmlabError, LmlabWarning, file_label
 
 EXIT_USER_ERROR = 2
@@ -56,7 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
                     description="Perplexity, cross-entropy and OOV count of a model on a text "
                     "file (one sentence per line; every word and </s> is predicted). N-gram "
                     "models read the text in pieces: memory does not grow with the text.")
-    e.add_argument("model", help="lmlab model file, ARPA file, checkpoint or mixture")
+    e.add_argument("model", help=MODEL_HELP)
     e.add_argument("text", help=f"text, one sentence per line (.gz ok; {STDIN_HELP})")
     e.add_argument("--json", action="store_true", help="print one JSON object")
     _add_streaming_options(e)
@@ -72,7 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "perplexity), in input order, on standard output or in --per-line FILE, as "
                     "KenLM's query scores standard input; example: lmlab score ptb5.lm --text "
                     "web.txt.gz --per-line scores.jsonl --jobs 4")
-    s.add_argument("model", help="lmlab model file, ARPA file, checkpoint or mixture")
+    s.add_argument("model", help=MODEL_HELP)
     s.add_argument("sentence", nargs="*", help="the sentence (separate words, or one quoted "
                    "string); not with --text")
     s.add_argument("--text", metavar="FILE",
@@ -85,7 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
     g = add_command(sub, "generate", "lmlab generate ptb5.lm --words 30 --temperature 0.8 "
                     "--seed 1", help="sample text from a model",
                     description="Sample sentences from a model, one per line.")
-    g.add_argument("model", help="lmlab model file, ARPA file, checkpoint or mixture")
+    g.add_argument("model", help=MODEL_HELP)
     g.add_argument("--words", type=int, default=50, metavar="N", help="words to sample")
     g.add_argument("--temperature", type=float, default=1.0, metavar="T",
                    help="divide log-probabilities by T (< 1: safer, > 1: wilder)")
@@ -164,7 +164,7 @@ def _report_text(args, model) -> int:
          "normalised": getattr(model, "normalised", True)}
     # Bidirectional checkpoints: backward/cloze numbers BESIDE the left-to-right ones.
     extra = {}
-    if hasattr(model, "extra_metrics"):
+    if getattr(model, "bidirectional", False):  # its backward and cloze numbers read the text
         from lmlab.corpus import read_corpus
 
         extra = model.extra_metrics(read_corpus(args.text, model.vocab))

@@ -41,6 +41,9 @@ def add_command(sub, name: str, example: str, **kwargs) -> argparse.ArgumentPars
                           **kwargs)
 
 
+MODEL_HELP = "any model file: lmlab n-gram (.lm or binary), ARPA, neural checkpoint, mixture"
+
+
 def split_words(args: list[str]) -> list[str]:
     """Words given on the command line, as separate arguments or quoted together: the one rule
     for every command that takes words (``score``, ``ngram next``)."""

@@ -90,12 +90,19 @@ def _readable_lines(path: str | os.PathLike) -> int:
     return count
 
 
+def check_words(words: Sequence[str], path: str | os.PathLike | None = None,
+                line: int | None = None) -> None:
+    """Raise :class:`LmlabError` if a sentence boundary is written among ``words`` (lmlab adds
+    them itself; a literal one would change what is counted)."""
+    word = next((t for t in words if t in RESERVED), None)
+    if word:
+        raise LmlabError(f"reserved token {word!r} inside a sentence; lmlab adds sentence "
+                         "boundaries itself", path, line)
+
+
 def _check_reserved(path, first: int, lines: list[str]) -> None:
     for i, line in enumerate(lines):
-        word = next((t for t in line.split() if t in RESERVED), None)
-        if word:
-            raise LmlabError(f"reserved token {word!r} inside a sentence; lmlab adds sentence "
-                             "boundaries itself", path, first + i + 1)
+        check_words(line.split(), path, first + i + 1)
 
 
 def iter_sentences(path: str | os.PathLike) -> Iterator[list[str]]:

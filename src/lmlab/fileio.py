@@ -46,9 +46,7 @@ def open_binary(path: str | os.PathLike, once: bool = False) -> IO[bytes]:
     (scoring a text of any length), unless an earlier open already holds it.
     """
     if is_stdin(path):
-        if once and _stdin_data is None:
-            return _stream_stdin()
-        return _open_stdin()
+        return _decompressed(_open_stdin(once))
     path = Path(path)
     try:
         handle = open(path, "rb")  # noqa: SIM115 - returned to the caller
@@ -58,6 +56,11 @@ def open_binary(path: str | os.PathLike, once: bool = False) -> IO[bytes]:
         raise LmlabError("is a directory, expected a file", path) from None
     except PermissionError:
         raise LmlabError("permission denied", path) from None
+    return _decompressed(handle)
+
+
+def _decompressed(handle: io.BufferedReader) -> IO[bytes]:
+    """``handle``, through gzip where its first bytes say it is compressed."""
     if handle.peek(2)[:2] == GZIP_MAGIC:
         return _GzipReader(fileobj=handle, mode="rb")  # type: ignore[return-value]
     return handle
@@ -79,30 +82,21 @@ class _Borrowed(io.RawIOBase):
         return len(data)
 
 
-def _stream_stdin() -> IO[bytes]:
-    stream = getattr(sys.stdin, "buffer", None)
-    if stream is None:
-        raise LmlabError("standard input is not available", STDIN)
-    stream = io.BufferedReader(_Borrowed(stream))
-    if stream.peek(2)[:2] == GZIP_MAGIC:
-        return _GzipReader(fileobj=stream, mode="rb")  # type: ignore[return-value]
-    return stream
-
-
-def _open_stdin() -> IO[bytes]:
+def _open_stdin(once: bool) -> io.BufferedReader:
+    """Standard input: streamed for a single pass (``once``), else read whole, kept, and served
+    again on every later open (as it is whenever an earlier open kept it)."""
     global _stdin_data
     if _stdin_data is None:
         stream = getattr(sys.stdin, "buffer", None)
         if stream is None:
             raise LmlabError("standard input is not available", STDIN)
+        if once:
+            return io.BufferedReader(_Borrowed(stream))
         try:
             _stdin_data = stream.read()
         except OSError as err:
             raise LmlabError(f"cannot read standard input ({err})", STDIN) from None
-    handle = io.BufferedReader(io.BytesIO(_stdin_data))
-    if _stdin_data[:2] == GZIP_MAGIC:
-        return _GzipReader(fileobj=handle, mode="rb")  # type: ignore[return-value]
-    return handle
+    return io.BufferedReader(io.BytesIO(_stdin_data))
 
 
 class _GzipReader(gzip.GzipFile):
@@ -149,6 +143,9 @@ def _proc_umask() -> int | None:
     return None
 
 
+_HAVE_PROC_UMASK = _proc_umask() is not None  # this system reports the umask as it is now
+
+
 def _read_umask() -> int:
     """The process umask: from /proc where the system says it; elsewhere set and restored once,
     at import (``os.umask`` is the only portable reader, and it is process-wide: done once,
@@ -167,11 +164,8 @@ def created_mode(umask: int | None = None) -> int:
     """The permission bits a plain ``open(path, "w")`` would give a new file: 0o666 less the
     umask (the current one where /proc tells it, else the one at import, unless given)."""
     if umask is None:
-        umask = _proc_umask() if _HAVE_PROC_UMASK else UMASK
+        umask = _proc_umask()
     return 0o666 & ~(UMASK if umask is None else umask)
-
-
-_HAVE_PROC_UMASK = _proc_umask() is not None
 
 
 @contextlib.contextmanager

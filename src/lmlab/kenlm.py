@@ -40,11 +40,10 @@ import numpy as np
 
 from lmlab.corpus import BOS_ID, UNK_ID
 from lmlab.errors import LmlabError
-from lmlab.ngram.arpa import MISSING_UNK_LOGP
+from lmlab.ngram.arpa import LOG_ZERO, insert_ngrams, table_word_ids
 
 __all__ = ["Model", "LanguageModel", "State", "FullScoreReturn", "Config", "LoadMethod"]
 
-LOG_ZERO = -99.0  # how ARPA files (and so KenLM) write log10(0)
 _F32 = struct.Struct("f")  # unpack(pack(x))[0]: x rounded to float32, as KenLM computes
 
 
@@ -155,11 +154,9 @@ class Model:
             raise LmlabError(f"{kind} is not a backoff n-gram model: KenLM's query API (states "
                              "and backoffs) needs one (an ARPA file or an lmlab n-gram model)",
                              where)
-        # An ARPA file without <unk>: KenLM substitutes one (log10 probability -100) whose zero
+        # An ARPA file without <unk> (the reader notes it): KenLM substitutes one whose zero
         # backoff counts as an extension, so the state after an unknown word keeps it.
-        missing_unk = getattr(model, "meta", {}).get("smoothing") == "arpa" and \
-            model.logp[0][UNK_ID] == MISSING_UNK_LOGP and model.bow[0][UNK_ID] == 0
-        self._build(*tables, missing_unk=missing_unk)
+        self._build(*tables, missing_unk=bool(model.meta.get("missing_unk")))
 
     # -- tables --------------------------------------------------------------------------------
     def _build(self, keys, logp, bow, vocab, missing_unk: bool = False) -> None:
@@ -390,19 +387,8 @@ def _add_missing_suffixes(keys: list, logp: list, bow: list, V: int) -> None:
     """Add, as KenLM does when it reads such a file, every n-gram that a longer n-gram ends with
     but the model lacks (SRILM-style pruning): its probability backed off, backoff 0. Works on
     the lists given (new arrays; the model's own are not modified)."""
-    from lmlab.ngram.arpa import _insert_missing_contexts, ngram_word_ids
-
-    class _Shape:  # what ngram_word_ids reads
-        def __init__(self) -> None:
-            self.keys, self.order, self.vocab = keys, len(keys), range(V)
-
     for n in range(len(keys), 2, -1):  # top down: added n-grams are checked one order lower
-        suffix = _suffixes(keys, V)[n - 1]
-        if not (suffix < 0).any():
-            continue
-        rows = ngram_word_ids(_Shape())[n - 1][suffix < 0][:, 1:]
-        rows = np.unique(rows, axis=0)
-        # Insert each missing suffix (and any missing prefix of it) as the context of a dummy
-        # longer row: lmlab's ARPA reader does the same for missing contexts.
-        pending = np.column_stack([rows, np.full(len(rows), UNK_ID, dtype=np.int64)])
-        _insert_missing_contexts(keys, logp, bow, V, pending, pending)
+        suffix = _suffixes(keys[:n], V)[n - 1]
+        if (suffix < 0).any():  # each missing suffix, and any missing prefix of it
+            rows = table_word_ids(keys[:n], V)[n - 1][suffix < 0][:, 1:]
+            insert_ngrams(keys, logp, bow, V, np.unique(rows, axis=0))

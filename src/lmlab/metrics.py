@@ -41,11 +41,11 @@ import numpy as np
 
 from lmlab.corpus import (
     EOS_ID,
-    RESERVED,
     STREAM_BYTES,
     STREAM_TOKENS,
     TokenStream,
     Vocabulary,
+    check_words,
     encode_lines,
     iter_corpus,
     iter_lines,
@@ -408,10 +408,7 @@ def token_table(model: LanguageModel, words: list[str]) -> list[dict]:
     """Per-token report for one sentence (its words, then ``</s>``): one dict per predicted
     token with keys ``token``, ``oov`` (outside the vocabulary), ``logprob`` (natural log),
     ``log10prob`` and ``bits`` (-log2 p)."""
-    reserved = [w for w in words if w in RESERVED]
-    if reserved:
-        raise LmlabError(f"reserved token {reserved[0]!r} inside the sentence; lmlab adds "
-                         "sentence boundaries itself")
+    check_words(words)
     stream = TokenStream.from_sentences([words], model.vocab)
     lp = model.logprobs(stream)
     names = list(words) + ["</s>"]

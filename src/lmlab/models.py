@@ -20,7 +20,7 @@ from lmlab.errors import LmlabError
 from lmlab.fileio import head_bytes, strip_bom
 
 ZIP_MAGIC = b"PK\x03\x04"
-BINARY_MAGIC = b"LMLABBIN"  # lmlab.ngram.binary.MAGIC, not imported: that loads the n-gram code
+BINARY_MAGIC = b"LMLABBIN"  # lmlab.ngram.binary's files start so (defined here: light to import)
 
 
 def detect_format(path: str | os.PathLike) -> str | None:

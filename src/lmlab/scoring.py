@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
-from lmlab.corpus import BOS_ID, RESERVED, TokenStream, Vocabulary
+from lmlab.corpus import BOS_ID, TokenStream, Vocabulary, check_words
 from lmlab.errors import LmlabError
 
 if TYPE_CHECKING:
@@ -64,10 +64,7 @@ def tokens_of(sentence: Sentence) -> list[str]:
         words = list(sentence)
         if not all(isinstance(w, str) for w in words):
             raise LmlabError("a sentence given as a list must hold str tokens")
-    reserved = [w for w in words if w in RESERVED]
-    if reserved:
-        raise LmlabError(f"reserved token {reserved[0]!r} inside the sentence; lmlab adds "
-                         "sentence boundaries itself")
+    check_words(words)
     return words
 
 

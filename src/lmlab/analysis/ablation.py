@@ -109,13 +109,9 @@ def run_one(data: str, runs_dir: str, variant: str, seed: int,
     also written to ``runs_dir/NAME.json`` (atomically, last: its presence means done); None
     when Ctrl-C stopped it (its checkpoint is saved). ``own_process``: this is a worker process
     of the study's, whose process-wide settings (threads, allocator) the run may set for good."""
-    import torch
-
     from lmlab.neural.data import load_corpus
     from lmlab.neural.trainer import Trainer, TrainingInterrupted
 
-    if own_process:
-        torch.set_num_threads(study.threads)
     if (Path(runs_dir) / STOP).exists():  # the study was interrupted while this run waited
         return None
     name = run_name(variant, seed)

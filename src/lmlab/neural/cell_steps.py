@@ -1,5 +1,4 @@
-"""The step loops of one LSTM layer (:class:`lmlab.neural.cells._LSTMLayer`) and the matrix
-products they use.
+"""The step loops of one LSTM layer (:class:`lmlab.neural.cells._LSTMLayer`).
 
 ``forward_ops``/``backward_ops`` run the steps as torch ops (any dtype and device). The forward
 saves these tensors for the backward pass: ``A [T, B, G*H]`` the gate activations of every
@@ -14,12 +13,6 @@ from __future__ import annotations
 
 import torch
 from torch import Tensor
-
-
-def weight_grads(dG: Tensor, inputs: list[tuple[int, Tensor]]) -> list[Tensor]:
-    """``dG[:, :n].T @ inp`` for each ``(n, inp)`` of ``inputs`` (``inp [N, n_in]``, ``n`` its
-    number of pre-activation columns): the weight gradients over all steps, one product each."""
-    return [torch.mm(dG[:, :n].t(), inp) for n, inp in inputs]
 
 
 def to_previous_step(t: int, dG_t: Tensor, d_outl, a0: Tensor | None, w_hh: Tensor,
@@ -124,7 +117,7 @@ def forward_ops(x, h0, c0, a0, w_ih, w_hh, b, p, w_gg, spec):
     return hs, A, C, S
 
 
-def backward_ops(x, h0, a0, w_hh, p, w_gg, A, C, S, d_out, d_hN, d_cN, d_aN, spec, need_dh0):
+def backward_ops(x, a0, w_hh, p, w_gg, A, C, S, d_out, d_hN, d_cN, d_aN, spec, need_dh0):
     """Backward through time as torch ops: ``(dG, dh0, dc0, da0, db, dp)``, ``dG`` the gradients
     of the pre-activations of every step, ``db, dp`` those of the bias and the peepholes."""
     T, B, _ = x.shape

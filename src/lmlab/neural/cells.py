@@ -87,8 +87,7 @@ from torch import Tensor, nn
 
 from lmlab.errors import LmlabError
 from lmlab.neural import cell_steps as steps
-
-VARIANTS = ("vanilla", "nig", "nfg", "nog", "niaf", "noaf", "np", "cifg", "fgr")
+from lmlab.neural.config import VARIANTS
 
 _GATE_ORDER = ("o", "i", "f", "z")  # packed order: gates that see c_t first, then those fed by dc
 
@@ -117,7 +116,6 @@ class _Spec:
     """Static description of one layer's computation (plain data, no tensors)."""
 
     def __init__(self, variant: str, hidden: int) -> None:
-        self.variant = variant
         self.H = H = hidden
         self.gates = variant_gates(variant)
         self.G = len(self.gates)
@@ -168,7 +166,7 @@ class _LSTMLayer(torch.autograd.Function):
         # gradients of unused outputs (mostly hN, cN: the carried state is detached) arrive as
         # None, not as zero tensors the backward would add and copy
         ctx.set_materialize_grads(False)
-        ctx.save_for_backward(x, h0, a0, w_ih, w_hh, p, w_gg, hs, A, C, S)
+        ctx.save_for_backward(x, a0, w_ih, w_hh, p, w_gg, hs, A, C, S)  # (h0 is hs[0])
         out = hs[1:]
         hN = hs[T].clone()
         cN = C[T].clone()
@@ -181,29 +179,24 @@ class _LSTMLayer(torch.autograd.Function):
     @torch.autograd.function.once_differentiable
     def backward(ctx, d_out, d_hN, d_cN, d_aN):
         spec = ctx.spec
-        x, h0, a0, w_ih, w_hh, p, w_gg, hs, A, C, S = ctx.saved_tensors
+        x, a0, w_ih, w_hh, p, w_gg, hs, A, C, S = ctx.saved_tensors
         T, B, _ = x.shape
         H, G = spec.H, spec.G
         needs = ctx.needs_input_grad
         d_out = torch.zeros_like(hs[1:]) if d_out is None else d_out.contiguous()
         dG, dh, dc, da, db, dp = steps.backward_ops(
-            x, h0, a0, w_hh, p, w_gg, A, C, S, d_out, d_hN, d_cN, d_aN, spec, needs[1])
+            x, a0, w_hh, p, w_gg, A, C, S, d_out, d_hN, d_cN, d_aN, spec, needs[1])
 
         # --- parameter and input gradients: one product over all steps each ------------------
         dG2 = dG.view(T * B, G * H)
         dx = torch.mm(dG2, w_ih).view_as(x) if needs[0] else None
-        products = []  # (columns of dG, input over all steps) of each weight gradient
-        if needs[4]:
-            products.append((G * H, x.view(T * B, -1)))
-        if needs[5]:  # h_{t-1} for all t
-            products.append((G * H, hs[:-1].reshape(T * B, H)))
+        dw_ih = dG2.t() @ x.view(T * B, -1) if needs[4] else None
+        dw_hh = dG2.t() @ hs[:-1].reshape(T * B, H) if needs[5] else None  # h_{t-1} for all t
+        dw_gg = None
         if spec.fgr and needs[8]:  # gate activations (o, i, f) of the previous step for all t
             a_first = a0.unsqueeze(0) if a0 is not None else x.new_zeros(1, B, 3 * H)
-            products.append((3 * H, torch.cat([a_first, A[:-1, :, : 3 * H]]).view(T * B, 3 * H)))
-        grads = iter(steps.weight_grads(dG2, products))
-        dw_ih = next(grads) if needs[4] else None
-        dw_hh = next(grads) if needs[5] else None
-        dw_gg = next(grads) if spec.fgr and needs[8] else None
+            a_prev = torch.cat([a_first, A[:-1, :, : 3 * H]]).view(T * B, 3 * H)
+            dw_gg = dG2[:, : 3 * H].t() @ a_prev
         da0 = da if spec.fgr and a0 is not None and needs[3] else None
         return (dx, dh, dc if needs[2] else None, da0, dw_ih, dw_hh, db if needs[6] else None,
                 dp if needs[7] else None, dw_gg, None)

@@ -19,10 +19,9 @@ import sys
 
 from lmlab.errors import LmlabError
 from lmlab.fileio import json_safe
-from lmlab.neural.config import MODEL_TYPES, OPTIMIZERS, RunConfig
+from lmlab.neural.config import MODEL_TYPES, OPTIMIZERS, VARIANTS, RunConfig, flag_name
 
-# Greff et al.'s LSTM variants, torch-free for the parsers (= cells.VARIANTS; a test checks).
-LSTM_VARIANTS = ("vanilla", "nig", "nfg", "nog", "niaf", "noaf", "np", "cifg", "fgr")
+LSTM_VARIANTS = VARIANTS  # (the name the ablation's parser imports)
 # flag dest -> (section, field)
 FLAGS = {
     "emsize": ("model", "emsize"), "hidden": ("model", "hidden"), "layers": ("model", "layers"),
@@ -197,7 +196,7 @@ def resume_summary(saved: RunConfig, config: RunConfig) -> str:
 
 def _as_flag(key: str, value=None) -> str:
     """``--key VALUE`` (``--key``/``--no-key`` for a switch); ``--key`` when no value."""
-    flag = f"--{key.replace('_', '-')}"
+    flag = flag_name(key)
     if isinstance(value, bool):
         return flag if value else f"--no-{flag[2:]}"
     return flag if value is None else f"{flag} {value}"
@@ -221,10 +220,6 @@ def cmd_train(args) -> int:
     )
 
     check_train_options(config)  # before reading the data: a typo fails at once
-    if config.train.threads:
-        import torch
-
-        torch.set_num_threads(config.train.threads)
     corpus = load_corpus(data_folder(args.data))
     trainer = Trainer(config, corpus, args.output, resume=args.resume, overwrite=args.overwrite,
                       progress=sys.stderr.isatty(), log=lambda line: print(line, file=sys.stderr),

@@ -14,6 +14,13 @@ from pathlib import Path
 from lmlab.errors import LmlabError
 
 MODEL_TYPES = ("nnlm", "rnn_tanh", "rnn_relu", "irnn", "lstm", "gru")
+# Greff et al.'s LSTM variants (lmlab.neural.cells); here, torch-free, for the parsers too
+VARIANTS = ("vanilla", "nig", "nfg", "nog", "niaf", "noaf", "np", "cifg", "fgr")
+
+
+def flag_name(key: str) -> str:
+    """The command-line flag of a configuration field: ``batch_size`` -> ``--batch-size``."""
+    return f"--{key.replace('_', '-')}"
 OPTIMIZERS = ("sgd", "adam", "adamw")
 
 

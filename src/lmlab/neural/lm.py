@@ -132,15 +132,20 @@ class NeuralLM(Scoring):
         d["parameters"] = sum(p.numel() for p in self.model.parameters())
         return d
 
+    @property
+    def bidirectional(self) -> bool:
+        """Whether :meth:`extra_metrics` has anything to say (a bidirectional model)."""
+        from lmlab.neural.bidirectional import BidirectionalLM
+
+        return isinstance(self.model, BidirectionalLM)
+
     def extra_metrics(self, stream: TokenStream) -> dict:
         """Numbers beside the left-to-right ones: empty for a unidirectional model. A
         bidirectional model adds, over the same stream (whole-stream context, batch 1):
         ``backward_perplexity`` (right-to-left LM), ``cloze_accuracy`` and ``cloze_perplexity``
         (each word predicted from both sides). These see words to the right of the one predicted:
         they are NOT left-to-right LM scores and never replace ``perplexity``."""
-        from lmlab.neural.bidirectional import BidirectionalLM
-
-        if not isinstance(self.model, BidirectionalLM) or len(stream) == 0:
+        if not self.bidirectional or len(stream) == 0:
             return {}
         _, targets = stream_tensors(stream)
         targets = targets.to(self.device)

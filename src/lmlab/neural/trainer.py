@@ -63,6 +63,7 @@ from lmlab.corpus import TokenStream, Vocabulary
 from lmlab.errors import LmlabError
 from lmlab.fileio import check_output_path
 from lmlab.metrics import safe_exp, summarize
+from lmlab.neural.base import detach_state
 from lmlab.neural.checkpoint import (
     get_rng_state,
     load_checkpoint,
@@ -71,7 +72,7 @@ from lmlab.neural.checkpoint import (
     to_cpu,
     to_device,
 )
-from lmlab.neural.config import RunConfig
+from lmlab.neural.config import RunConfig, flag_name
 from lmlab.neural.data import Corpus, batchify, bptt_windows
 from lmlab.neural.heap import keep_freed_memory
 from lmlab.neural.lm import NeuralLM, model_from_checkpoint, resolve_device
@@ -238,7 +239,7 @@ class Trainer:
                     old[section][key] = value
                 elif old[section].get(key) != value:
                     raise LmlabError(
-                        f"--{key.replace('_', '-')} {value!r} differs from the checkpoint's "
+                        f"{flag_name(key)} {value!r} differs from the checkpoint's "
                         f"{old[section].get(key)!r}; a resumed run keeps its configuration "
                         f"(only {_resumable_flags()} may change)", self.out)
         itos = data["vocab"]
@@ -380,16 +381,16 @@ class Trainer:
         start, end = self.windows[0]
         x = self.inputs[start:end].to(self.device)
         y = self.targets[start:end].to(self.device)
-        cuda = self.device.type == "cuda"
-        devices = [self.device.index if self.device.index is not None
-                   else torch.cuda.current_device()] if cuda else []
 
         def probe() -> None:
-            with torch.random.fork_rng(devices=devices):
+            rng = get_rng_state()
+            try:
                 self.model.train()
                 state = self.model.init_state(self.config.train.batch_size, self.device)
                 loss, _ = self.model.loss(x, y, state)
                 loss.backward()
+            finally:
+                set_rng_state(rng)
             self.model.zero_grad(set_to_none=True)
 
         what, seconds = compile_model(self.model, probe)
@@ -445,7 +446,7 @@ class Trainer:
         self.model.train()
         state = self.state if self.state is not None else \
             self.model.init_state(t.batch_size, self.device)
-        state = _detach(state)
+        state = detach_state(state)
         self.optimizer.zero_grad(set_to_none=True)
         loss, new_state = self.model.loss(x, y, state)
         loss_value = float(loss.detach())
@@ -466,7 +467,7 @@ class Trainer:
         parts = {k: float(v) for k, v in (getattr(self.model, "last_loss_parts", None)
                                           or {}).items()}
         lm_loss = parts.get("forward", loss_value)
-        self.state = _detach(new_state)
+        self.state = detach_state(new_state)
         self.position += 1
         self.step += 1
         self.loss_sum += lm_loss * tokens
@@ -679,11 +680,5 @@ def _epoch_validation(epoch_record: dict) -> dict:
 
 
 def _resumable_flags() -> str:
-    return ", ".join(sorted(f"--{key.replace('_', '-')}" for _, key in RESUMABLE_CHANGES))
-
-
-def _detach(state):
-    from lmlab.neural.models import detach_state
-
-    return detach_state(state)
+    return ", ".join(sorted(flag_name(key) for _, key in RESUMABLE_CHANGES))
 

@@ -38,11 +38,15 @@ _SECTION = re.compile(r"^\\(\d+)-grams:$")
 
 def ngram_word_ids(model) -> list[np.ndarray]:
     """Per order, an (n-grams x n) array of the word ids of every stored n-gram."""
-    V = len(model.vocab)
+    return table_word_ids(model.keys, len(model.vocab))
+
+
+def table_word_ids(keys: list[np.ndarray], V: int) -> list[np.ndarray]:
+    """:func:`ngram_word_ids` of per-order key tables over a vocabulary of ``V`` words."""
     rows = [np.arange(V, dtype=np.int64)[:, None]]
-    for n in range(2, model.order + 1):
-        keys = model.keys[n - 1]
-        rows.append(np.column_stack([rows[-1][keys // V], keys % V]))
+    for k in keys[1:]:
+        k = np.asarray(k)
+        rows.append(np.column_stack([rows[-1][k // V], k % V]))
     return rows
 
 
@@ -140,9 +144,11 @@ def read_arpa(path: str | os.PathLike):
                               if line is None else f"expected \\end\\, got {line[:40]!r}")
     finally:
         lines.f.close()
-    vocab, keys, logp, bow = _assemble(path, sections)
-    model = NGramModel(vocab, keys, logp, bow, {"order": order, "smoothing": "arpa",
-                                                 "trained_on": os.fspath(path)})
+    vocab, keys, logp, bow, missing_unk = _assemble(path, sections)
+    meta = {"order": order, "smoothing": "arpa", "trained_on": os.fspath(path)}
+    if missing_unk:  # KenLM substitutes a <unk> of its own (lmlab.kenlm too)
+        meta["missing_unk"] = True
+    model = NGramModel(vocab, keys, logp, bow, meta)
     return model
 
 
@@ -230,7 +236,8 @@ def _assemble(path, sections):
     ids = np.array([vocab.stoi[w] for w in words], dtype=np.int64)
     logp[0][ids] = uni_p
     bow[0][ids] = uni_b
-    if UNK not in words:
+    missing_unk = UNK not in words
+    if missing_unk:
         warnings.warn(f"{os.fspath(path)}: no <unk> unigram; OOV words get log10 "
                       f"probability {MISSING_UNK_LOGP}", LmlabWarning, stacklevel=2)
     keys = [np.arange(V, dtype=np.int64)]
@@ -242,10 +249,11 @@ def _assemble(path, sections):
         except KeyError as err:
             raise LmlabError(f"{n}-gram uses word {err.args[0]!r} that has no unigram",
                              path) from None
-        context = _lookup_rows(keys, V, rows[:, :-1])
+        context = lookup_rows(keys, V, rows[:, :-1])
         missing = context < 0
-        if missing.any():
-            context = _insert_missing_contexts(keys, logp, bow, V, rows[missing], rows)
+        if missing.any():  # (SRILM-style pruning) insert the missing contexts, backed off
+            insert_ngrams(keys, logp, bow, V, rows[missing][:, :-1])
+            context = lookup_rows(keys, V, rows[:, :-1])
         k = context * V + rows[:, -1]
         order = np.argsort(k, kind="stable")
         k = k[order]
@@ -254,10 +262,10 @@ def _assemble(path, sections):
         keys.append(k)
         logp.append(probs[order])
         bow.append(backoffs[order])
-    return vocab, keys, logp, bow
+    return vocab, keys, logp, bow, missing_unk
 
 
-def _lookup_rows(keys, V, rows) -> np.ndarray:
+def lookup_rows(keys, V, rows) -> np.ndarray:
     """Table index of each n-gram row (words as ids), -1 where absent."""
     idx = rows[:, 0].copy()
     for m in range(1, rows.shape[1]):
@@ -270,16 +278,17 @@ def _lookup_rows(keys, V, rows) -> np.ndarray:
     return idx
 
 
-def _insert_missing_contexts(keys, logp, bow, V, pending, rows):
-    """Add the missing context n-grams of ``pending`` rows to the lower tables, then look up."""
-    n_ctx = rows.shape[1] - 1
-    for m in range(2, n_ctx + 1):  # make sure every prefix length exists, shortest first
-        prefixes = np.unique(pending[:, :m], axis=0)
-        absent = prefixes[_lookup_rows(keys, V, prefixes) < 0]
+def insert_ngrams(keys, logp, bow, V, rows) -> None:
+    """Add the n-grams ``rows`` (words as ids, all of one length >= 2) and every prefix of them
+    that the tables lack, shortest first, each with its backed-off probability and backoff 0
+    (log10 1), as KenLM does for the missing contexts and suffixes of SRILM-pruned models."""
+    for m in range(2, rows.shape[1] + 1):
+        prefixes = np.unique(rows[:, :m], axis=0)
+        absent = prefixes[lookup_rows(keys, V, prefixes) < 0]
         if len(absent) == 0:
             continue
-        scores = _score_rows(keys[:m], logp[:m], bow[:m], V, absent)
-        parent = _lookup_rows(keys, V, absent[:, :-1])
+        scores = score_rows(keys[:m], logp[:m], bow[:m], V, absent)
+        parent = lookup_rows(keys, V, absent[:, :-1])
         new_keys = parent * V + absent[:, -1]
         merged = np.concatenate([keys[m - 1], new_keys])
         order = np.argsort(merged, kind="stable")
@@ -292,10 +301,9 @@ def _insert_missing_contexts(keys, logp, bow, V, pending, rows):
         if m < len(keys):
             k = keys[m]
             keys[m] = remap[k // V] * V + k % V  # remap is monotonic: order is kept
-    return _lookup_rows(keys, V, rows[:, :-1])
 
 
-def _score_rows(keys, logp, bow, V, rows) -> np.ndarray:
+def score_rows(keys, logp, bow, V, rows) -> np.ndarray:
     """log10 p(last word | the others) by ARPA backoff over the given tables (rows absent from
     the top table)."""
     m = rows.shape[1]
@@ -303,12 +311,12 @@ def _score_rows(keys, logp, bow, V, rows) -> np.ndarray:
     done = np.zeros(len(rows), dtype=bool)
     for length in range(m, 0, -1):
         sub = rows[:, m - length:]
-        idx = _lookup_rows(keys, V, sub) if length <= len(keys) else np.full(len(rows), -1)
+        idx = lookup_rows(keys, V, sub) if length <= len(keys) else np.full(len(rows), -1)
         hit = ~done & (idx >= 0)
         total[hit] += logp[length - 1][idx[hit]]
         done |= hit
         if length > 1:
-            ctx = _lookup_rows(keys, V, sub[:, :-1])
+            ctx = lookup_rows(keys, V, sub[:, :-1])
             miss = ~done & (ctx >= 0)
             total[miss] += bow[length - 2][ctx[miss]]
     return total

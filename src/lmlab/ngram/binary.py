@@ -51,15 +51,17 @@ import numpy as np
 from lmlab.corpus import Vocabulary
 from lmlab.errors import LmlabError
 from lmlab.fileio import GZIP_MAGIC, atomic_output, check_output_path
+from lmlab.models import BINARY_MAGIC
 from lmlab.ngram.keyindex import GOLDEN, place
 from lmlab.ngram.model import NGramModel
 
-MAGIC = b"LMLABBIN"
+MAGIC = BINARY_MAGIC  # defined where every format is told apart (lmlab.models)
 VERSION = 1
 ALIGN = 64
 PREFIX = struct.Struct("<8sIIQ32s8x")  # magic, version, header length, file size, sha256
 assert PREFIX.size == ALIGN
 _DTYPES = {"u1": np.uint8, "<i4": np.int32, "<i8": np.int64, "<f8": np.float64}
+_CODES = {t: code for code, t in _DTYPES.items()}  # the section table's name of each type
 QUANTIZE_BITS = (8,)
 
 
@@ -194,8 +196,7 @@ def _sections(model, quantize_bits: int | None) -> tuple[list[tuple[str, np.ndar
     for n in range(1, N + 1):
         keys = np.asarray(model.keys[n - 1], dtype=np.int64)
         logp = np.asarray(model.logp[n - 1], dtype=np.float64)
-        bow = np.asarray(model.bow[n - 1], dtype=np.float64) if n - 1 < len(model.bow) \
-            else np.zeros(len(keys))
+        bow = np.asarray(model.bow[n - 1], dtype=np.float64)  # (one per order, the top's 0)
         arrays.append((f"keys{n}", keys))
         tables = [("logp", logp)]
         if n < N or bow.any():
@@ -246,9 +247,8 @@ def write_binary(model, path: str | os.PathLike, quantize_bits: int | None = Non
     start = _align(ALIGN + room)
     offset = start
     for name, a in arrays:
-        dtype = np.dtype(_DTYPES_BY_TYPE[a.dtype.type])
-        table.append([name, dtype.str.replace("|", ""), offset, len(a)])
-        offset = _align(offset + len(a) * dtype.itemsize)
+        table.append([name, _CODES[a.dtype.type], offset, len(a)])
+        offset = _align(offset + a.nbytes)
     size = offset
     text = json.dumps(header).encode("utf-8")
     if ALIGN + len(text) > start:
@@ -276,19 +276,11 @@ def write_binary(model, path: str | os.PathLike, quantize_bits: int | None = Non
         f.seek(size)
 
 
-_DTYPES_BY_TYPE = {np.uint8: "u1", np.int32: "<i4", np.int64: "<i8", np.float64: "<f8"}
-
-
 def _align(n: int) -> int:
     return -(-n // ALIGN) * ALIGN
 
 
 # -- reading -------------------------------------------------------------------------------------
-def is_binary_head(head: bytes) -> bool:
-    """Whether a file's first bytes start a binary model."""
-    return head.startswith(MAGIC)
-
-
 def _read_prefix(path, f) -> tuple[int, int, int, bytes, int]:
     size = os.fstat(f.fileno()).st_size
     raw = f.read(ALIGN)

@@ -10,7 +10,7 @@ import os
 import sys
 import time
 
-from lmlab.cli_base import STDIN_HELP, add_command, split_words
+from lmlab.cli_base import MODEL_HELP, STDIN_HELP, add_command, split_words
 from lmlab.errors import LmlabError, file_label
 
 
@@ -92,7 +92,7 @@ def add_parser(sub) -> None:
                      help="most likely next words after a context",
                      description="The most likely next words after a context (a sentence "
                      "prefix), with their probabilities.")
-    nx.add_argument("model", help="lmlab model file, ARPA file, checkpoint or mixture")
+    nx.add_argument("model", help=MODEL_HELP)
     nx.add_argument("context", nargs="*",
                     help="context words (separate words, or one quoted string)")
     nx.add_argument("-k", "--top", type=int, default=10, metavar="K",

@@ -20,7 +20,7 @@ import numpy as np
 
 from lmlab.corpus import BOS_ID, EOS_ID
 from lmlab.errors import LmlabError
-from lmlab.ngram.arpa import _score_rows, ngram_word_ids
+from lmlab.ngram.arpa import ngram_word_ids, score_rows
 from lmlab.ngram.prune import drop_pruned
 
 
@@ -32,7 +32,7 @@ def check_entropy_threshold(threshold: float) -> float:
     return threshold
 
 
-def _context_logprobs(model, rows: list[np.ndarray]) -> list[np.ndarray]:
+def _context_logprobs(model) -> list[np.ndarray]:
     """Per order, log10 P(n-gram as a word sequence) by the chain rule over stored n-grams."""
     V = len(model.vocab)
     first = model.logp[0].copy()
@@ -55,7 +55,7 @@ def _lower_logprobs(keys, logp, bow, V, rows: np.ndarray) -> np.ndarray:
     """log10 p(w | h') for n-gram rows (h, w), h' = h without its first word."""
     if rows.shape[1] == 2:
         return logp[0][rows[:, 1]]
-    return _score_rows(keys, logp, bow, V, rows[:, 1:])
+    return score_rows(keys, logp, bow, V, rows[:, 1:])
 
 
 def entropy_prune(model, threshold: float):
@@ -70,15 +70,29 @@ def entropy_prune(model, threshold: float):
     if not model.normalised:
         raise LmlabError("entropy pruning needs normalised probabilities; stupid backoff scores "
                          "are not")
+    V = len(model.vocab)
+    keys, logp, bow = list(model.keys), list(model.logp), list(model.bow)
+    keep = _kept(model, threshold) if threshold > 0 else [np.ones(len(k), dtype=bool)
+                                                          for k in keys]
+    pruned_keys, (new_logp, kept_bow) = drop_pruned(keys, [logp, bow], keep, V)
+    pruned = NGramModel(model.vocab, pruned_keys, new_logp, kept_bow,  # (masking copied them)
+                        {**model.meta, "entropy_pruned": threshold})
+    renormalise_backoffs(pruned)
+    return pruned
+
+
+def _kept(model, threshold: float) -> list[np.ndarray]:
+    """Per order, which n-grams stay: those whose removal would change perplexity by at least
+    ``threshold`` (relative), and the contexts of kept longer ones; highest order first."""
     V, N = len(model.vocab), model.order
     keys, logp, bow = list(model.keys), list(model.logp), list(model.bow)
     rows = ngram_word_ids(model)
-    context_logp = _context_logprobs(model, rows)
+    context_logp = _context_logprobs(model)
     keep = [np.ones(len(k), dtype=bool) for k in keys]
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         for n in range(N, 1, -1):
-            if threshold == 0 or len(keys[n - 1]) == 0:
-                break
+            if len(keys[n - 1]) == 0:  # nothing stored at this order: the lower ones still are
+                continue
             context = keys[n - 1] // V
             p_log = logp[n - 1]
             lower = _lower_logprobs(keys[:n - 1], logp[:n - 1], bow[:n - 1], V, rows[n - 1])
@@ -94,11 +108,7 @@ def entropy_prune(model, threshold: float):
                 needed[keys[n][keep[n]] // V] = True
                 prune &= ~needed
             keep[n - 1] = ~prune
-    pruned_keys, (new_logp, kept_bow) = drop_pruned(keys, [logp, bow], keep, V)
-    pruned = NGramModel(model.vocab, pruned_keys, new_logp, [b.copy() for b in kept_bow],
-                        {**model.meta, "entropy_pruned": threshold})
-    renormalise_backoffs(pruned)
-    return pruned
+    return keep
 
 
 def renormalise_backoffs(model) -> None:
