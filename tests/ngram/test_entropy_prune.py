@@ -156,3 +156,19 @@ def test_cli_bad_threshold_is_one_line_and_writes_nothing(small_model, tmp_path,
                "--entropy", "-1"])
     err = capsys.readouterr().err
     assert rc == 2 and err.count("\n") == 1 and not (tmp_path / "p.lm").exists()
+
+
+def test_an_empty_order_does_not_stop_pruning_below_it(small_model):
+    """A model whose top order stores nothing (as after pruning it away) still has its lower
+    orders pruned."""
+    from lmlab.ngram.model import NGramModel
+
+    m = small_model
+    V = len(m.vocab)
+    top_empty = NGramModel(m.vocab, [*m.keys[:-1], np.zeros(0, dtype=np.int64)],
+                           [*m.logp[:-1], np.zeros(0)], [*m.bow[:-1], np.zeros(0)], dict(m.meta))
+    pruned = entropy_prune(top_empty, 1.0)
+    assert len(pruned.keys[-1]) == 0
+    assert all(len(k) == 0 for k in pruned.keys[1:]), [len(k) for k in pruned.keys]
+    assert np.exp(pruned.next_logprobs([m.vocab.itos[3]])).sum() == pytest.approx(1.0)
+    assert V == len(pruned.vocab)
