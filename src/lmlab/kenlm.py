@@ -209,7 +209,8 @@ class Model:
         self._length = array("b", lengths.tobytes())
         self._V = V
         self._order = N
-        self._stoi = dict(vocab.stoi)
+        self.vocab = vocab  # (lmlab's; not in kenlm's API)
+        self._stoi = vocab.stoi
         self._btoi = {w.encode("utf-8", "surrogateescape"): i for w, i in vocab.stoi.items()}
         # <s> as context; an order-1 model has no context at all (KenLM's state is empty)
         self._begin = (BOS_ID + 1) * V if N > 1 else 0

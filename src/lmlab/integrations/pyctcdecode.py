@@ -112,7 +112,7 @@ class LanguageModel(_Base):
 def model_unigrams(model: Model) -> list[str]:
     """Every word of the model's vocabulary (``<unk>`` excepted), the unigrams pyctcdecode
     would read from the model's ARPA file."""
-    return [w for w in model._stoi if w in model]
+    return [w for w in model.vocab.itos if w in model]  # (`in` leaves out <unk>, as KenLM)
 
 
 def build_ctcdecoder(labels: list[str], model_path=None,
