@@ -106,7 +106,8 @@ def test_eval_text_report_and_per_line(capsys, models, test_file, tmp_path):
     assert "perplexity" in out and "OOV" in out
     d = run_json(capsys, "eval", models["model"], test_file)
     rows = [json.loads(r) for r in out_file.read_text().splitlines()]
-    assert set(rows[0]) == {"line", "tokens", "oov", "log10prob", "logprob", "perplexity"}
+    assert set(rows[0]) == {"line", "tokens", "oov", "log10prob", "logprob", "perplexity",
+                            "characters", "bytes"}
     assert [r["line"] for r in rows] == list(range(1, d["sentences"] + 1))
     assert sum(r["tokens"] for r in rows) == d["tokens"]
     assert sum(r["oov"] for r in rows) == d["oov"]

@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 import lmlab
-from lmlab.cli import build_parser, main, split_words
+from lmlab.cli import build_parser, command_line_text, main
+from lmlab.scoring import tokens_of
 from lmlab.errors import LmlabError
 from tests.cli_helpers import fails, ok
 
@@ -166,7 +167,10 @@ def test_add_k_and_top():
         assert build_parser().parse_args(argv).top == 3
 
 
-def test_split_words_is_the_one_rule():
+def test_command_line_words_are_one_rule():
+    def split_words(args):
+        return tokens_of(command_line_text(args))
+
     assert split_words(["And God"]) == split_words(["And", "God"]) == ["And", "God"]
     assert split_words([" a\tb ", "c"]) == ["a", "b", "c"]
     assert split_words([]) == []

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from lmlab.errors import LmlabError
-from lmlab.scoring import Model, Sentence, is_path, sentences_of
+from lmlab.scoring import Model, Sentence, is_path, sentences_of, stream_of
 
 if TYPE_CHECKING:
     from lmlab.comparison import Comparison
@@ -36,6 +36,7 @@ if TYPE_CHECKING:
     from lmlab.mixture import Mixture
     from lmlab.neural.lm import NeuralLM
     from lmlab.ngram.model import AddKModel, NGramModel
+    from lmlab.tokenizers import Tokenizer
 
 log = logging.getLogger("lmlab")
 
@@ -45,8 +46,9 @@ def train_ngram(data: str | os.PathLike | Iterable[Sentence], order: int = 3,
                 smoothing: str = "mkn", *, min_count: int = 1, max_vocab: int | None = None,
                 vocab: Vocabulary | str | os.PathLike | None = None, add_k: float = 1.0,
                 backoff_factor: float = 0.4, strict_discounts: bool = False,
-                prune: Sequence[int] | None = None,
-                progress: bool = False) -> NGramModel | AddKModel:
+                prune: Sequence[int] | None = None, tokenizer: str | Tokenizer | None = None,
+                vocab_size: int | None = None, progress: bool = False
+                ) -> NGramModel | AddKModel:
     """Estimate an n-gram model, as ``lmlab ngram train`` does.
 
     ``data`` is a text file (one sentence per line, ``.gz`` ok, ``-`` for standard input) or an
@@ -59,19 +61,29 @@ def train_ngram(data: str | os.PathLike | Iterable[Sentence], order: int = 3,
     ``prune`` is count pruning as ``lmplz --prune``: one threshold per order (a shorter list's
     last value repeats; first 0, non-decreasing), e.g. ``prune=[0, 1, 1, 1, 1]`` drops every
     n-gram of order >= 2 seen once; every smoothing method but ``addk`` accepts it.
+    ``tokenizer`` cuts raw text into tokens (``"whitespace"`` by default, ``"char"``, ``"byte"``,
+    ``"jieba"``, ``"sentencepiece"``, ``"bpe"``...: :mod:`lmlab.tokenizers`); a subword one is
+    trained on ``data`` with ``vocab_size`` tokens. It is saved with the model.
 
     >>> import lmlab
     >>> lm = lmlab.train_ngram(["the cat sat", "the dog sat"], order=2, smoothing="kn")
     >>> lm.order, len(lm.vocab)
     (2, 7)
+    >>> lm = lmlab.train_ngram(["the cat sat"], order=3, smoothing="mle", tokenizer="char")
+    >>> lm.next_words("the c", k=1)
+    [('a', 1.0)]
     """
-    from lmlab.corpus import TokenStream, Vocabulary
+    from lmlab.corpus import Vocabulary
     from lmlab.ngram.model import train_ngram as _train
     from lmlab.ngram.prune import prune_thresholds
+    from lmlab.tokenizers import make_tokenizer
 
     prune_thresholds(prune, order, smoothing)  # bad thresholds fail before any work
+    tok = make_tokenizer(tokenizer, vocab_size)
     if isinstance(vocab, str | os.PathLike):
         vocab = Vocabulary.load(vocab)
+    if vocab is not None and tokenizer is not None:
+        vocab = Vocabulary(vocab.itos, vocab.counts, tok)
     options: dict[str, Any] = {}
     if smoothing == "stupid":
         options["factor"] = backoff_factor
@@ -80,19 +92,23 @@ def train_ngram(data: str | os.PathLike | Iterable[Sentence], order: int = 3,
     common = dict(order=order, smoothing=smoothing, min_count=min_count, max_vocab=max_vocab,
                   k=add_k, progress=progress, prune=prune, **options)
     if is_path(data):
-        return _train(data, vocab=vocab, **common)  # type: ignore[arg-type]
-    sentences = sentences_of(data)  # type: ignore[arg-type]
-    if not any(sentences):
-        raise LmlabError("training sentences contain no words")
+        return _train(data, vocab=vocab, tokenizer=tok, **common)  # type: ignore[arg-type]
+    items = list(data)  # type: ignore[arg-type]
     if vocab is None:
-        vocab = Vocabulary.build(sentences, min_count=min_count, max_size=max_vocab)
-    stream = TokenStream.from_sentences(sentences, vocab, source="<sentences>")
+        if tok.trainable and tok.model is None:
+            tok.fit((s if isinstance(s, str) else " ".join(s) for s in items), "<sentences>")
+        vocab = Vocabulary.build(sentences_of(items, tok), min_count=min_count,
+                                 max_size=max_vocab, tokenizer=tok)
+    stream = stream_of(items, vocab)
+    if not (stream.ids != 2).any():
+        raise LmlabError("training sentences contain no words")
     return _train(stream=stream, vocab=vocab, **common)  # type: ignore[arg-type]
 
 
 def train(model: str, data: str | os.PathLike, *, output: str | os.PathLike | None = None,
           resume: bool = False, overwrite: bool = False, progress: bool = False,
-          on_log: Callable[[str], None] | None = None, **options: Any) -> NeuralLM:
+          on_log: Callable[[str], None] | None = None, tokenizer: str | Tokenizer | None = None,
+          vocab_size: int | None = None, **options: Any) -> NeuralLM:
     """Train a neural language model, as ``lmlab train`` does; returns it, ready to score.
 
     ``model`` is one of ``nnlm rnn_tanh rnn_relu irnn lstm gru``; ``data`` a folder holding
@@ -105,6 +121,7 @@ def train(model: str, data: str | os.PathLike, *, output: str | os.PathLike | No
     ones a resume may change, and ``overwrite=True`` replaces it); otherwise the run lives in
     a temporary folder removed at the end, and Ctrl-C raises :class:`KeyboardInterrupt`. Each
     epoch's line goes to ``on_log`` (default: the ``lmlab`` logger at INFO level).
+    ``tokenizer`` and ``vocab_size`` as for :func:`train_ngram` (a resumed run keeps its own).
 
     The random generators (Python's, numpy's, torch's) are seeded from ``seed`` for the run and
     restored afterwards, as are torch's thread count and cuDNN flags: the caller's process is
@@ -119,19 +136,25 @@ def train(model: str, data: str | os.PathLike, *, output: str | os.PathLike | No
     True
     """
     from lmlab.datasets import data_folder
-    from lmlab.neural.checkpoint import get_rng_state, set_rng_state
+    from lmlab.neural.checkpoint import get_rng_state, load_checkpoint, set_rng_state
     from lmlab.neural.config import RunConfig
     from lmlab.neural.data import load_corpus
     from lmlab.neural.lm import NeuralLM
     from lmlab.neural.trainer import Trainer, TrainingInterrupted, check_train_options
+    from lmlab.tokenizers import make_tokenizer, tokenizer_from_spec
 
     if resume and output is None:
         raise LmlabError("resume=True continues the run saved in output=: give its path")
-    base = RunConfig.from_dict(_saved_config(Path(output)), os.fspath(output)) \
-        if resume and output is not None else None
+    tok = make_tokenizer(tokenizer, vocab_size)
+    base = None
+    if resume and output is not None:
+        saved = load_checkpoint(output)
+        base = RunConfig.from_dict(saved["config"], os.fspath(output))
+        if tokenizer is None:
+            tok = tokenizer_from_spec(saved.get("tokenizer"), output)
     config = _run_config(model, options, base)
     check_train_options(config)
-    corpus = load_corpus(data_folder(data))
+    corpus = load_corpus(data_folder(data), tokenizer=tok)
     caller_rng = get_rng_state()
     try:
         with tempfile.TemporaryDirectory(prefix="lmlab-train-") as tmp:
@@ -158,12 +181,6 @@ def train(model: str, data: str | os.PathLike, *, output: str | os.PathLike | No
     if output is not None:
         lm.path = os.fspath(output)
     return lm
-
-
-def _saved_config(path: Path) -> dict:
-    from lmlab.neural.checkpoint import load_checkpoint
-
-    return load_checkpoint(path)["config"]
 
 
 def _run_config(model: str, options: dict[str, Any], base=None):
@@ -237,10 +254,8 @@ def interpolate(models: Sequence[str | os.PathLike | Model],
 
     loaded, paths = _models(models)
     if not is_path(valid):
-        from lmlab.corpus import TokenStream
 
-        sentences = sentences_of(valid)  # type: ignore[arg-type]
-        valid = TokenStream.from_sentences(sentences, loaded[0].vocab, "<sentences>")
+        valid = stream_of(valid, loaded[0].vocab)  # type: ignore[arg-type]
     return fit_mixture(loaded, paths, valid, iterations)
 
 

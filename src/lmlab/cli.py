@@ -14,7 +14,14 @@ import math
 import sys
 import warnings
 
-from lmlab.cli_base import MODEL_HELP, STDIN_HELP, HelpFormatter, Parser, add_command, split_words
+from lmlab.cli_base import (
+    MODEL_HELP,
+    STDIN_HELP,
+    HelpFormatter,
+    Parser,
+    add_command,
+    command_line_text,
+)
 from lmlab.errors import LmlabError, LmlabWarning, file_label
 
 EXIT_USER_ERROR = 2
@@ -205,6 +212,7 @@ def _report_text(args, model) -> int:
 def cmd_score(args) -> int:
     from lmlab.metrics import LN10, safe_exp, token_table
     from lmlab.models import load_model
+    from lmlab.scoring import tokens_of
 
     if args.text is not None:
         if args.sentence:
@@ -219,10 +227,9 @@ def cmd_score(args) -> int:
     if args.per_line is not None or args.jobs != 1:
         raise LmlabError("--per-line and --jobs go with --text FILE (a sentence on the command "
                          "line is scored token by token)")
-    words = split_words(args.sentence)
     _hint_file(args)
     model = load_model(args.model)
-    rows = token_table(model, words)
+    rows = token_table(model, tokens_of(command_line_text(args.sentence), model.vocab.tokenizer))
     if args.json:
         print(json.dumps(rows))
         return 0

@@ -44,10 +44,11 @@ def add_command(sub, name: str, example: str, **kwargs) -> argparse.ArgumentPars
 MODEL_HELP = "any model file: lmlab n-gram (.lm or binary), ARPA, neural checkpoint, mixture"
 
 
-def split_words(args: list[str]) -> list[str]:
-    """Words given on the command line, as separate arguments or quoted together: the one rule
-    for every command that takes words (``score``, ``ngram next``)."""
-    return " ".join(args).split()
+def command_line_text(args: list[str]) -> str:
+    """Text given on the command line, as separate arguments or quoted together: the one rule
+    for every command that takes a sentence (``score``, ``ngram next``); the model's tokenizer
+    then cuts it."""
+    return " ".join(args)
 
 
 class Parser(argparse.ArgumentParser):
@@ -57,3 +58,24 @@ class Parser(argparse.ArgumentParser):
 
     def error(self, message: str):
         self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
+
+
+def add_tokenizer_options(p: argparse.ArgumentParser) -> None:
+    """``--tokenizer`` and ``--vocab-size``, the same on every command that trains."""
+    from lmlab.tokenizers import NAMES
+
+    p.add_argument("--tokenizer", choices=NAMES, metavar="NAME",
+                   help="how raw text becomes tokens, saved with the model: whitespace "
+                   "(default; Unicode spaces separate), whitespace-ascii (KenLM's: only ASCII "
+                   "spaces separate), char, byte, jieba (Chinese words; lmlab[zh]), "
+                   "sentencepiece, sentencepiece-bpe, bpe (subwords trained on the training "
+                   "text; lmlab[subword])")
+    p.add_argument("--vocab-size", type=int, metavar="N", dest="subword_vocab_size",
+                   help="subword tokenizers: vocabulary size (default 8000)")
+
+
+def tokenizer_of(args):
+    """The tokenizer ``--tokenizer``/``--vocab-size`` ask for (whitespace if none)."""
+    from lmlab.tokenizers import make_tokenizer
+
+    return make_tokenizer(args.tokenizer, args.subword_vocab_size)

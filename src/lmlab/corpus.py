@@ -1,9 +1,10 @@
 """Reading corpora, the vocabulary, and the token stream every model is evaluated on.
 
 The evaluation convention (shared by every model in lmlab, see :mod:`lmlab.metrics`):
-a corpus is plain UTF-8 text (optionally gzip-compressed), one sentence per line, tokens separated
-by whitespace. Each line's words *plus one end-of-sentence token* ``</s>`` (a.k.a. ``<eos>``) are
-predicted; the start symbol ``<s>`` is context only and never predicted. Empty lines count too: they
+a corpus is plain UTF-8 text (optionally gzip-compressed), one sentence per line, cut into tokens
+by the model's tokenizer (:mod:`lmlab.tokenizers`; by default, words separated by whitespace).
+Each line's words *plus one end-of-sentence token* ``</s>`` (a.k.a. ``<eos>``) are predicted;
+the start symbol ``<s>`` is context only and never predicted. Empty lines count too: they
 predict just ``</s>``. Words outside the vocabulary map to ``<unk>`` and are predicted as ``<unk>``.
 This gives the standard counts: 82,430 predicted tokens on PTB test, 245,569 on WikiText-2 test.
 """
@@ -19,6 +20,7 @@ import numpy as np
 
 from lmlab.errors import LmlabError
 from lmlab.fileio import atomic_output, is_stdin, open_binary, strip_bom
+from lmlab.tokenizers import WHITESPACE, Tokenizer
 
 UNK, BOS, EOS = "<unk>", "<s>", "</s>"
 UNK_ID, BOS_ID, EOS_ID = 0, 1, 2
@@ -33,15 +35,16 @@ STREAM_BYTES = 2**20
 STREAM_TOKENS = 2**16
 
 
-def _line_chunks(path: str | os.PathLike, chunk_bytes: int = _CHUNK_BYTES, once: bool = False
-                 ) -> Iterator[tuple[int, list[str]]]:
+def _line_chunks(path: str | os.PathLike, chunk_bytes: int = _CHUNK_BYTES, once: bool = False,
+                 errors: str = "strict") -> Iterator[tuple[int, list[str]]]:
     """Yield ``(number of lines before, decoded lines)`` chunks of about ``chunk_bytes`` of
     ``path`` (plain or gzip; ``-`` is standard input). A leading UTF-8 byte-order mark is dropped;
     CRLF line ends split into whitespace like any other.
 
     Validates as it streams: binary data (NUL bytes), invalid UTF-8 and over-long lines raise
     :class:`LmlabError` naming the file and line. ``once``: this is the only pass over the text
-    (standard input is then streamed, not held in memory).
+    (standard input is then streamed, not held in memory). ``errors="surrogateescape"``: invalid
+    UTF-8 is kept as escaped bytes instead (the byte tokenizer reads any bytes).
     """
     lineno = 0
     with open_binary(path, once=once) as f:
@@ -63,7 +66,7 @@ def _line_chunks(path: str | os.PathLike, chunk_bytes: int = _CHUNK_BYTES, once:
                 raise LmlabError("binary data (NUL byte); expected UTF-8 text, one sentence per "
                                  "line", path, lineno + bad + 1)
             try:
-                text = data.decode("utf-8")
+                text = data.decode("utf-8", errors)
             except UnicodeDecodeError:
                 bad = next(i for i, line in enumerate(chunk) if not _is_utf8(line))
                 raise LmlabError("not valid UTF-8 text", path, lineno + bad + 1) from None
@@ -105,17 +108,17 @@ def _check_reserved(path, first: int, lines: list[str]) -> None:
         check_words(line.split(), path, first + i + 1)
 
 
-def iter_sentences(path: str | os.PathLike) -> Iterator[list[str]]:
-    """Yield the whitespace tokens of each line of ``path`` (plain or gzip), streaming.
+def iter_sentences(path: str | os.PathLike, tokenizer: Tokenizer = WHITESPACE
+                   ) -> Iterator[list[str]]:
+    """Yield the tokens of each line of ``path`` (plain or gzip), streaming.
 
     Raises :class:`LmlabError` naming the file and line for binary data (NUL bytes), invalid UTF-8,
     a reserved boundary token inside a line, or a line longer than ``MAX_LINE_BYTES``.
     """
-    for first, lines in _line_chunks(path):
-        for i, line in enumerate(lines):
-            tokens = line.split()
+    for first, lines in _line_chunks(path, errors=tokenizer.errors):
+        for i, tokens in enumerate(tokenizer.split_lines(lines)):
             if RESERVED.intersection(tokens):
-                _check_reserved(path, first + i, [line])
+                check_words(tokens, path, first + i + 1)
             yield tokens
 
 
@@ -137,9 +140,12 @@ class Vocabulary:
 
     A literal ``<unk>`` in training text (PTB, WikiText-2) is the unknown word itself and is counted
     like any other word; a model then estimates its probability from those counts.
+    ``tokenizer`` cuts raw text into these words (:mod:`lmlab.tokenizers`; default whitespace).
     """
 
-    def __init__(self, words: Sequence[str], counts: Sequence[int] | None = None) -> None:
+    def __init__(self, words: Sequence[str], counts: Sequence[int] | None = None,
+                 tokenizer: Tokenizer = WHITESPACE) -> None:
+        self.tokenizer = tokenizer
         words = list(words)
         if words[:3] != list(SPECIALS):
             words = list(SPECIALS) + [w for w in words if w not in SPECIALS]
@@ -158,7 +164,8 @@ class Vocabulary:
         return word in self.stoi
 
     def __eq__(self, other: object) -> bool:
-        return isinstance(other, Vocabulary) and self.itos == other.itos
+        return isinstance(other, Vocabulary) and self.itos == other.itos and \
+            self.tokenizer == other.tokenizer
 
     def id(self, word: str) -> int:
         return self.stoi.get(word, UNK_ID)
@@ -168,18 +175,20 @@ class Vocabulary:
 
     @classmethod
     def build(cls, sentences: Iterable[Sequence[str]], min_count: int = 1,
-              max_size: int | None = None) -> Vocabulary:
+              max_size: int | None = None, tokenizer: Tokenizer = WHITESPACE) -> Vocabulary:
         """Vocabulary of the words seen at least ``min_count`` times, at most ``max_size`` words
         (specials included), most frequent first, ties broken alphabetically (deterministic)."""
         counter: Counter[str] = Counter()
         for tokens in sentences:
             counter.update(tokens)
-        return cls.from_counts(counter, min_count, max_size)
+        return cls.from_counts(counter, min_count, max_size, tokenizer)
 
     @classmethod
     def from_counts(cls, counter: Counter[str], min_count: int = 1,
-                    max_size: int | None = None) -> Vocabulary:
-        """Like :meth:`build`, from word counts already made (e.g. by :func:`count_words`)."""
+                    max_size: int | None = None, tokenizer: Tokenizer = WHITESPACE
+                    ) -> Vocabulary:
+        """Like :meth:`build`, from word counts already made (e.g. by :func:`count_words`).
+        A tokenizer with a closed set of tokens (byte) has all of them, seen or not."""
         if min_count < 1:
             raise LmlabError(f"min-count must be >= 1, got {min_count}")
         if max_size is not None and max_size < 4:
@@ -192,7 +201,9 @@ class Vocabulary:
         counts = [0, 0, 0] + [c for c, _ in kept]
         # Everything not kept (and any literal <unk>) is counted as <unk>.
         counts[UNK_ID] = sum(counter.values()) - sum(counts)
-        return cls(list(SPECIALS) + words, counts)
+        kept_set = set(words)
+        unseen = [w for w in tokenizer.fixed_vocabulary or () if w not in kept_set]
+        return cls(list(SPECIALS) + words + unseen, counts + [0] * len(unseen), tokenizer)
 
     def save(self, path: str | os.PathLike) -> None:
         """Write ``word<TAB>count`` lines (specials first), atomically."""
@@ -255,18 +266,41 @@ def _read_text_lines(path: str | os.PathLike) -> Iterator[str]:
                 raise LmlabError("not valid UTF-8 text", path, lineno) from None
 
 
+TEXT_COLUMNS = ("characters", "bytes", "words")
+
+
+def text_counts(lines: Sequence[str], words: np.ndarray | None = None) -> np.ndarray:
+    """Per line of raw text: its characters and UTF-8 bytes, each counting the line's end as
+    one, and its whitespace words (``str.split``); ``int64[lines, 3]``. What the metrics that
+    compare tokenizations divide by (:mod:`lmlab.metrics`); ``words`` if already known."""
+    n = len(lines)
+    out = np.empty((n, 3), dtype=np.int64)
+    chars = np.fromiter(map(len, lines), dtype=np.int64, count=n)
+    out[:, 0] = chars + 1
+    if all(map(str.isascii, lines)):
+        out[:, 1] = out[:, 0]
+    else:
+        out[:, 1] = np.fromiter((len(s.encode("utf-8", "surrogateescape")) for s in lines),
+                                dtype=np.int64, count=n) + 1
+    out[:, 2] = words if words is not None else np.fromiter(
+        (len(s.split()) for s in lines), dtype=np.int64, count=n)
+    return out
+
+
 @dataclass
 class TokenStream:
     """A corpus as the ids every model predicts: each sentence's words then ``</s>``.
 
     ``offsets[i]:offsets[i+1]`` are the predicted tokens of sentence ``i`` (its last is ``</s>``);
-    ``oov`` marks words absent from the vocabulary (mapped to ``<unk>``).
+    ``oov`` marks words absent from the vocabulary (mapped to ``<unk>``); ``text`` holds the
+    raw text's :func:`text_counts` per sentence (``None`` where no text was read).
     """
 
     ids: np.ndarray  # int32, predicted tokens
     offsets: np.ndarray  # int64, len = sentences + 1
     oov: np.ndarray  # bool, same length as ids
     source: str = "<memory>"
+    text: np.ndarray | None = None  # int64[sentences, 3]: characters, bytes, words
 
     @property
     def n_sentences(self) -> int:
@@ -285,36 +319,46 @@ class TokenStream:
         """For each predicted token, the index of its sentence."""
         return np.repeat(np.arange(self.n_sentences), np.diff(self.offsets))
 
+    def lines(self, start: int, stop: int) -> TokenStream:
+        """The stream of sentences ``start:stop``."""
+        a, b = int(self.offsets[start]), int(self.offsets[stop])
+        return TokenStream(self.ids[a:b], self.offsets[start:stop + 1] - a, self.oov[a:b],
+                           self.source, None if self.text is None else self.text[start:stop])
+
     @classmethod
     def from_sentences(cls, sentences: Iterable[Sequence[str]], vocab: Vocabulary,
                        source: str = "<memory>") -> TokenStream:
+        """The stream of already-tokenized sentences; their text is the tokenizer's
+        ``join`` of the tokens."""
         get = vocab.stoi.get
         ids: list[int] = []
         lengths: list[int] = []
+        texts: list[str] = []
         for tokens in sentences:
             ids.extend([get(t, -1) for t in tokens])
             ids.append(EOS_ID)
             lengths.append(len(tokens) + 1)
+            texts.append(vocab.tokenizer.join(tokens))
         arr = np.asarray(ids, dtype=np.int32)
         oov = arr < 0
         arr[oov] = UNK_ID
         offsets = np.zeros(len(lengths) + 1, dtype=np.int64)
         np.cumsum(lengths, out=offsets[1:])
-        return cls(arr, offsets, oov, source)
+        return cls(arr, offsets, oov, source, text_counts(texts))
 
 
 def read_corpus(path: str | os.PathLike, vocab: Vocabulary) -> TokenStream:
-    """Read and encode ``path`` with ``vocab``; an empty file is an error.
+    """Read and encode ``path`` with ``vocab`` (and its tokenizer); an empty file is an error.
 
     Encodes a whole chunk of lines at once: the lines are joined with an end-of-sentence marker
     and split once, so each token costs one dict lookup and no per-line Python work.
     """
-    parts = [_encode(path, first, lines, vocab) for first, lines in _line_chunks(path)
-             if lines]
-    ids = np.concatenate(parts) if parts else np.zeros(0, dtype=np.int32)
-    if len(ids) == 0:
+    parts = [_encode(path, first, lines, vocab)
+             for first, lines in _line_chunks(path, errors=vocab.tokenizer.errors) if lines]
+    if not parts:
         raise LmlabError("empty corpus (no lines)", path)
-    return _stream_of(ids, os.fspath(path))
+    return _stream_of(np.concatenate([p[0] for p in parts]),
+                      np.concatenate([p[1] for p in parts]), path=os.fspath(path))
 
 
 def iter_corpus(path: str | os.PathLike, vocab: Vocabulary, chunk_tokens: int = STREAM_TOKENS,
@@ -326,26 +370,25 @@ def iter_corpus(path: str | os.PathLike, vocab: Vocabulary, chunk_tokens: int = 
     before it were yielded. An empty file is an error."""
     if chunk_tokens < 1:
         raise LmlabError(f"chunk size must be >= 1 token, got {chunk_tokens}")
-    for first, lines in iter_lines(path, chunk_bytes):
+    for first, lines in iter_lines(path, chunk_bytes, vocab.tokenizer):
         stream = encode_lines(lines, vocab, path, first)
         ends = stream.offsets[1:]
         start, line = 0, 0
         while line < len(ends):
             # the first line end at or past chunk_tokens tokens from the piece's start
             stop = min(int(np.searchsorted(ends, start + chunk_tokens)), len(ends) - 1) + 1
-            yield first + line, TokenStream(stream.ids[start:ends[stop - 1]],
-                                            stream.offsets[line:stop + 1] - start,
-                                            stream.oov[start:ends[stop - 1]], stream.source)
+            yield first + line, stream.lines(line, stop)
             start, line = int(ends[stop - 1]), stop
 
 
-def iter_lines(path: str | os.PathLike, chunk_bytes: int = STREAM_BYTES
-               ) -> Iterator[tuple[int, list[str]]]:
+def iter_lines(path: str | os.PathLike, chunk_bytes: int = STREAM_BYTES,
+               tokenizer: Tokenizer = WHITESPACE) -> Iterator[tuple[int, list[str]]]:
     """Yield ``(number of lines before, lines)`` of ``path`` (plain or gzip; ``-``: standard
-    input), about ``chunk_bytes`` at a time, checked as :func:`read_corpus` checks them; an empty
-    file is an error. :func:`encode_lines` makes a chunk a stream."""
+    input), about ``chunk_bytes`` at a time, checked as :func:`read_corpus` checks them (for
+    ``tokenizer``: the byte tokenizer takes invalid UTF-8); an empty file is an error.
+    :func:`encode_lines` makes a chunk a stream."""
     empty = True
-    for first, lines in _line_chunks(path, chunk_bytes, once=True):
+    for first, lines in _line_chunks(path, chunk_bytes, once=True, errors=tokenizer.errors):
         if lines:
             empty = False
             yield first, lines
@@ -355,51 +398,78 @@ def iter_lines(path: str | os.PathLike, chunk_bytes: int = STREAM_BYTES
 
 def encode_lines(lines: list[str], vocab: Vocabulary, path: str | os.PathLike = "<memory>",
                  first: int = 0) -> TokenStream:
-    """The stream of ``lines`` (lines ``first + 1 ...`` of ``path``, named in errors: a sentence
-    boundary written inside a line)."""
-    return _stream_of(_encode(path, first, lines, vocab), os.fspath(path))
+    """The stream of raw text ``lines`` (lines ``first + 1 ...`` of ``path``, named in errors: a
+    sentence boundary written inside a line), cut by ``vocab.tokenizer``."""
+    return _stream_of(*_encode(path, first, lines, vocab), path=os.fspath(path))
 
 
-def _encode(path, first: int, lines: list[str], vocab: Vocabulary) -> np.ndarray:
-    """Word ids of ``lines``, each line's then ``</s>``, -1 for a word outside ``vocab``."""
-    tokens = _joined_tokens(path, first, lines)
+def _encode(path, first: int, lines: list[str], vocab: Vocabulary
+            ) -> tuple[np.ndarray, np.ndarray]:
+    """Word ids of ``lines``, each line's then ``</s>``, -1 for a word outside ``vocab``; and the
+    lines' :func:`text_counts`."""
+    tokens = _joined_tokens(path, first, lines, vocab.tokenizer)
     tokens.append(EOS)
-    return np.fromiter(map(vocab.oov_lookup().__getitem__, tokens), dtype=np.int32,
-                       count=len(tokens))
+    ids = np.fromiter(map(vocab.oov_lookup().__getitem__, tokens), dtype=np.int32,
+                      count=len(tokens))
+    words = None
+    if vocab.tokenizer.is_default:  # its tokens are the whitespace words
+        ends = np.flatnonzero(ids == EOS_ID)
+        words = np.diff(ends, prepend=-1) - 1
+    return ids, text_counts(lines, words)
 
 
-def _stream_of(ids: np.ndarray, source: str) -> TokenStream:
+def _stream_of(ids: np.ndarray, text: np.ndarray | None = None, *, path: str = "<memory>"
+               ) -> TokenStream:
     """The stream of encoded lines ``ids`` (-1 marks OOV; changed in place to ``<unk>``)."""
     oov = ids < 0
     ids[oov] = UNK_ID
     offsets = np.concatenate([[0], np.flatnonzero(ids == EOS_ID) + 1]).astype(np.int64)
-    return TokenStream(ids, offsets, oov, source)
+    return TokenStream(ids, offsets, oov, path, text)
 
 
-def _joined_tokens(path, first: int, lines: list[str]) -> list[str]:
-    """All tokens of a chunk of lines with ``</s>`` between lines, split in one call."""
+def _joined_tokens(path, first: int, lines: list[str], tokenizer: Tokenizer = WHITESPACE
+                   ) -> list[str]:
+    """All tokens of a chunk of lines with ``</s>`` between lines. The whitespace tokenizer
+    splits the joined text in one call; others cut each line and are checked the same way."""
+    if not tokenizer.is_default:
+        lines = [" ".join(t) for t in tokenizer.split_lines(lines)]
     text = f" {EOS} ".join(lines)
     if BOS in text or text.count(EOS) != len(lines) - 1:
         _check_reserved(path, first, lines)  # a substring match may be part of a longer word
     return text.split()
 
 
-def count_words(path: str | os.PathLike) -> Counter[str]:
-    """Word counts of a text file, streaming (``</s>`` not counted)."""
+def count_words(path: str | os.PathLike, tokenizer: Tokenizer = WHITESPACE) -> Counter[str]:
+    """Token counts of a text file, streaming (``</s>`` not counted)."""
     counter: Counter[str] = Counter()
-    for first, lines in _line_chunks(path):
-        counter.update(_joined_tokens(path, first, lines))
+    for first, lines in _line_chunks(path, errors=tokenizer.errors):
+        counter.update(_joined_tokens(path, first, lines, tokenizer))
     counter.pop(EOS, None)
     return counter
 
 
+def fit_tokenizer(tokenizer: Tokenizer, path: str | os.PathLike) -> Tokenizer:
+    """Train a subword ``tokenizer`` on the text of ``path`` (others are returned as they are)."""
+    if tokenizer.trainable and tokenizer.model is None:
+        def lines() -> Iterator[str]:
+            for _, chunk in _line_chunks(path, errors=tokenizer.errors):
+                yield from chunk
+
+        tokenizer.fit(lines(), os.fspath(path))
+    return tokenizer
+
+
 def read_training_corpus(path: str | os.PathLike, vocab: Vocabulary | None = None,
-                         min_count: int = 1, max_size: int | None = None
-                         ) -> tuple[Vocabulary, TokenStream]:
+                         min_count: int = 1, max_size: int | None = None,
+                         tokenizer: Tokenizer = WHITESPACE) -> tuple[Vocabulary, TokenStream]:
     """Build the vocabulary from ``path`` (unless given) in a first streaming pass, then encode
-    the file; only the int32 ids are held in memory, never the words."""
+    the file; only the int32 ids are held in memory, never the words. ``tokenizer`` (untrained
+    subword tokenizers are trained on ``path`` first) cuts the text, unless ``vocab`` is given:
+    then its own does."""
     if vocab is None:
-        vocab = Vocabulary.from_counts(count_words(path), min_count=min_count, max_size=max_size)
+        fit_tokenizer(tokenizer, path)
+        vocab = Vocabulary.from_counts(count_words(path, tokenizer), min_count=min_count,
+                                       max_size=max_size, tokenizer=tokenizer)
     stream = read_corpus(path, vocab)
     if (stream.ids != EOS_ID).sum() == 0:
         raise LmlabError("training corpus contains no words", path)

@@ -8,6 +8,22 @@ Convention (documented in the README and relied on everywhere):
 * cross-entropy H = -(1/N) sum ln p(w_t | history), in nats, bits = nats / ln 2;
   perplexity = exp(H).
 
+Across tokenizations (a character model's 2.7 and a word model's 141 per-token perplexities
+measure different things), the numbers that compare are normalised by the *raw text* scored,
+counted the same whatever the model's tokenizer (:mod:`lmlab.tokenizers`):
+
+* ``characters`` and ``bytes`` (UTF-8) of every scored line, each line's end counted as one (the
+  ``</s>`` every model predicts stands for it); ``words``: its whitespace words (``str.split``);
+* ``bits_per_character`` = total bits / characters, ``bits_per_byte`` = total bits / bytes,
+  where total bits = -sum log2 p over all predicted tokens, ``</s>`` included;
+* ``word_perplexity`` = exp(-total ln p / (words + lines)): per whitespace word and line end, so
+  for a whitespace-tokenized model it *is* the perplexity, and for a finer tokenization it is
+  the perplexity a word model would need to match it.
+
+A character model's ``bits_per_token`` equals its ``bits_per_character`` (one token per
+character, ``</s>`` per line end); on PTB-char (Mikolov's files, symbols already separated by
+spaces and ``_`` for a space), the literature's bpc is the ``bits_per_token`` of a whitespace model.
+
 A model only has to provide the natural-log probability of every predicted token
 (``model.logprobs(stream)``); everything reported is computed here from that array, so two models'
 numbers are comparable token by token.
@@ -53,10 +69,12 @@ from lmlab.corpus import (
 )
 from lmlab.errors import LmlabError, LmlabWarning, file_label
 from lmlab.fileio import STDIN, atomic_output, check_output_path, json_safe
+from lmlab.tokenizers import Tokenizer
 
 OOV_WARN_RATE = 0.2  # warn above this share of OOV words (a model of another corpus)
 
 LN10 = math.log(10.0)
+LN2 = math.log(2.0)
 
 
 class LanguageModel(Protocol):
@@ -87,6 +105,9 @@ class EvalResult:
     sentences: int
     logprob: float  # total natural-log probability of all predicted tokens
     logprob_excl_oov: float
+    characters: int = 0  # of the raw text scored, each line end counted as one (0: unknown)
+    bytes: int = 0  # UTF-8 bytes of the raw text, each line end counted as one
+    words: int = 0  # whitespace words of the raw text (str.split), line ends not counted
 
     @property
     def cross_entropy_nats(self) -> float:
@@ -126,11 +147,36 @@ class EvalResult:
         """Total log10 probability, the 'Total' KenLM's query prints."""
         return self.logprob / LN10
 
+    @property
+    def total_bits(self) -> float:
+        """-log2 of the probability of the whole text."""
+        return -self.logprob / LN2
+
+    @property
+    def bits_per_character(self) -> float:
+        """Total bits / characters of the raw text (line ends included): comparable across
+        tokenizations."""
+        return self.total_bits / self.characters if self.characters else float("nan")
+
+    @property
+    def bits_per_byte(self) -> float:
+        """Total bits / UTF-8 bytes of the raw text (line ends included)."""
+        return self.total_bits / self.bytes if self.bytes else float("nan")
+
+    @property
+    def word_perplexity(self) -> float:
+        """exp(-total ln p / (whitespace words + lines)): the perplexity itself for a
+        whitespace model; comparable to it for any tokenization."""
+        n = self.words + self.sentences
+        return safe_exp(-self.logprob / n) if self.characters and n else float("nan")
+
     def to_dict(self) -> dict:
         d = asdict(self)
         d.update(cross_entropy_nats=self.cross_entropy_nats,
                  cross_entropy_bits=self.cross_entropy_bits, perplexity=self.perplexity,
-                 perplexity_excl_oov=self.perplexity_excl_oov, log10_prob=self.log10_prob)
+                 perplexity_excl_oov=self.perplexity_excl_oov, log10_prob=self.log10_prob,
+                 bits_per_character=self.bits_per_character, bits_per_byte=self.bits_per_byte,
+                 word_perplexity=self.word_perplexity)
         return d
 
 
@@ -166,6 +212,7 @@ class LineScores:
     logprob_excl_oov: np.ndarray  # float64: the same without its OOV tokens
     tokens: np.ndarray  # int64: predicted tokens (words + </s>)
     oov: np.ndarray  # int64: OOV words
+    text: np.ndarray | None = None  # int64[lines, 3]: characters, bytes, words of each line
 
     @classmethod
     def of(cls, logprobs: np.ndarray, stream: TokenStream, first: int = 0) -> LineScores:
@@ -178,16 +225,19 @@ class LineScores:
         return cls(first, np.add.reduceat(lp, starts),
                    np.add.reduceat(np.where(stream.oov, 0.0, lp), starts),
                    np.diff(stream.offsets).astype(np.int64),
-                   np.add.reduceat(stream.oov.astype(np.int64), starts))
+                   np.add.reduceat(stream.oov.astype(np.int64), starts), stream.text)
 
     def records(self) -> Iterator[dict]:
         """One dict per line, the ``--per-line`` record: ``line`` (1-based), ``tokens`` (words
-        + ``</s>``), ``oov``, ``log10prob``, ``logprob`` (natural log) and ``perplexity`` (OOV
-        included, as ``lmlab eval``'s)."""
-        for i, (lp, n, oov) in enumerate(zip(self.logprob.tolist(), self.tokens.tolist(),
-                                             self.oov.tolist(), strict=True)):
+        + ``</s>``), ``oov``, ``log10prob``, ``logprob`` (natural log), ``perplexity`` (OOV
+        included, as ``lmlab eval``'s) and the line's ``characters`` and ``bytes`` (its end
+        counted as one)."""
+        text = self.text.tolist() if self.text is not None else [(0, 0, 0)] * len(self.tokens)
+        for i, (lp, n, oov, t) in enumerate(zip(self.logprob.tolist(), self.tokens.tolist(),
+                                                self.oov.tolist(), text, strict=True)):
             yield {"line": self.first + i + 1, "tokens": n, "oov": oov, "log10prob": lp / LN10,
-                   "logprob": lp, "perplexity": safe_exp(-lp / n)}
+                   "logprob": lp, "perplexity": safe_exp(-lp / n), "characters": t[0],
+                   "bytes": t[1]}
 
     def write_jsonl(self, out: IO[str]) -> None:
         """Write :meth:`records` as JSON lines (inf and nan as null)."""
@@ -212,8 +262,11 @@ class Totals:
     def __init__(self) -> None:
         self.tokens = self.oov = self.sentences = 0
         self.logprob = self.logprob_excl_oov = 0.0
+        self.text = np.zeros(3, dtype=np.int64)  # characters, bytes, words
 
     def add(self, scores: LineScores) -> None:
+        if scores.text is not None:
+            self.text += scores.text.sum(axis=0)
         self.tokens += int(scores.tokens.sum())
         self.oov += int(scores.oov.sum())
         self.sentences += len(scores.tokens)
@@ -223,8 +276,10 @@ class Totals:
     def result(self, source: str | os.PathLike = "<memory>") -> EvalResult:
         if self.tokens == 0:
             raise LmlabError("no tokens to evaluate", source)
+        chars, nbytes, words = map(int, self.text)
         return EvalResult(tokens=self.tokens, oov=self.oov, sentences=self.sentences,
-                          logprob=self.logprob, logprob_excl_oov=self.logprob_excl_oov)
+                          logprob=self.logprob, logprob_excl_oov=self.logprob_excl_oov,
+                          characters=chars, bytes=nbytes, words=words)
 
 
 def evaluate(model: LanguageModel, path: str | os.PathLike) -> tuple[EvalResult, np.ndarray,
@@ -281,11 +336,11 @@ def score_lines(model: LanguageModel, path: str | os.PathLike, *, jobs: int = 1,
         raise LmlabError("scoring with jobs > 1 needs the model's file (model_path): each worker "
                          "process loads it")
     yield from _score_in_processes(os.fspath(model_path), path, jobs, chunk_bytes,
-                                   _fingerprint(model))
+                                   _fingerprint(model), model.vocab.tokenizer)
 
 
 def _score_in_processes(model_path: str, path: str | os.PathLike, jobs: int, chunk_bytes: int,
-                        fingerprint: str) -> Iterator[LineScores]:
+                        fingerprint: str, tokenizer: Tokenizer) -> Iterator[LineScores]:
     """The lines of ``path`` read here (``chunk_bytes`` at a time), encoded and scored by
     ``jobs`` worker processes, yielded in input order; at most ``2 * jobs`` chunks in flight, so
     memory stays bounded."""
@@ -300,7 +355,7 @@ def _score_in_processes(model_path: str, path: str | os.PathLike, jobs: int, chu
                                initargs=(model_path, fingerprint))
     pending: deque = deque()
     try:
-        for first, lines in iter_lines(path, chunk_bytes):
+        for first, lines in iter_lines(path, chunk_bytes, tokenizer):
             pending.append(pool.submit(_worker_score, os.fspath(path), first, lines))
             if len(pending) >= 2 * jobs:
                 yield pending.popleft().result()
@@ -322,6 +377,7 @@ def _fingerprint(model: LanguageModel) -> str:
     an ``.lm`` here and its binary form in the workers is fine)."""
     meta = getattr(model, "meta", None) or {}
     text = "\n".join([str(getattr(model, "order", "")), str(meta.get("smoothing", "")),
+                      json.dumps(model.vocab.tokenizer.spec(), sort_keys=True),
                       *model.vocab.itos])
     return hashlib.sha256(text.encode("utf-8", "surrogateescape")).hexdigest()
 

@@ -14,9 +14,10 @@ them, so a number from ``lm.perplexity(...)`` is exactly the number ``lmlab eval
     >>> [(w, round(p, 3)) for w, p in lm.next_words("the", k=2)]
     [('cat', 0.5), ('dog', 0.5)]
 
-Text given as a Python ``str`` is one sentence split on whitespace; a list of strings is a list
-of tokens. ``perplexity`` takes a path (``str`` or ``Path``: a file, ``-`` for standard input) or
-an iterable of sentences. This module imports nothing heavy: no torch.
+Text given as a Python ``str`` is one sentence of raw text, cut by the model's tokenizer (by
+default: split on whitespace); a list of strings is a list of tokens. ``perplexity`` takes a
+path (``str`` or ``Path``: a file, ``-`` for standard input) or an iterable of sentences.
+This module imports nothing heavy: no torch.
 """
 
 from __future__ import annotations
@@ -28,8 +29,9 @@ from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
-from lmlab.corpus import BOS_ID, TokenStream, Vocabulary, check_words
+from lmlab.corpus import BOS_ID, TokenStream, Vocabulary, check_words, encode_lines
 from lmlab.errors import LmlabError
+from lmlab.tokenizers import WHITESPACE, Tokenizer
 
 if TYPE_CHECKING:
     from lmlab.metrics import EvalResult
@@ -52,12 +54,13 @@ class TokenScore:
         return asdict(self)
 
 
-def tokens_of(sentence: Sentence) -> list[str]:
-    """The tokens of one sentence: a ``str`` is split on whitespace, a sequence is taken as is.
+def tokens_of(sentence: Sentence, tokenizer: Tokenizer = WHITESPACE) -> list[str]:
+    """The tokens of one sentence: a ``str`` is cut by ``tokenizer`` (default: split on
+    whitespace), a sequence is taken as is.
 
     Raises :class:`LmlabError` for a sentence boundary written inside it (lmlab adds those)."""
     if isinstance(sentence, str):
-        words = sentence.split()
+        words = tokenizer.split(sentence)
     elif isinstance(sentence, bytes):
         raise LmlabError("a sentence must be text (str) or a list of tokens, not bytes")
     else:
@@ -73,11 +76,25 @@ def is_path(text: object) -> bool:
     return isinstance(text, str | os.PathLike)
 
 
-def sentences_of(text: Iterable[Sentence]) -> list[list[str]]:
+def sentences_of(text: Iterable[Sentence], tokenizer: Tokenizer = WHITESPACE
+                 ) -> list[list[str]]:
     """Tokenized sentences of an iterable of sentences (each a ``str`` or a list of tokens)."""
     if isinstance(text, bytes):
         raise LmlabError("text must be a path or an iterable of sentences, not bytes")
-    return [tokens_of(s) for s in text]
+    return [tokens_of(s, tokenizer) for s in text]
+
+
+def stream_of(text: Iterable[Sentence], vocab: Vocabulary, source: str = "<sentences>"
+              ) -> TokenStream:
+    """The token stream of an iterable of sentences, cut by ``vocab.tokenizer``. Sentences all
+    given as ``str`` are read as the lines of a file are (their characters counted as given);
+    lists of tokens stand for the text their tokenizer joins them into."""
+    if isinstance(text, bytes):
+        raise LmlabError("text must be a path or an iterable of sentences, not bytes")
+    items = list(text)
+    if items and all(isinstance(s, str) for s in items):
+        return encode_lines(items, vocab, source)
+    return TokenStream.from_sentences(sentences_of(items, vocab.tokenizer), vocab, source)
 
 
 class Model(Protocol):
@@ -129,7 +146,8 @@ class Scoring:
         """
         from lmlab.metrics import token_table
 
-        return [TokenScore(**row) for row in token_table(self, tokens_of(sentence))]
+        return [TokenScore(**row) for row in token_table(self, tokens_of(sentence,
+                                                                          self.vocab.tokenizer))]
 
     def perplexity(self, text: Text) -> EvalResult:
         """Evaluate ``text`` (a file path, ``-`` for standard input, or an iterable of
@@ -146,8 +164,7 @@ class Scoring:
 
         if is_path(text):  # streamed (memory does not grow with the file) where the model allows
             return evaluate_file(self, text)
-        stream = TokenStream.from_sentences(sentences_of(text), self.vocab, "<sentences>")
-        return evaluate_stream(self, stream)[0]
+        return evaluate_stream(self, stream_of(text, self.vocab))[0]
 
     def next_words(self, context: Sentence = "", k: int = 10) -> list[tuple[str, float]]:
         """The ``k`` most probable next words after ``context`` (a sentence prefix) with their
@@ -160,7 +177,8 @@ class Scoring:
         """
         if k < 1:
             raise LmlabError(f"k must be >= 1, got {k}")
-        logp = np.asarray(self.next_logprobs(tokens_of(context)), dtype=np.float64)
+        logp = np.asarray(self.next_logprobs(tokens_of(context, self.vocab.tokenizer)),
+                          dtype=np.float64)
         # <s> is context only; a neural softmax still gives it a sliver of mass (mean 1e-6 on
         # PTB test for the Zaremba-small LSTM, more for an undertrained model)
         order = [i for i in np.argsort(-logp, kind="stable") if i != BOS_ID][:k]
@@ -169,8 +187,9 @@ class Scoring:
 
     def generate(self, words: int = 50, *, temperature: float = 1.0, top_k: int | None = None,
                  seed: int = 0, prefix: Sentence = "") -> list[str]:
-        """Sample sentences until ``words`` words were produced; one string per sentence.
-        The same seed, model and options give the same text.
+        """Sample sentences until ``words`` tokens were produced; one string per sentence (its
+        tokens joined by the model's tokenizer). The same seed, model and options give the same
+        text.
 
         >>> import lmlab
         >>> lm = lmlab.train_ngram(["a b", "a c", "a b"], order=2, smoothing="mle")
@@ -179,5 +198,6 @@ class Scoring:
         """
         from lmlab.generate import generate
 
-        return [" ".join(s) for s in generate(self, words, seed=seed, temperature=temperature,
-                                              top_k=top_k, prefix=tokens_of(prefix))]
+        tok = self.vocab.tokenizer
+        return [tok.join(s) for s in generate(self, words, seed=seed, temperature=temperature,
+                                              top_k=top_k, prefix=tokens_of(prefix, tok))]

@@ -17,6 +17,7 @@ import argparse
 import json
 import sys
 
+from lmlab.cli_base import add_tokenizer_options, tokenizer_of
 from lmlab.errors import LmlabError
 from lmlab.fileio import json_safe
 from lmlab.neural.config import MODEL_TYPES, OPTIMIZERS, VARIANTS, RunConfig, flag_name
@@ -75,6 +76,7 @@ def add_train_parser(sub) -> None:
                    help="stop (with a resumable checkpoint) after N optimiser steps in total; "
                    "kept by --resume (default 0: no limit)")
     t.add_argument("--json", action="store_true", help="print the final report as JSON")
+    add_tokenizer_options(t)
     m = t.add_argument_group("model")
     m.add_argument("--emsize", type=int, metavar="N",
                    help=f"embedding size {dflt('model', 'emsize')}")
@@ -207,10 +209,15 @@ def cmd_train(args) -> int:
     from lmlab.neural.data import load_corpus
 
     base = None
+    tokenizer = tokenizer_of(args)
     if args.resume:
         from lmlab.neural.checkpoint import load_checkpoint
+        from lmlab.tokenizers import tokenizer_from_spec
 
-        base = RunConfig.from_dict(load_checkpoint(args.output)["config"], args.output)
+        saved = load_checkpoint(args.output)
+        base = RunConfig.from_dict(saved["config"], args.output)
+        if args.tokenizer is None:  # the run's own (a trained subword model included)
+            tokenizer = tokenizer_from_spec(saved.get("tokenizer"), args.output)
     config = build_config(args, base)
     from lmlab.neural.trainer import (
         Trainer,
@@ -220,7 +227,7 @@ def cmd_train(args) -> int:
     )
 
     check_train_options(config)  # before reading the data: a typo fails at once
-    corpus = load_corpus(data_folder(args.data))
+    corpus = load_corpus(data_folder(args.data), tokenizer=tokenizer)
     trainer = Trainer(config, corpus, args.output, resume=args.resume, overwrite=args.overwrite,
                       progress=sys.stderr.isatty(), log=lambda line: print(line, file=sys.stderr),
                       process_settings=True)  # a program of its own: threads, heap, cuDNN

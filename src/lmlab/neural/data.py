@@ -16,6 +16,7 @@ import torch
 
 from lmlab.corpus import EOS_ID, TokenStream, Vocabulary, read_corpus, read_training_corpus
 from lmlab.errors import LmlabError
+from lmlab.tokenizers import WHITESPACE, Tokenizer
 
 SPLITS = ("train", "valid", "test")
 
@@ -69,10 +70,12 @@ def split_path(folder: str | os.PathLike, split: str) -> Path | None:
     return None
 
 
-def load_corpus(folder: str | os.PathLike, vocab: Vocabulary | None = None) -> Corpus:
+def load_corpus(folder: str | os.PathLike, vocab: Vocabulary | None = None,
+                tokenizer: Tokenizer = WHITESPACE) -> Corpus:
     """Read ``train.txt`` and ``valid.txt`` (required) and ``test.txt`` (optional) of ``folder``.
 
-    The vocabulary is built from ``train`` (every word kept) unless given.
+    The vocabulary is built from ``train`` (every token kept; a subword ``tokenizer`` trained on
+    it first) unless given.
     """
     folder = Path(folder)
     if not folder.is_dir():
@@ -82,7 +85,7 @@ def load_corpus(folder: str | os.PathLike, vocab: Vocabulary | None = None) -> C
     for s in ("train", "valid"):
         if paths[s] is None:
             raise LmlabError(f"no {s}.txt in the data directory", folder)
-    vocab, train = read_training_corpus(paths["train"], vocab)
+    vocab, train = read_training_corpus(paths["train"], vocab, tokenizer=tokenizer)
     valid = read_corpus(paths["valid"], vocab)
     test = read_corpus(paths["test"], vocab) if paths["test"] else None
     return Corpus(vocab, train, valid, test, os.fspath(folder))

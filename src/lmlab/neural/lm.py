@@ -23,6 +23,7 @@ from lmlab.metrics import safe_exp
 from lmlab.neural.config import RunConfig
 from lmlab.neural.data import stream_tensors
 from lmlab.scoring import Scoring
+from lmlab.tokenizers import tokenizer_from_spec, tokenizer_record
 
 CHUNK = 256
 
@@ -168,7 +169,8 @@ class NeuralLM(Scoring):
         state = {k: v.detach().cpu() for k, v in self.model.state_dict().items()}
         save_checkpoint(path, {"config": config, "vocab": list(self.vocab.itos), "model": state,
                                "progress": {"epoch": self.meta.get("epoch"),
-                                            "step": self.meta.get("step")}})
+                                            "step": self.meta.get("step")},
+                               **tokenizer_record(self.vocab)})
         self.path = os.fspath(path)
 
     # -- helpers --------------------------------------------------------------------------------
@@ -210,7 +212,7 @@ def model_from_checkpoint(data: dict, path: str | os.PathLike = "checkpoint"
     itos = data["vocab"]
     if not isinstance(itos, list) or not all(isinstance(w, str) for w in itos):
         raise LmlabError("checkpoint vocabulary is not a list of words", path)
-    vocab = Vocabulary(itos)
+    vocab = Vocabulary(itos, tokenizer=tokenizer_from_spec(data.get("tokenizer"), path))
     if config.model.vocab_size != len(vocab):
         raise LmlabError(f"checkpoint vocabulary has {len(vocab)} words but the model "
                          f"{config.model.vocab_size}", path)

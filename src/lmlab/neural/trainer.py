@@ -77,6 +77,7 @@ from lmlab.neural.data import Corpus, batchify, bptt_windows
 from lmlab.neural.heap import keep_freed_memory
 from lmlab.neural.lm import NeuralLM, model_from_checkpoint, resolve_device
 from lmlab.neural.run_files import MetricsLog, sidecar_paths, write_run_config
+from lmlab.tokenizers import tokenizer_from_spec, tokenizer_record
 
 CURVE_EVERY_S = 60.0  # redraw the learning curve after an epoch at most this often (and at the end)
 
@@ -243,6 +244,10 @@ class Trainer:
                         f"{old[section].get(key)!r}; a resumed run keeps its configuration "
                         f"(only {_resumable_flags()} may change)", self.out)
         itos = data["vocab"]
+        saved_tokenizer = tokenizer_from_spec(data.get("tokenizer"), self.out)
+        if saved_tokenizer != self.vocab.tokenizer:
+            raise LmlabError(f"checkpoint was trained with the {saved_tokenizer.describe()} "
+                             f"tokenizer, not {self.vocab.tokenizer.describe()}", self.out)
         if itos != self.vocab.itos:
             raise LmlabError(f"checkpoint vocabulary ({len(itos)} words) differs from the one of "
                              f"the training data ({len(self.vocab)} words): another data set?",
@@ -269,6 +274,7 @@ class Trainer:
         return to_cpu({
             "config": self.config.to_dict(),
             "vocab": list(self.vocab.itos),
+            **tokenizer_record(self.vocab),
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "schedule": {"lr": self.lr, "best_valid": self.best_valid,

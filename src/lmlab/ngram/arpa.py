@@ -29,6 +29,7 @@ import numpy as np
 from lmlab.corpus import BOS, EOS, SPECIALS, UNK, Vocabulary
 from lmlab.errors import LmlabError, LmlabWarning
 from lmlab.fileio import atomic_output, open_binary, strip_bom
+from lmlab.tokenizers import read_companion, write_companion
 
 LOG_ZERO = -99.0
 MISSING_UNK_LOGP = -100.0
@@ -51,7 +52,8 @@ def table_word_ids(keys: list[np.ndarray], V: int) -> list[np.ndarray]:
 
 
 def write_arpa(model, path: str | os.PathLike) -> None:
-    """Write a backoff-form model as ARPA (gzip if ``path`` ends in .gz)."""
+    """Write a backoff-form model as ARPA (gzip if ``path`` ends in .gz); a tokenizer other than
+    whitespace is saved beside it (:func:`lmlab.tokenizers.companion_path`)."""
     if not hasattr(model, "logp"):
         raise LmlabError(f"{model.meta.get('smoothing', 'this')} model has no backoff form and "
                          "cannot be written as ARPA")
@@ -76,6 +78,7 @@ def write_arpa(model, path: str | os.PathLike) -> None:
             else:
                 f.writelines(f"{p:.8g}\t{s}\n" for p, s in zip(logp, strings, strict=True))
         f.write("\n\\end\\\n")
+        write_companion(path, model.vocab.tokenizer)  # inside: a failure here leaves no ARPA
 
 
 class _Lines:
@@ -106,8 +109,11 @@ class _Lines:
 
 
 def read_arpa(path: str | os.PathLike):
-    """Read an ARPA file into an :class:`~lmlab.ngram.model.NGramModel`."""
+    """Read an ARPA file into an :class:`~lmlab.ngram.model.NGramModel` (with the tokenizer
+    saved beside it, if any)."""
     from lmlab.ngram.model import NGramModel
+
+    tokenizer = read_companion(path)
 
     lines = _Lines(path)
     try:
@@ -145,6 +151,7 @@ def read_arpa(path: str | os.PathLike):
     finally:
         lines.f.close()
     vocab, keys, logp, bow, missing_unk = _assemble(path, sections)
+    vocab.tokenizer = tokenizer
     meta = {"order": order, "smoothing": "arpa", "trained_on": os.fspath(path)}
     if missing_unk:  # KenLM substitutes a <unk> of its own (lmlab.kenlm too)
         meta["missing_unk"] = True

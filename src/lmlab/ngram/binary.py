@@ -54,6 +54,7 @@ from lmlab.fileio import GZIP_MAGIC, atomic_output, check_output_path
 from lmlab.models import BINARY_MAGIC
 from lmlab.ngram.keyindex import GOLDEN, place
 from lmlab.ngram.model import NGramModel
+from lmlab.tokenizers import tokenizer_from_spec
 
 MAGIC = BINARY_MAGIC  # defined where every format is told apart (lmlab.models)
 VERSION = 1
@@ -241,6 +242,8 @@ def write_binary(model, path: str | os.PathLike, quantize_bits: int | None = Non
     header = {"format": "lmlab-ngram-binary", "meta": model.meta, "order": model.order,
               "vocab_size": len(model.vocab), "quantize": quantize_bits or 0, "probes": probes,
               "sections": table}
+    if not model.vocab.tokenizer.is_default:
+        header["tokenizer"] = model.vocab.tokenizer.spec()
     # The section offsets depend on the header's length, which depends on the offsets: lay out
     # with a generous guess for the header, then fix it.
     room = len(json.dumps(header)) + 64 * len(arrays) + 64
@@ -400,7 +403,8 @@ def _assemble(path, mm, header: dict, sections: dict[str, np.ndarray]):
     raw = get("vocab", None, ("u1",))
     try:
         words = raw.tobytes().decode("utf-8", "surrogateescape").split("\n")
-        vocab = Vocabulary(words, get("vocab_counts", V, ("<i8",)))
+        vocab = Vocabulary(words, get("vocab_counts", V, ("<i8",)),
+                           tokenizer_from_spec(header.get("tokenizer"), path))
     except LmlabError as err:
         raise LmlabError(f"corrupt binary model: {err}", path) from None
     if len(vocab) != V or words[:3] != vocab.itos[:3]:  # (Vocabulary puts specials first)

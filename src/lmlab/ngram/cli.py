@@ -10,7 +10,14 @@ import os
 import sys
 import time
 
-from lmlab.cli_base import MODEL_HELP, STDIN_HELP, add_command, split_words
+from lmlab.cli_base import (
+    MODEL_HELP,
+    STDIN_HELP,
+    add_command,
+    add_tokenizer_options,
+    command_line_text,
+    tokenizer_of,
+)
 from lmlab.errors import LmlabError, file_label
 
 
@@ -44,6 +51,7 @@ def add_parser(sub) -> None:
                    help="keep at most this many words (with specials)")
     t.add_argument("--vocab", metavar="FILE", help="use this vocabulary file instead of building "
                    "one")
+    add_tokenizer_options(t)
     t.add_argument("--add-k", type=float, default=1.0, metavar="K",
                    help="-s addk: the constant added to every count (1 = Laplace)")
     t.add_argument("--backoff-factor", type=float, default=0.4, metavar="F",
@@ -132,18 +140,23 @@ def cmd_ngram_train(args) -> int:
         options["factor"] = args.backoff_factor
     if args.smoothing == "mkn":
         options["strict"] = args.strict_discounts
+    tokenizer = tokenizer_of(args)
     vocab = Vocabulary.load(args.vocab) if args.vocab else None
+    if vocab is not None:
+        vocab.tokenizer = tokenizer
     start = time.perf_counter()
     model = train_ngram(args.train, order=args.order, smoothing=args.smoothing, vocab=vocab,
                         min_count=args.min_count, max_vocab=args.max_vocab, k=args.add_k,
-                        progress=sys.stderr.isatty(), prune=args.prune, **options)
+                        progress=sys.stderr.isatty(), prune=args.prune, tokenizer=tokenizer,
+                        **options)
     elapsed = time.perf_counter() - start
     if args.output:
         model.save(args.output)
     if args.arpa:
         write_arpa(model, args.arpa)
     sizes = " ".join(f"{n}:{len(k)}" for n, k in enumerate(model.keys, 1))
-    print(f"trained {args.smoothing} {args.order}-gram on {model.meta['tokens']} tokens in "
+    tok = "" if tokenizer.is_default else f" ({tokenizer.describe()} tokens)"
+    print(f"trained {args.smoothing} {args.order}-gram on {model.meta['tokens']} tokens{tok} in "
           f"{elapsed:.2f}s; vocabulary {len(model.vocab)}; n-grams {sizes}", file=sys.stderr)
     return 0
 
@@ -207,7 +220,7 @@ def cmd_next(args) -> int:
     if args.top < 1:
         raise LmlabError(f"--top must be >= 1, got {args.top}")
     model = load_model(args.model)
-    rows = [{"word": w, "prob": p} for w, p in model.next_words(split_words(args.context),
+    rows = [{"word": w, "prob": p} for w, p in model.next_words(command_line_text(args.context),
                                                                 k=args.top)]
     if args.json:
         print(json.dumps(rows))

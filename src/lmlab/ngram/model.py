@@ -28,6 +28,7 @@ from lmlab.ngram.keyindex import KeyIndex
 from lmlab.ngram.prune import prune_thresholds
 from lmlab.ngram.smoothing import ALL_METHODS, make_smoothing
 from lmlab.scoring import Scoring
+from lmlab.tokenizers import WHITESPACE, Tokenizer, tokenizer_from_spec
 
 LN10 = math.log(10.0)
 FORMAT = "lmlab-ngram"
@@ -216,10 +217,11 @@ def train_ngram(path: str | os.PathLike | None = None, order: int = 3, smoothing
                 *, stream: TokenStream | None = None, vocab: Vocabulary | None = None,
                 min_count: int = 1, max_vocab: int | None = None, k: float = 1.0,
                 progress: bool = False, verbose: bool = True, prune: Sequence[int] | None = None,
-                **options) -> NGramModel | AddKModel:
+                tokenizer: Tokenizer = WHITESPACE, **options) -> NGramModel | AddKModel:
     """Train an n-gram model of ``order`` with ``smoothing`` (one of ``ALL_METHODS``) on the text
-    file ``path`` (or an already-encoded ``stream`` with its ``vocab``). ``prune``: count
-    thresholds per order, ``lmplz --prune``'s semantics (see :mod:`lmlab.ngram.prune`)."""
+    file ``path`` (or an already-encoded ``stream`` with its ``vocab``), cut by ``tokenizer``
+    (a given ``vocab``'s own when there is one). ``prune``: count thresholds per order,
+    ``lmplz --prune``'s semantics (see :mod:`lmlab.ngram.prune`)."""
     check_order(order)
     if smoothing not in ALL_METHODS:
         raise LmlabError(f"unknown smoothing {smoothing!r}; choose from {', '.join(ALL_METHODS)}")
@@ -227,11 +229,14 @@ def train_ngram(path: str | os.PathLike | None = None, order: int = 3, smoothing
     if stream is None:
         if path is None:
             raise ValueError("train_ngram needs a path or a stream")
-        vocab, stream = read_training_corpus(path, vocab, min_count=min_count, max_size=max_vocab)
+        vocab, stream = read_training_corpus(path, vocab, min_count=min_count, max_size=max_vocab,
+                                             tokenizer=tokenizer)
     elif vocab is None:
         raise ValueError("a stream needs its vocabulary")
     meta = {"order": order, "smoothing": smoothing,
             "trained_on": str(path) if path else stream.source, "tokens": len(stream)}
+    if not vocab.tokenizer.is_default:
+        meta["tokenizer"] = vocab.tokenizer.describe()
     if thresholds:
         meta["prune"] = thresholds
     if smoothing == "addk":
@@ -266,6 +271,8 @@ def save_arrays(path: str | os.PathLike, vocab: Vocabulary, meta: dict,
         with zipfile.ZipFile(f, "w", compression=zipfile.ZIP_STORED) as z:
             z.writestr("header.json", json.dumps(header))
             z.writestr("vocab.txt", "\n".join(vocab.itos))
+            if not vocab.tokenizer.is_default:
+                z.writestr("tokenizer.json", json.dumps(vocab.tokenizer.spec()))
             for name, a in flat.items():
                 with z.open(f"{name}.npy", "w", force_zip64=True) as out:
                     np.lib.format.write_array(out, np.ascontiguousarray(a), allow_pickle=False)
@@ -302,7 +309,9 @@ def load_ngram(path: str | os.PathLike) -> NGramModel | AddKModel:
 
             arrays = {name: [read(f"{name}{i}") for i in range(n)]
                       for name, n in header["arrays"].items()}
-            vocab = Vocabulary(words, read("vocab_counts"))
+            spec = json.loads(z.read("tokenizer.json")) if "tokenizer.json" in z.namelist() \
+                else None
+            vocab = Vocabulary(words, read("vocab_counts"), tokenizer_from_spec(spec, path))
     except LmlabError:
         raise
     except (zipfile.BadZipFile, KeyError, ValueError, TypeError, AttributeError, OSError,
