@@ -23,6 +23,7 @@ from lmlab.cli_base import (
     command_line_text,
 )
 from lmlab.errors import LmlabError, LmlabWarning, file_label
+from lmlab.tokenizers import tokenizer_note
 
 EXIT_USER_ERROR = 2
 # Commands that live with their subsystem: each module has ``add_parser(subparsers)`` and imports
@@ -168,7 +169,8 @@ def _report_text(args, model) -> int:
     result = evaluate_file(model, args.text, jobs=args.jobs, model_path=args.model,
                            per_line=args.per_line)
     d = {"model": args.model, "text": args.text, **result.to_dict(),
-         "normalised": getattr(model, "normalised", True)}
+         "normalised": getattr(model, "normalised", True),
+         "tokenizer": model.vocab.tokenizer.describe()}
     # Bidirectional checkpoints: backward/cloze numbers BESIDE the left-to-right ones.
     extra = {}
     if getattr(model, "bidirectional", False):  # its backward and cloze numbers read the text
@@ -186,13 +188,18 @@ def _report_text(args, model) -> int:
     desc = model.describe()
     summary = desc.get("summary") or f"{desc.get('smoothing', '')}, order {desc.get('order', '?')}"
     lines = [f"model       {args.model} ({summary})",
+             f"tokenizer   {tokenizer_note(model.vocab.tokenizer, result.unicode_spaces)}",
              f"text        {file_label(args.text)}: {result.sentences} sentences, "
-             f"{result.tokens} tokens (words + </s>), {result.oov} OOV",
+             f"{result.tokens} tokens (+ </s> per line), {result.oov} OOV; "
+             f"{result.characters} characters, {result.bytes} bytes, {result.words} words",
              f"log10 prob  {_fmt(result.log10_prob)}",
              f"cross-ent.  {_fmt(result.cross_entropy_nats)} nats = "
              f"{_fmt(result.cross_entropy_bits)} bits per token",
              f"perplexity  {_fmt(result.perplexity)} (excluding OOV: "
-             f"{_fmt(result.perplexity_excl_oov)})"]
+             f"{_fmt(result.perplexity_excl_oov)})",
+             f"per text    {_fmt(result.bits_per_character)} bits per character, "
+             f"{_fmt(result.bits_per_byte)} per byte; word perplexity "
+             f"{_fmt(result.word_perplexity)} (comparable across tokenizers)"]
     if not d["normalised"]:
         lines.append("note        stupid backoff scores are not probabilities: this "
                      "'perplexity' is not comparable to other models'")
@@ -266,7 +273,8 @@ def cmd_generate(args) -> int:
     model = load_model(args.model)
     for sentence in model.generate(args.words, seed=args.seed, temperature=args.temperature,
                                    top_k=args.top_k, prefix=args.prefix):
-        print(sentence)
+        # a byte model may sample invalid UTF-8: print it replaced, not crash
+        print(sentence.encode("utf-8", "surrogateescape").decode("utf-8", "replace"))
     return 0
 
 

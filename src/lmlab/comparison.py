@@ -53,6 +53,12 @@ class ModelScore:
     seconds: float
     normalised: bool
     logprobs: object = field(repr=False)  # np.ndarray [tokens]
+    tokenizer: str = "whitespace"
+    characters: int = 0
+    bytes: int = 0
+    bits_per_character: float = float("nan")
+    bits_per_byte: float = float("nan")
+    word_perplexity: float = float("nan")
 
     @property
     def tokens_per_s(self) -> float:
@@ -65,14 +71,26 @@ class ModelScore:
                 "sentences": self.sentences, "cross_entropy_bits": self.cross_entropy_bits,
                 "perplexity": self.perplexity, "perplexity_excl_oov": self.perplexity_excl_oov,
                 "scoring_seconds": self.seconds, "tokens_per_s": self.tokens_per_s,
-                "normalised": self.normalised}
+                "normalised": self.normalised, "tokenizer": self.tokenizer,
+                "characters": self.characters, "bytes": self.bytes,
+                "bits_per_character": self.bits_per_character,
+                "bits_per_byte": self.bits_per_byte, "word_perplexity": self.word_perplexity}
 
 
 @dataclass
 class Comparison:
+    """Every model's numbers on one text. Models of one tokenizer are compared token by token
+    against the first (``pairs``); models that tokenize differently predict different tokens,
+    so they are ranked by bits per character of the raw text instead (``by_characters``)."""
+
     text: str
     scores: list[ModelScore]
-    pairs: list[dict]  # one per model after the first, against the first
+    pairs: list[dict]  # one per model after the first, against the first (one tokenizer only)
+
+    @property
+    def by_characters(self) -> bool:
+        """Whether the models tokenize differently (then ranked by bits per character)."""
+        return len({s.tokenizer for s in self.scores}) > 1
 
     def __str__(self) -> str:
         return format_table(self)
@@ -80,6 +98,7 @@ class Comparison:
     def to_dict(self) -> dict:
         return json_safe({"text": self.text, "tokens": self.scores[0].tokens,
                            "reference": self.scores[0].path,
+                           "ranked_by": "bits_per_character" if self.by_characters else None,
                            "models": [s.to_dict() for s in self.scores], "pairs": self.pairs})
 
 
@@ -158,7 +177,11 @@ def score_model(model, text: str | os.PathLike, path: str = "", name: str = "") 
                       tokens=result.tokens, oov=result.oov, sentences=result.sentences,
                       cross_entropy_bits=result.cross_entropy_bits, perplexity=result.perplexity,
                       perplexity_excl_oov=result.perplexity_excl_oov, seconds=timed.seconds,
-                      normalised=bool(getattr(model, "normalised", True)), logprobs=logprobs)
+                      normalised=bool(getattr(model, "normalised", True)), logprobs=logprobs,
+                      tokenizer=model.vocab.tokenizer.describe(), characters=result.characters,
+                      bytes=result.bytes, bits_per_character=result.bits_per_character,
+                      bits_per_byte=result.bits_per_byte,
+                      word_perplexity=result.word_perplexity)
 
 
 def head_to_head(reference: ModelScore, other: ModelScore) -> dict:
@@ -200,12 +223,15 @@ def compare_models(models: list, paths: list[str], text: str | os.PathLike,
     if not models:
         raise LmlabError("compare needs at least one model")
     names = names or _short_names(paths)
-    scores = []
-    for model, path, name in zip(models, paths, names, strict=True):
-        scores.append(score_model(model, text, path=path, name=name))
-        if scores[-1].tokens != scores[0].tokens or \
-                len(scores[-1].logprobs) != len(scores[0].logprobs):
-            raise LmlabError(f"{path} predicts {scores[-1].tokens} tokens of {text} but "
+    scores = [score_model(model, text, path=path, name=name)
+              for model, path, name in zip(models, paths, names, strict=True)]
+    if len({s.tokenizer for s in scores}) > 1:  # different tokens: rank by the raw text's
+        scores.sort(key=lambda s: (not math.isfinite(s.bits_per_character),
+                                   s.bits_per_character))
+        return Comparison(os.fspath(text), scores, [])
+    for s, path in zip(scores, paths, strict=True):
+        if s.tokens != scores[0].tokens or len(s.logprobs) != len(scores[0].logprobs):
+            raise LmlabError(f"{path} predicts {s.tokens} tokens of {text} but "
                              f"{paths[0]} {scores[0].tokens}: per-token log-probs do not align")
     pairs = [head_to_head(scores[0], s) for s in scores[1:]]
     return Comparison(os.fspath(text), scores, pairs)
@@ -242,27 +268,42 @@ def _human(n: int) -> str:
 def format_table(c: Comparison) -> str:
     ref = c.scores[0]
     pairs = {p["model"]: p for p in c.pairs}
+    mixed = c.by_characters
     header = ["model", "type", "description", "size", "tokens", "OOV", "bits/tok", "ppl",
-              "ppl excl. OOV", "tok/s", f"better than {ref.name}"]
+              "ppl excl. OOV", "bits/char", "word ppl", "tok/s"]
+    header += ["tokenizer"] if mixed else [f"better than {ref.name}"]
     rows = []
     for s in c.scores:
         p = pairs.get(s.path)
         better = "(reference)" if s is ref else \
-            f"{100 * p['better']:.1f}% (worse {100 * p['worse']:.1f}%)"
+            f"{100 * p['better']:.1f}% (worse {100 * p['worse']:.1f}%)" if p else "-"
         rows.append([s.name, s.kind, s.description, _size(s), f"{s.tokens:,}", f"{s.oov:,}",
                      _num(s.cross_entropy_bits, 3), _num(s.perplexity),
-                     _num(s.perplexity_excl_oov), f"{s.tokens_per_s:,.0f}", better])
+                     _num(s.perplexity_excl_oov), _num(s.bits_per_character, 4),
+                     _num(s.word_perplexity), f"{s.tokens_per_s:,.0f}",
+                     s.tokenizer if mixed else better])
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
-    right = {4, 5, 6, 7, 8, 9}
+    right = {4, 5, 6, 7, 8, 9, 10, 11}
 
     def line(cells):
         return "  ".join(c.rjust(w) if i in right else c.ljust(w)
                          for i, (c, w) in enumerate(zip(cells, widths, strict=True))).rstrip()
 
-    out = [f"text: {c.text} ({ref.tokens:,} predicted tokens = words + </s>, "
-           f"{ref.sentences:,} sentences)", line(header), line(["-" * w for w in widths])]
+    if mixed:
+        title = (f"text: {c.text} ({ref.characters:,} characters, {ref.sentences:,} lines); "
+                 "the models tokenize differently, so they are RANKED BY BITS PER CHARACTER "
+                 "(total bits / characters of the raw text, line ends included), best first; "
+                 "per-token columns are not comparable across tokenizers")
+    else:
+        title = (f"text: {c.text} ({ref.tokens:,} predicted tokens = words + </s>, "
+                 f"{ref.sentences:,} sentences)")
+    out = [title, line(header), line(["-" * w for w in widths])]
     out += [line(r) for r in rows]
     notes = []
+    if mixed and any(s.oov for s in c.scores):
+        notes.append("a model with OOV tokens predicts <unk> for text it cannot spell, which "
+                     "makes its bits per character optimistic; only a byte-level vocabulary (byte, "
+                     "bpe, sentencepiece's byte fallback) spells any text")
     if len({s.oov for s in c.scores}) > 1:
         notes.append("models with different OOV counts have different vocabularies: their <unk> "
                      "predictions are different events; compare 'ppl excl. OOV' too")
@@ -273,8 +314,10 @@ def format_table(c: Comparison) -> str:
         if "bidirectional" in s.description:
             notes.append(f"{s.name}: bidirectional, scored left to right with its forward "
                          "direction only (as every LM here)")
-    notes.append("'better than' = share of predicted tokens given a higher probability than by "
-                 "the reference (first model); tok/s = scoring only, shared machine: indicative")
+    if not mixed:
+        notes.append("'better than' = share of predicted tokens given a higher probability than "
+                     "by the reference (first model)")
+    notes.append("tok/s = scoring only, shared machine: indicative")
     out += [f"note: {n}" for n in notes]
     return "\n".join(out)
 

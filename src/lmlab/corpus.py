@@ -12,6 +12,7 @@ This gives the standard counts: 82,430 predicted tokens on PTB test, 245,569 on 
 from __future__ import annotations
 
 import os
+import re
 from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -266,15 +267,20 @@ def _read_text_lines(path: str | os.PathLike) -> Iterator[str]:
                 raise LmlabError("not valid UTF-8 text", path, lineno) from None
 
 
-TEXT_COLUMNS = ("characters", "bytes", "words")
+TEXT_COLUMNS = ("characters", "bytes", "words", "unicode_spaces")
+# What Python's str.split takes for whitespace and KenLM (ASCII space, tab, CR, LF, FF, VT) does
+# not: the no-break space U+00A0, the ideographic space U+3000, ... (the two tools' words differ)
+UNICODE_SPACES = re.compile("[\x1c-\x1f\x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f"
+                            "\u3000]")
 
 
 def text_counts(lines: Sequence[str], words: np.ndarray | None = None) -> np.ndarray:
     """Per line of raw text: its characters and UTF-8 bytes, each counting the line's end as
-    one, and its whitespace words (``str.split``); ``int64[lines, 3]``. What the metrics that
-    compare tokenizations divide by (:mod:`lmlab.metrics`); ``words`` if already known."""
+    one, its whitespace words (``str.split``) and its :data:`UNICODE_SPACES`;
+    ``int64[lines, 4]``. What the metrics that compare tokenizations divide by
+    (:mod:`lmlab.metrics`); ``words`` if already known."""
     n = len(lines)
-    out = np.empty((n, 3), dtype=np.int64)
+    out = np.zeros((n, 4), dtype=np.int64)
     chars = np.fromiter(map(len, lines), dtype=np.int64, count=n)
     out[:, 0] = chars + 1
     if all(map(str.isascii, lines)):
@@ -284,6 +290,9 @@ def text_counts(lines: Sequence[str], words: np.ndarray | None = None) -> np.nda
                                 dtype=np.int64, count=n) + 1
     out[:, 2] = words if words is not None else np.fromiter(
         (len(s.split()) for s in lines), dtype=np.int64, count=n)
+    if any(map(UNICODE_SPACES.search, lines)):
+        out[:, 3] = np.fromiter((len(UNICODE_SPACES.findall(s)) for s in lines),
+                                dtype=np.int64, count=n)
     return out
 
 
@@ -300,7 +309,7 @@ class TokenStream:
     offsets: np.ndarray  # int64, len = sentences + 1
     oov: np.ndarray  # bool, same length as ids
     source: str = "<memory>"
-    text: np.ndarray | None = None  # int64[sentences, 3]: characters, bytes, words
+    text: np.ndarray | None = None  # int64[sentences, 4]: TEXT_COLUMNS
 
     @property
     def n_sentences(self) -> int:
@@ -431,8 +440,14 @@ def _joined_tokens(path, first: int, lines: list[str], tokenizer: Tokenizer = WH
                    ) -> list[str]:
     """All tokens of a chunk of lines with ``</s>`` between lines. The whitespace tokenizer
     splits the joined text in one call; others cut each line and are checked the same way."""
-    if not tokenizer.is_default:
-        lines = [" ".join(t) for t in tokenizer.split_lines(lines)]
+    if not tokenizer.is_default:  # (its tokens may hold what str.split takes for a space)
+        out: list[str] = []
+        for i, tokens in enumerate(tokenizer.split_lines(lines)):
+            if RESERVED.intersection(tokens):
+                check_words(tokens, path, first + i + 1)
+            out += tokens
+            out.append(EOS)
+        return out[:-1]
     text = f" {EOS} ".join(lines)
     if BOS in text or text.count(EOS) != len(lines) - 1:
         _check_reserved(path, first, lines)  # a substring match may be part of a longer word

@@ -108,6 +108,7 @@ class EvalResult:
     characters: int = 0  # of the raw text scored, each line end counted as one (0: unknown)
     bytes: int = 0  # UTF-8 bytes of the raw text, each line end counted as one
     words: int = 0  # whitespace words of the raw text (str.split), line ends not counted
+    unicode_spaces: int = 0  # characters str.split takes for spaces and KenLM does not (U+00A0..)
 
     @property
     def cross_entropy_nats(self) -> float:
@@ -212,7 +213,7 @@ class LineScores:
     logprob_excl_oov: np.ndarray  # float64: the same without its OOV tokens
     tokens: np.ndarray  # int64: predicted tokens (words + </s>)
     oov: np.ndarray  # int64: OOV words
-    text: np.ndarray | None = None  # int64[lines, 3]: characters, bytes, words of each line
+    text: np.ndarray | None = None  # int64[lines, 4]: corpus.TEXT_COLUMNS of each line
 
     @classmethod
     def of(cls, logprobs: np.ndarray, stream: TokenStream, first: int = 0) -> LineScores:
@@ -232,7 +233,7 @@ class LineScores:
         + ``</s>``), ``oov``, ``log10prob``, ``logprob`` (natural log), ``perplexity`` (OOV
         included, as ``lmlab eval``'s) and the line's ``characters`` and ``bytes`` (its end
         counted as one)."""
-        text = self.text.tolist() if self.text is not None else [(0, 0, 0)] * len(self.tokens)
+        text = self.text.tolist() if self.text is not None else [(0, 0)] * len(self.tokens)
         for i, (lp, n, oov, t) in enumerate(zip(self.logprob.tolist(), self.tokens.tolist(),
                                                 self.oov.tolist(), text, strict=True)):
             yield {"line": self.first + i + 1, "tokens": n, "oov": oov, "log10prob": lp / LN10,
@@ -262,7 +263,7 @@ class Totals:
     def __init__(self) -> None:
         self.tokens = self.oov = self.sentences = 0
         self.logprob = self.logprob_excl_oov = 0.0
-        self.text = np.zeros(3, dtype=np.int64)  # characters, bytes, words
+        self.text = np.zeros(4, dtype=np.int64)  # corpus.TEXT_COLUMNS
 
     def add(self, scores: LineScores) -> None:
         if scores.text is not None:
@@ -276,10 +277,10 @@ class Totals:
     def result(self, source: str | os.PathLike = "<memory>") -> EvalResult:
         if self.tokens == 0:
             raise LmlabError("no tokens to evaluate", source)
-        chars, nbytes, words = map(int, self.text)
+        chars, nbytes, words, spaces = map(int, self.text)
         return EvalResult(tokens=self.tokens, oov=self.oov, sentences=self.sentences,
                           logprob=self.logprob, logprob_excl_oov=self.logprob_excl_oov,
-                          characters=chars, bytes=nbytes, words=words)
+                          characters=chars, bytes=nbytes, words=words, unicode_spaces=spaces)
 
 
 def evaluate(model: LanguageModel, path: str | os.PathLike) -> tuple[EvalResult, np.ndarray,

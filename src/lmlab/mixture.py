@@ -39,6 +39,11 @@ class Mixture(Scoring):
             raise LmlabError(f"mixture weights must be >= 0 and sum to 1, got {list(weights)}")
         base = set(models[0].vocab.itos)
         for i, m in enumerate(models[1:], 2):
+            if m.vocab.tokenizer != models[0].vocab.tokenizer:
+                raise LmlabError(f"model {i} uses the {m.vocab.tokenizer.describe()} tokenizer, "
+                                 f"model 1 {models[0].vocab.tokenizer.describe()}; a mixture "
+                                 "adds the probabilities of the same tokens: interpolate models "
+                                 "of one tokenizer")
             if set(m.vocab.itos) != base:
                 diff = len(base.symmetric_difference(m.vocab.itos))
                 raise LmlabError(f"model {i} has a different vocabulary ({diff} words differ); "

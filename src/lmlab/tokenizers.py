@@ -53,28 +53,44 @@ from lmlab.errors import LmlabError
 
 SPACE = "\u2581"  # ▁, a space made visible (sentencepiece's symbol)
 DEFAULT_VOCAB_SIZE = 8000
-_ESCAPED = re.compile(r"<U\+([0-9A-F]{4,6})>")
 _ASCII_SPACE = re.compile(r"[ \t\n\r\f\v]+")
 
 
 def _escape_char(c: str) -> str:
     if c == " ":
         return SPACE
-    return f"<U+{ord(c):04X}>" if c.isspace() else c
+    return f"<U+{ord(c):04X}>" if c.isspace() or c == SPACE else c
 
 
 def escape(token: str) -> str:
-    """``token`` with each whitespace character made visible (space ``▁``, others
-    ``<U+XXXX>``), so it survives being split on whitespace."""
-    if token.isalnum() or not any(c.isspace() for c in token):
+    """``token`` with each whitespace character made visible (space ``▁``, others and a
+    literal ``▁`` ``<U+XXXX>``), so it survives being split on whitespace."""
+    if token.isalnum() or not any(c.isspace() or c == SPACE for c in token):
         return token
     return "".join(map(_escape_char, token))
 
 
-def unescape(text: str) -> str:
-    """The inverse of :func:`escape` over a joined text."""
-    text = text.replace(SPACE, " ")
-    return _ESCAPED.sub(lambda m: chr(int(m.group(1), 16)), text) if "<U+" in text else text
+def _unescape_match(m: re.Match) -> str:
+    if m.group(0) == SPACE:
+        return " "
+    code = int(m.group(1), 16)
+    return chr(code) if code <= 0x10FFFF else m.group(0)
+
+
+_ESCAPES = re.compile(r"<U\+([0-9A-F]{4,6})>|" + SPACE)
+
+
+def unescape(token: str) -> str:
+    """The inverse of :func:`escape`, one token at a time (a literal ``<U+0009>`` written in the
+    text is cut into characters, so it never reaches here whole)."""
+    if SPACE not in token and "<U+" not in token:
+        return token
+    return _ESCAPES.sub(_unescape_match, token)
+
+
+def split_ascii(text: str) -> list[str]:
+    """``text`` split on ASCII whitespace only (space, tab, CR, LF, FF, VT), as KenLM splits."""
+    return [t for t in _ASCII_SPACE.split(text) if t]
 
 
 class Tokenizer:
@@ -134,7 +150,7 @@ class WhitespaceAscii(Tokenizer):
     name = "whitespace-ascii"
 
     def split(self, line: str) -> list[str]:
-        return [t for t in _ASCII_SPACE.split(line) if t]
+        return split_ascii(line)
 
 
 class Char(Tokenizer):
@@ -146,7 +162,7 @@ class Char(Tokenizer):
         return list(map(_escape_char, line))
 
     def join(self, tokens: Sequence[str]) -> str:
-        return unescape("".join(tokens))
+        return "".join(map(unescape, tokens))
 
 
 _BYTE_NAMES = [chr(b) if 0x21 <= b <= 0x7E else SPACE if b == 0x20 else f"<0x{b:02X}>"
@@ -163,7 +179,7 @@ class Byte(Tokenizer):
 
     def join(self, tokens: Sequence[str]) -> str:
         data = bytes(_BYTE_OF[t] for t in tokens if t in _BYTE_OF)
-        return data.decode("utf-8", "replace")
+        return data.decode("utf-8", "surrogateescape")  # invalid UTF-8 survives the trip
 
     @property
     def fixed_vocabulary(self) -> list[str]:
@@ -210,7 +226,7 @@ class Jieba(Tokenizer):
         return [escape(w) for w in self._cut(line) if w]
 
     def join(self, tokens: Sequence[str]) -> str:
-        return unescape("".join(tokens))
+        return "".join(map(unescape, tokens))
 
     def spec(self) -> dict:
         return {"name": self.name, "jieba_version": self.trained_version}
@@ -250,8 +266,7 @@ class SentencePiece(Tokenizer):
                 model_type=self.model_type, normalization_rule_name="identity",
                 remove_extra_whitespaces=False, split_digits=False, byte_fallback=True,
                 bos_id=-1, eos_id=-1, pad_id=-1, unk_id=0, num_threads=1,
-                max_sentence_length=1 << 20, hard_vocab_limit=True, minloglevel=2,
-                train_extremely_large_corpus=False)
+                max_sentence_length=1 << 20, hard_vocab_limit=True, minloglevel=2)
         except RuntimeError as err:
             raise LmlabError(f"cannot train a {self.vocab_size}-piece sentencepiece "
                              f"{self.model_type} model: {_spm_reason(err)}", source) from None
@@ -264,11 +279,11 @@ class SentencePiece(Tokenizer):
         return self._sp
 
     def split(self, line: str) -> list[str]:
-        return [escape(p) for p in self._ready().encode(line, out_type=str)]
+        return [_escape_piece(p) for p in self._ready().encode(line, out_type=str)]
 
     def split_lines(self, lines: Sequence[str]) -> list[list[str]]:
         pieces = self._ready().encode(list(lines), out_type=str)
-        return [[escape(p) for p in line] for line in pieces]
+        return [[_escape_piece(p) for p in line] for line in pieces]
 
     def join(self, tokens: Sequence[str]) -> str:
         return self._ready().decode_pieces([_unescape_piece(t) for t in tokens])
@@ -281,9 +296,16 @@ class SentencePiece(Tokenizer):
         return f"{self.name} ({self.vocab_size} pieces)"
 
 
+# A piece keeps sentencepiece's own ▁ (its space); only other whitespace (a tab) is escaped.
+def _escape_piece(piece: str) -> str:
+    if not any(c.isspace() for c in piece):
+        return piece
+    return "".join(f"<U+{ord(c):04X}>" if c.isspace() else c for c in piece)
+
+
 def _unescape_piece(token: str) -> str:
-    # a piece keeps sentencepiece's own ▁; only the other whitespace was escaped
-    return _ESCAPED.sub(lambda m: chr(int(m.group(1), 16)), token) if "<U+" in token else token
+    return _ESCAPES.sub(lambda m: m.group(0) if m.group(0) == SPACE else _unescape_match(m),
+                        token) if "<U+" in token else token
 
 
 def _spm_reason(err: BaseException) -> str:
@@ -460,6 +482,24 @@ def tokenizer_record(vocab) -> dict:
     return {} if tok.is_default else {"tokenizer": tok.spec()}
 
 
+def tokenizer_note(tokenizer: Tokenizer, unicode_spaces: int = 0) -> str:
+    """One line for a report: the tokenizer, and what it did with the ``unicode_spaces``
+    characters that Python's ``str.split`` and KenLM read differently (U+00A0, U+3000...)."""
+    line = tokenizer.describe()
+    if tokenizer.name == "whitespace":
+        what = "read as word separators (as str.split; KenLM reads them as parts of words: " \
+               "--tokenizer whitespace-ascii to match it)"
+    elif tokenizer.name == "whitespace-ascii":
+        what = "kept inside words, as KenLM does"
+    elif tokenizer.name == "byte":
+        what = "kept as their UTF-8 bytes"
+    else:
+        what = "kept as tokens (<U+XXXX>), not merged with spaces"
+    if unicode_spaces:
+        return f"{line}; {unicode_spaces} Unicode spaces (U+00A0, U+3000...) {what}"
+    return line
+
+
 __all__ = ["Tokenizer", "make_tokenizer", "tokenizer_from_spec", "NAMES", "SPACE", "WHITESPACE",
            "escape", "unescape", "companion_path", "write_companion", "read_companion",
-           "tokenizer_record"]
+           "tokenizer_record", "tokenizer_note"]

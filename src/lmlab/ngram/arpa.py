@@ -26,10 +26,10 @@ import warnings
 
 import numpy as np
 
-from lmlab.corpus import BOS, EOS, SPECIALS, UNK, Vocabulary
+from lmlab.corpus import BOS, EOS, SPECIALS, UNICODE_SPACES, UNK, Vocabulary
 from lmlab.errors import LmlabError, LmlabWarning
 from lmlab.fileio import atomic_output, open_binary, strip_bom
-from lmlab.tokenizers import read_companion, write_companion
+from lmlab.tokenizers import read_companion, split_ascii, write_companion
 
 LOG_ZERO = -99.0
 MISSING_UNK_LOGP = -100.0
@@ -173,12 +173,13 @@ def _read_section(lines: _Lines, n: int, count: int):
         bad = next(i for i, r in enumerate(raw) if not _decodes(r))
         raise LmlabError("not valid UTF-8", lines.path, first + bad + 1) from None
     lines.lineno = first + len(raw)
-    flat = text.split()
+    split = split_ascii if UNICODE_SPACES.search(text) else str.split  # KenLM's words
+    flat = split(text)
     # Every line holds n+1 or n+2 fields, so the total tells whether all lines have a backoff
     # (KenLM), none has (highest order), or some have (SRILM omits zero backoffs).
     width = n + 2 if len(flat) == count * (n + 2) else n + 1
     if len(raw) < count or len(flat) != count * width:
-        parts = [line.split() for line in text.split("\n")[: len(raw)]]
+        parts = [split(line) for line in text.split("\n")[: len(raw)]]
         if len(parts) < count or not set(map(len, parts)) <= {n + 1, n + 2}:
             _section_error(lines, parts, first, n, count)
         parts = [p if len(p) == n + 2 else p + ["0"] for p in parts]
