@@ -13,6 +13,11 @@ best perplexity any n-gram model of that order could reach with infinite data. A
 sees past any n-gram's horizon on the long-range language, while on the Markov source the 3-gram
 is simply the right model. No model should beat the true perplexity by more than sampling noise:
 one that did would be peeking at the word it predicts.
+
+One more pair of rows reads the Markov source's sentences as plain text and scores it with a word
+3-gram and a character 10-gram (:mod:`lmlab.tokenizers`): their per-token perplexities measure
+different things, their bits per character of the same text compare (:mod:`lmlab.metrics`), and
+the source's true entropy in bits per character is known too.
 """
 
 from __future__ import annotations
@@ -21,14 +26,17 @@ import json
 import math
 import sys
 import time
+import warnings
 
 from lmlab.corpus import TokenStream, Vocabulary
-from lmlab.errors import LmlabError
+from lmlab.errors import LmlabError, LmlabWarning
 from lmlab.metrics import summarize
 from lmlab.ngram.model import train_ngram
 from lmlab.synth import LongRangeSource, MarkovSource, sample_splits
 
 MIN_SENTENCES = 100  # fewer leave the held-out perplexities to chance
+
+CHAR_ORDER = 10  # about three words of context: the Markov source's order in characters
 
 # The demo's LSTM: small and briefly trained, so that the whole demo takes seconds.
 LSTM = {"emsize": 16, "hidden": 64, "epochs": 3, "lr": 0.01}
@@ -63,6 +71,32 @@ def _rows(source, name: str, runs: list[tuple[int, str]], n_sentences: int, seed
                      "perplexity": summarize(lm.logprobs(test_stream), test_stream).perplexity,
                      "best_ngram_perplexity": None, **truth,
                      "seconds": time.perf_counter() - start})
+    return rows
+
+
+def _tokenization_rows(source, n_sentences: int, seed: int) -> list:
+    """The Markov source's text scored by a word model and a character model: perplexity per
+    token of each, and bits per character of the same raw text, beside the truth."""
+    from lmlab.api import train_ngram as train_text
+
+    splits = sample_splits(source, {"train": n_sentences, "test": max(n_sentences // 10, 200)},
+                           seed=seed)
+    train, test = ([" ".join(s) for s in splits[k].sentences] for k in ("train", "test"))
+    true_nats = source.entropy_nats()
+    rows = []
+    for label, order, tokenizer in (("word", 3, "whitespace"), ("char", CHAR_ORDER, "char")):
+        start = time.perf_counter()
+        model = train_text(train, order=order, smoothing="mkn", tokenizer=tokenizer)
+        r = model.perplexity(test)
+        true_bpc = true_nats * splits["test"].n_tokens / r.characters / math.log(2)
+        rows.append({"source": "markov-3 as text", "model": f"{label} {order}-gram mkn",
+                     "perplexity": r.perplexity, "bits_per_character": r.bits_per_character,
+                     "true_bits_per_character": true_bpc,
+                     # the truth per token of this tokenization: its bits per character times
+                     # the characters per token
+                     "true_perplexity": 2 ** (true_bpc * r.characters / r.tokens),
+                     "best_ngram_perplexity": None, "train_tokens": model.meta["tokens"],
+                     "test_tokens": r.tokens, "seconds": time.perf_counter() - start})
     return rows
 
 
@@ -102,6 +136,10 @@ def run_demo(n_sentences: int = 20000, seed: int = 0, as_json: bool = False,
     long_runs = [(n, "mkn") for n in (2, 3, 4, 5, 6)]
     rows = _rows(markov, "markov-3", markov_runs, n_sentences, seed, neural) + \
         _rows(long_range, "long-range-d4", long_runs, n_sentences, seed, neural)
+    with warnings.catch_warnings():  # (fallback discounts: said below for every row)
+        warnings.simplefilter("ignore", LmlabWarning)
+        text_rows = _tokenization_rows(markov, n_sentences, seed)
+    rows += text_rows
     if as_json:
         print(json.dumps(rows, indent=1))
         return 0
@@ -110,7 +148,7 @@ def run_demo(n_sentences: int = 20000, seed: int = 0, as_json: bool = False,
               "sentences each; perplexity on held-out text)\n\n")
     out.write(f"{'source':<14} {'model':<14} {'perplexity':>10} {'best n-gram':>11} "
               f"{'true':>7}\n")
-    for r in rows:
+    for r in rows[:len(rows) - len(text_rows)]:
         best = r["best_ngram_perplexity"]
         out.write(f"{r['source']:<14} {r['model']:<14} {r['perplexity']:>10.3f} "
                   f"{'-' if best is None else f'{best:.3f}':>11} {r['true_perplexity']:>7.3f}\n")
@@ -123,4 +161,11 @@ def run_demo(n_sentences: int = 20000, seed: int = 0, as_json: bool = False,
     if neural:
         out.write(f"LSTM: 1 layer of {LSTM['hidden']} units, {LSTM['epochs']} epochs of Adam "
                   "with lmlab's trainer,\n  scored by the same protocol as the n-grams.\n")
+    word, char = text_rows
+    out.write(f"\nsame text, two tokenizations (markov-3 read as text): word 3-gram "
+              f"{word['bits_per_character']:.3f} and char {CHAR_ORDER}-gram "
+              f"{char['bits_per_character']:.3f} bits per character (true "
+              f"{word['true_bits_per_character']:.3f});\n  per token their perplexities "
+              f"({word['perplexity']:.3f} per word, {char['perplexity']:.3f} per character) do "
+              "not compare, bits per character do.\n")
     return 0

@@ -16,7 +16,7 @@ from lmlab.ngram.counts import OrderCounts, continuation_counts, count_ngrams, c
 from lmlab.ngram.prune import drop_pruned, kept_ngrams
 from lmlab.ngram.smoothing import OrderStats, Smoothing
 
-MAX_ORDER = 10
+MAX_ORDER = 20  # character models want long contexts; KenLM is compiled for 6 by default
 
 
 def check_order(order: int) -> None:
