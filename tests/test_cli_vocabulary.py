@@ -13,8 +13,8 @@ import pytest
 
 import lmlab
 from lmlab.cli import build_parser, command_line_text, main
-from lmlab.scoring import tokens_of
 from lmlab.errors import LmlabError
+from lmlab.scoring import tokens_of
 from tests.cli_helpers import fails, ok
 
 
