@@ -121,7 +121,9 @@ class Tokenizer:
 
     @property
     def fixed_vocabulary(self) -> list[str] | None:
-        """Every token this tokenizer can produce, when that is a small closed set (byte)."""
+        """Every token this tokenizer can produce, when that is a closed set (byte, a trained
+        subword model): all of them enter the vocabulary, seen in training or not, so a byte
+        piece or a rare subword in new text is never OOV."""
         return None
 
     @property
@@ -288,6 +290,12 @@ class SentencePiece(Tokenizer):
     def join(self, tokens: Sequence[str]) -> str:
         return self._ready().decode_pieces([_unescape_piece(t) for t in tokens])
 
+    @property
+    def fixed_vocabulary(self) -> list[str]:
+        sp = self._ready()
+        return [_escape_piece(sp.id_to_piece(i)) for i in range(sp.get_piece_size())
+                if not (sp.is_control(i) or sp.is_unknown(i))]
+
     def spec(self) -> dict:
         return {"name": self.name, "model_type": self.model_type, "vocab_size": self.vocab_size,
                 "model": base64.b64encode(self.model or b"").decode("ascii")}
@@ -366,6 +374,11 @@ class BPE(Tokenizer):
         tok = self._ready()
         ids = [i for i in map(tok.token_to_id, tokens) if i is not None]
         return tok.decode(ids)
+
+    @property
+    def fixed_vocabulary(self) -> list[str]:
+        vocab = self._ready().get_vocab()
+        return sorted(vocab, key=vocab.__getitem__)
 
     def spec(self) -> dict:
         return {"name": self.name, "vocab_size": self.vocab_size, "model": self.model or ""}
