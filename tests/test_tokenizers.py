@@ -21,10 +21,10 @@ from hypothesis import strategies as st
 import lmlab
 from lmlab.corpus import BOS, EOS, EOS_ID
 from lmlab.errors import LmlabError
+from lmlab.ngram.arpa import companion_path
 from lmlab.tokenizers import (
     SPACE,
     WHITESPACE,
-    companion_path,
     make_tokenizer,
     tokenizer_from_spec,
 )
@@ -682,3 +682,74 @@ def test_model_eos_is_the_line_end(models):
         stream_lp = lm.token_logprobs("")
         assert [t.token for t in stream_lp] == [EOS]
         assert lm.vocab.id(EOS) == EOS_ID
+
+
+# -- from the review of the change ----------------------------------------------------------------
+def test_a_python_sentence_holding_a_newline():
+    lm = lmlab.train_ngram(["é\nb", "c"], order=2, smoothing="kn")  # no traceback
+    r = lm.perplexity(["é\nb"])
+    assert (r.characters, r.bytes) == (4, 5)  # "é", "\n", "b" and the line end
+
+
+def test_files_holding_a_tokenizer_have_a_newer_version(texts, tmp_path):
+    from lmlab.ngram.binary import PREFIX, write_binary
+
+    char = lmlab.train_ngram(texts["train"], order=2, smoothing="kn", tokenizer="char")
+    word = lmlab.train_ngram(texts["train"], order=2, smoothing="kn")
+    for lm, version in ((char, 2), (word, 1)):  # an older lmlab refuses, not misreads
+        lm.save(tmp_path / "m.lm")
+        with zipfile.ZipFile(tmp_path / "m.lm") as z:
+            assert json.loads(z.read("header.json"))["version"] == version
+        write_binary(lm, tmp_path / "m.bin")
+        assert PREFIX.unpack((tmp_path / "m.bin").read_bytes()[:PREFIX.size])[1] == version
+
+
+def test_min_count_and_max_vocab_hold_for_a_closed_vocabulary(texts):
+    byte = lmlab.train_ngram(texts["train"], order=2, smoothing="kn", tokenizer="byte",
+                             max_vocab=10)
+    seen = set(make_tokenizer("byte").split(" ".join(TRAIN_LINES)))
+    assert len(byte.vocab) == 10 + 256 - len(seen)  # kept, plus the bytes never seen
+
+
+def test_vocabulary_file_with_a_subword_tokenizer(capsys, texts, tmp_path):
+    pytest.importorskip("sentencepiece")
+    vocab = tmp_path / "v.txt"
+    vocab.write_text("the\ncat\n", encoding="utf-8")
+    err = fails(capsys, "ngram", "train", str(texts["train"]), "--vocab", str(vocab),
+                "--tokenizer", "sentencepiece", "-o", str(tmp_path / "m.lm"))
+    assert "vocabulary file cannot go with the sentencepiece tokenizer" in err
+
+
+def test_compare_tells_two_subword_models_apart(texts, tmp_path):
+    pytest.importorskip("sentencepiece")
+    a = lmlab.train_ngram(texts["train"], order=2, smoothing="kn",
+                          tokenizer="sentencepiece-bpe", vocab_size=320)
+    b = lmlab.train_ngram(_write(tmp_path / "other.txt", TRAIN_LINES[::-1][:120]), order=2,
+                          smoothing="kn", tokenizer="sentencepiece-bpe", vocab_size=300)
+    b.vocab.tokenizer.vocab_size = 320  # the same description, another trained model
+    assert a.vocab.tokenizer.describe() == b.vocab.tokenizer.describe()
+    c = lmlab.compare([a, b], texts["test"])
+    assert c.by_characters and c.pairs == []
+
+
+def test_kenlm_api_refuses_a_char_model(texts, tmp_path):
+    from lmlab.kenlm import Model
+    from lmlab.ngram.arpa import write_arpa
+
+    char = lmlab.train_ngram(texts["train"], order=2, smoothing="kn", tokenizer="char")
+    write_arpa(char, tmp_path / "c.arpa")
+    with pytest.raises(LmlabError, match="char tokenizer"):
+        Model(tmp_path / "c.arpa")
+
+
+def test_resume_keeps_its_tokenizer(capsys, texts, tmp_path):
+    err = fails(capsys, "train", "gru", "--data", str(texts["dir"]), "-o",
+                str(tmp_path / "x.pt"), "--resume", "--vocab-size", "300")
+    assert "a resumed run keeps its tokenizer" in err
+
+
+def test_the_callers_tokenizer_object_is_not_trained_in_place(texts):
+    pytest.importorskip("sentencepiece")
+    tok = make_tokenizer("sentencepiece-bpe", 320)
+    lm = lmlab.train_ngram(texts["train"], order=2, smoothing="kn", tokenizer=tok)
+    assert tok.model is None and lm.vocab.tokenizer.model is not None

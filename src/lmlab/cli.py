@@ -23,7 +23,6 @@ from lmlab.cli_base import (
     command_line_text,
 )
 from lmlab.errors import LmlabError, LmlabWarning, file_label
-from lmlab.tokenizers import tokenizer_note
 
 EXIT_USER_ERROR = 2
 # Commands that live with their subsystem: each module has ``add_parser(subparsers)`` and imports
@@ -94,7 +93,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "--seed 1", help="sample text from a model",
                     description="Sample sentences from a model, one per line.")
     g.add_argument("model", help=MODEL_HELP)
-    g.add_argument("--words", type=int, default=50, metavar="N", help="words to sample")
+    g.add_argument("--words", type=int, default=50, metavar="N",
+                   help="tokens to sample (words of a word model)")
     g.add_argument("--temperature", type=float, default=1.0, metavar="T",
                    help="divide log-probabilities by T (< 1: safer, > 1: wilder)")
     g.add_argument("--top-k", type=int, metavar="K",
@@ -151,6 +151,26 @@ def _fmt(x: float) -> str:
     return f"{x:.4f}" if math.isfinite(x) else str(x)
 
 
+def _tokenizer_note(tokenizer, unicode_spaces: int = 0) -> str:
+    """One line for a report: the tokenizer, and what it did with the ``unicode_spaces``
+    characters that Python's ``str.split`` and KenLM read differently (U+00A0, U+3000...)."""
+    line = tokenizer.describe()
+    if tokenizer.name == "whitespace":
+        what = "read as word separators (as str.split; KenLM reads them as parts of words: " \
+               "--tokenizer whitespace-ascii to match it)"
+    elif tokenizer.name == "whitespace-ascii":
+        what = "kept inside words, as KenLM does"
+    elif tokenizer.name in ("byte", "bpe"):
+        what = "kept as their UTF-8 bytes"
+    elif tokenizer.name.startswith("sentencepiece"):
+        what = "kept inside pieces (no normalisation), not merged with spaces"
+    else:
+        what = "kept as tokens (<U+XXXX>), not merged with spaces"
+    if unicode_spaces:
+        return f"{line}; {unicode_spaces} Unicode spaces (U+00A0, U+3000...) {what}"
+    return line
+
+
 def cmd_eval(args) -> int:
     from lmlab.models import load_model
 
@@ -188,9 +208,9 @@ def _report_text(args, model) -> int:
     desc = model.describe()
     summary = desc.get("summary") or f"{desc.get('smoothing', '')}, order {desc.get('order', '?')}"
     lines = [f"model       {args.model} ({summary})",
-             f"tokenizer   {tokenizer_note(model.vocab.tokenizer, result.unicode_spaces)}",
+             f"tokenizer   {_tokenizer_note(model.vocab.tokenizer, result.unicode_spaces)}",
              f"text        {file_label(args.text)}: {result.sentences} sentences, "
-             f"{result.tokens} tokens (+ </s> per line), {result.oov} OOV; "
+             f"{result.tokens} tokens (one </s> per line included), {result.oov} OOV; "
              f"{result.characters} characters, {result.bytes} bytes, {result.words} words",
              f"log10 prob  {_fmt(result.log10_prob)}",
              f"cross-ent.  {_fmt(result.cross_entropy_nats)} nats = "

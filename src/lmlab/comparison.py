@@ -53,7 +53,8 @@ class ModelScore:
     seconds: float
     normalised: bool
     logprobs: object = field(repr=False)  # np.ndarray [tokens]
-    tokenizer: str = "whitespace"
+    tokenizer: str = "whitespace"  # for display; tokenizer_key tells two apart
+    tokenizer_key: str = ""
     characters: int = 0
     bytes: int = 0
     bits_per_character: float = float("nan")
@@ -90,14 +91,14 @@ class Comparison:
     @property
     def by_characters(self) -> bool:
         """Whether the models tokenize differently (then ranked by bits per character)."""
-        return len({s.tokenizer for s in self.scores}) > 1
+        return len({s.tokenizer_key for s in self.scores}) > 1
 
     def __str__(self) -> str:
         return format_table(self)
 
     def to_dict(self) -> dict:
         return json_safe({"text": self.text, "tokens": self.scores[0].tokens,
-                           "reference": self.scores[0].path,
+                           "reference": None if self.by_characters else self.scores[0].path,
                            "ranked_by": "bits_per_character" if self.by_characters else None,
                            "models": [s.to_dict() for s in self.scores], "pairs": self.pairs})
 
@@ -178,7 +179,9 @@ def score_model(model, text: str | os.PathLike, path: str = "", name: str = "") 
                       cross_entropy_bits=result.cross_entropy_bits, perplexity=result.perplexity,
                       perplexity_excl_oov=result.perplexity_excl_oov, seconds=timed.seconds,
                       normalised=bool(getattr(model, "normalised", True)), logprobs=logprobs,
-                      tokenizer=model.vocab.tokenizer.describe(), characters=result.characters,
+                      tokenizer=model.vocab.tokenizer.describe(),
+                      tokenizer_key=json.dumps(model.vocab.tokenizer.spec(), sort_keys=True),
+                      characters=result.characters,
                       bytes=result.bytes, bits_per_character=result.bits_per_character,
                       bits_per_byte=result.bits_per_byte,
                       word_perplexity=result.word_perplexity)
@@ -225,7 +228,7 @@ def compare_models(models: list, paths: list[str], text: str | os.PathLike,
     names = names or _short_names(paths)
     scores = [score_model(model, text, path=path, name=name)
               for model, path, name in zip(models, paths, names, strict=True)]
-    if len({s.tokenizer for s in scores}) > 1:  # different tokens: rank by the raw text's
+    if len({s.tokenizer_key for s in scores}) > 1:  # different tokens: rank by the raw text's
         scores.sort(key=lambda s: (not math.isfinite(s.bits_per_character),
                                    s.bits_per_character))
         return Comparison(os.fspath(text), scores, [])

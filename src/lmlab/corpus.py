@@ -202,8 +202,9 @@ class Vocabulary:
         counts = [0, 0, 0] + [c for c, _ in kept]
         # Everything not kept (and any literal <unk>) is counted as <unk>.
         counts[UNK_ID] = sum(counter.values()) - sum(counts)
-        kept_set = set(words)
-        unseen = [w for w in tokenizer.fixed_vocabulary or () if w not in kept_set]
+        # a closed set's tokens never seen enter too (dropped ones by min_count or max_size stay
+        # dropped: their counts went to <unk>)
+        unseen = [w for w in tokenizer.fixed_vocabulary or () if w not in counter]
         return cls(list(SPECIALS) + words + unseen, counts + [0] * len(unseen), tokenizer)
 
     def save(self, path: str | os.PathLike) -> None:
@@ -289,7 +290,12 @@ def text_counts(lines: Sequence[str], words: np.ndarray | None = None) -> np.nda
         out[:, 1] = out[:, 0]
     else:  # bytes per line: between the line ends of the chunk's UTF-8
         data = np.frombuffer(text.encode("utf-8", "surrogateescape"), dtype=np.uint8)
-        out[:, 1] = np.diff(np.flatnonzero(data == 10), prepend=-1, append=len(data))
+        ends = np.flatnonzero(data == 10)
+        if len(ends) == n - 1:
+            out[:, 1] = np.diff(ends, prepend=-1, append=len(data))
+        else:  # a sentence given in Python may hold a "\n" of its own
+            out[:, 1] = np.fromiter((len(s.encode("utf-8", "surrogateescape")) for s in lines),
+                                    dtype=np.int64, count=n) + 1
     out[:, 2] = words if words is not None else np.fromiter(
         (len(s.split()) for s in lines), dtype=np.int64, count=n)
     if any(c in text for c in "\x1c\x1d\x1e\x1f") if ascii else UNICODE_SPACES.search(text):
@@ -483,6 +489,9 @@ def read_training_corpus(path: str | os.PathLike, vocab: Vocabulary | None = Non
     the file; only the int32 ids are held in memory, never the words. ``tokenizer`` (untrained
     subword tokenizers are trained on ``path`` first) cuts the text, unless ``vocab`` is given:
     then its own does."""
+    if vocab is not None and vocab.tokenizer.trainable and vocab.tokenizer.model is None:
+        raise LmlabError(f"a vocabulary file cannot go with the {vocab.tokenizer.name} "
+                         "tokenizer: its vocabulary is the one it learns from the training text")
     if vocab is None:
         fit_tokenizer(tokenizer, path)
         vocab = Vocabulary.from_counts(count_words(path, tokenizer), min_count=min_count,

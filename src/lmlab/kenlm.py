@@ -154,6 +154,11 @@ class Model:
             raise LmlabError(f"{kind} is not a backoff n-gram model: KenLM's query API (states "
                              "and backoffs) needs one (an ARPA file or an lmlab n-gram model)",
                              where)
+        if model.vocab.tokenizer.name not in ("whitespace", "whitespace-ascii"):
+            raise LmlabError(f"a model of the {model.vocab.tokenizer.describe()} tokenizer: "
+                             "KenLM's API passes whitespace-separated words, which this model "
+                             "does not read; score raw text with lmlab.load(path) instead",
+                             where)
         # An ARPA file without <unk> (the reader notes it): KenLM substitutes one whose zero
         # backoff counts as an extension, so the state after an unknown word keeps it.
         self._build(*tables, missing_unk=bool(model.meta.get("missing_unk")))

@@ -42,10 +42,9 @@ tokens: see :mod:`lmlab.metrics`.
 from __future__ import annotations
 
 import base64
+import copy
 import io
-import json
 import logging
-import os
 import re
 from collections.abc import Iterable, Sequence
 
@@ -207,6 +206,14 @@ class Jieba(Tokenizer):
         self.jieba = _require("jieba", "jieba", "zh")
         self.version = getattr(self.jieba, "__version__", "unknown")
         self.trained_version = version or self.version
+        if self.trained_version != self.version:
+            import warnings
+
+            from lmlab.errors import LmlabWarning
+
+            warnings.warn(f"the model was segmented by jieba {self.trained_version}, this is "
+                          f"jieba {self.version}: its words (and OOV rate) may differ",
+                          LmlabWarning, stacklevel=3)
         self._segmenter = None
 
     def _cut(self, line: str) -> list[str]:
@@ -318,7 +325,10 @@ def _unescape_piece(token: str) -> str:
 
 def _spm_reason(err: BaseException) -> str:
     text = str(err).strip().splitlines()[-1] if str(err).strip() else type(err).__name__
-    return re.sub(r"^.*?\) \[.*?\] ", "", text)
+    text = re.sub(r"^.*?\) \[.*?\] ", "", text)
+    # (sentencepiece's own advice names its flags, which lmlab does not have)
+    return re.sub(r"\s*(Increase vocab_size|Please set).*$", "", text).rstrip(". ") + \
+        "; choose another --vocab-size"
 
 
 class BPE(Tokenizer):
@@ -398,7 +408,9 @@ def make_tokenizer(name: str | Tokenizer | None = None, vocab_size: int | None =
     """The tokenizer called ``name`` (one of :data:`NAMES`; ``None``: whitespace), untrained;
     ``vocab_size`` sets a subword tokenizer's size (default 8000)."""
     if isinstance(name, Tokenizer):
-        return name
+        if vocab_size is not None:
+            raise LmlabError("vocab_size goes with a tokenizer name, not a tokenizer object")
+        return copy.copy(name)  # an untrained one is trained: the caller's stays as it was
     name = name or "whitespace"
     if vocab_size is not None:
         if name not in SUBWORD:
@@ -453,41 +465,6 @@ def tokenizer_from_spec(spec: dict | None, source: str = "model") -> Tokenizer:
 
 
 
-# -- beside an ARPA file, which has no place for it ------------------------------------------------
-def companion_path(arpa: str | os.PathLike) -> str:
-    """Where the tokenizer of the ARPA file ``arpa`` is saved: ``ARPA.tokenizer.json``."""
-    return os.fspath(arpa) + ".tokenizer.json"
-
-
-def write_companion(arpa: str | os.PathLike, tokenizer: Tokenizer) -> None:
-    """Save ``tokenizer`` beside the ARPA file ``arpa`` (none for the whitespace tokenizer, and
-    a stale one from an earlier model of that name is removed)."""
-    from lmlab.fileio import atomic_output
-
-    path = companion_path(arpa)
-    if tokenizer.is_default:
-        if os.path.exists(path):
-            os.remove(path)
-        return
-    with atomic_output(path, "w") as f:
-        json.dump({"format": "lmlab-tokenizer", "tokenizer": tokenizer.spec()}, f)
-
-
-def read_companion(arpa: str | os.PathLike) -> Tokenizer:
-    """The tokenizer saved beside the ARPA file ``arpa``; whitespace when there is none."""
-    path = companion_path(arpa)
-    if os.fspath(arpa) == "-" or not os.path.exists(path):
-        return WHITESPACE
-    try:
-        with open(path, encoding="utf-8") as f:
-            data = json.load(f)
-    except (OSError, ValueError) as err:
-        raise LmlabError(f"unreadable tokenizer file ({err})", path) from None
-    if not isinstance(data, dict) or data.get("format") != "lmlab-tokenizer":
-        raise LmlabError("not an lmlab tokenizer file", path)
-    return tokenizer_from_spec(data.get("tokenizer"), path)
-
-
 def tokenizer_record(vocab) -> dict:
     """``{"tokenizer": spec}`` to save with a model of ``vocab``; ``{}`` for the whitespace one
     (such files stay what they were before tokenizers)."""
@@ -495,24 +472,5 @@ def tokenizer_record(vocab) -> dict:
     return {} if tok.is_default else {"tokenizer": tok.spec()}
 
 
-def tokenizer_note(tokenizer: Tokenizer, unicode_spaces: int = 0) -> str:
-    """One line for a report: the tokenizer, and what it did with the ``unicode_spaces``
-    characters that Python's ``str.split`` and KenLM read differently (U+00A0, U+3000...)."""
-    line = tokenizer.describe()
-    if tokenizer.name == "whitespace":
-        what = "read as word separators (as str.split; KenLM reads them as parts of words: " \
-               "--tokenizer whitespace-ascii to match it)"
-    elif tokenizer.name == "whitespace-ascii":
-        what = "kept inside words, as KenLM does"
-    elif tokenizer.name == "byte":
-        what = "kept as their UTF-8 bytes"
-    else:
-        what = "kept as tokens (<U+XXXX>), not merged with spaces"
-    if unicode_spaces:
-        return f"{line}; {unicode_spaces} Unicode spaces (U+00A0, U+3000...) {what}"
-    return line
-
-
 __all__ = ["Tokenizer", "make_tokenizer", "tokenizer_from_spec", "NAMES", "SPACE", "WHITESPACE",
-           "escape", "unescape", "companion_path", "write_companion", "read_companion",
-           "tokenizer_record", "tokenizer_note"]
+           "escape", "unescape", "split_ascii", "tokenizer_record"]

@@ -29,7 +29,9 @@ from lmlab.errors import LmlabError
 from lmlab.fileio import atomic_output
 
 FORMAT = "lmlab-neural-checkpoint"
-VERSION = 1
+# 2: holds a tokenizer (an older lmlab would read its text as whitespace words); a whitespace
+# model's checkpoint is still version 1
+VERSION = 2
 REQUIRED = ("config", "vocab", "model")
 
 
@@ -43,7 +45,8 @@ def save_checkpoint(path: str | os.PathLike, payload: dict) -> None:
     """Write ``payload`` (plus the format tag and version) to ``path`` atomically (missing
     folders are created; the file gets the umask's permissions, see :func:`atomic_output`)."""
     path = Path(path)
-    data = plain({"format": FORMAT, "version": VERSION, **payload})
+    data = plain({"format": FORMAT, "version": VERSION if "tokenizer" in payload else 1,
+                  **payload})
     try:
         with atomic_output(path, "wb", temp=temp_path(path)) as f:
             torch.save(data, f)

@@ -209,6 +209,9 @@ def cmd_train(args) -> int:
     from lmlab.neural.data import load_corpus
 
     base = None
+    if args.resume and args.tokenizer is None and args.subword_vocab_size is not None:
+        raise LmlabError("a resumed run keeps its tokenizer: --vocab-size goes with --tokenizer "
+                         "(and must then match the run's)")
     tokenizer = tokenizer_of(args)
     if args.resume:
         from lmlab.neural.checkpoint import load_checkpoint

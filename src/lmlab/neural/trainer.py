@@ -246,8 +246,11 @@ class Trainer:
         itos = data["vocab"]
         saved_tokenizer = tokenizer_from_spec(data.get("tokenizer"), self.out)
         if saved_tokenizer != self.vocab.tokenizer:
+            other = self.vocab.tokenizer.describe()
+            if other == saved_tokenizer.describe():
+                other = f"another {other} (trained on other text or settings)"
             raise LmlabError(f"checkpoint was trained with the {saved_tokenizer.describe()} "
-                             f"tokenizer, not {self.vocab.tokenizer.describe()}", self.out)
+                             f"tokenizer, not {other}", self.out)
         if itos != self.vocab.itos:
             raise LmlabError(f"checkpoint vocabulary ({len(itos)} words) differs from the one of "
                              f"the training data ({len(self.vocab)} words): another data set?",

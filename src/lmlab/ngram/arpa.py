@@ -20,6 +20,7 @@ context is inserted with its backed-off probability and backoff 0, which scores 
 from __future__ import annotations
 
 import itertools
+import json
 import os
 import re
 import warnings
@@ -29,7 +30,7 @@ import numpy as np
 from lmlab.corpus import BOS, EOS, SPECIALS, UNICODE_SPACES, UNK, Vocabulary
 from lmlab.errors import LmlabError, LmlabWarning
 from lmlab.fileio import atomic_output, open_binary, strip_bom
-from lmlab.tokenizers import read_companion, split_ascii, write_companion
+from lmlab.tokenizers import WHITESPACE, Tokenizer, split_ascii, tokenizer_from_spec
 
 LOG_ZERO = -99.0
 MISSING_UNK_LOGP = -100.0
@@ -328,3 +329,36 @@ def score_rows(keys, logp, bow, V, rows) -> np.ndarray:
             miss = ~done & (ctx >= 0)
             total[miss] += bow[length - 2][ctx[miss]]
     return total
+
+
+# -- beside an ARPA file, which has no place for it ------------------------------------------------
+def companion_path(arpa: str | os.PathLike) -> str:
+    """Where the tokenizer of the ARPA file ``arpa`` is saved: ``ARPA.tokenizer.json``."""
+    return os.fspath(arpa) + ".tokenizer.json"
+
+
+def write_companion(arpa: str | os.PathLike, tokenizer: Tokenizer) -> None:
+    """Save ``tokenizer`` beside the ARPA file ``arpa`` (none for the whitespace tokenizer, and
+    a stale one from an earlier model of that name is removed)."""
+    path = companion_path(arpa)
+    if tokenizer.is_default:
+        if os.path.exists(path):
+            os.remove(path)
+        return
+    with atomic_output(path, "w") as f:
+        json.dump({"format": "lmlab-tokenizer", "tokenizer": tokenizer.spec()}, f)
+
+
+def read_companion(arpa: str | os.PathLike) -> Tokenizer:
+    """The tokenizer saved beside the ARPA file ``arpa``; whitespace when there is none."""
+    path = companion_path(arpa)
+    if os.fspath(arpa) == "-" or not os.path.exists(path):
+        return WHITESPACE
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = json.load(f)
+    except (OSError, ValueError) as err:
+        raise LmlabError(f"unreadable tokenizer file ({err})", path) from None
+    if not isinstance(data, dict) or data.get("format") != "lmlab-tokenizer":
+        raise LmlabError("not an lmlab tokenizer file", path)
+    return tokenizer_from_spec(data.get("tokenizer"), path)

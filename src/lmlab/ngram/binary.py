@@ -57,7 +57,7 @@ from lmlab.ngram.model import NGramModel
 from lmlab.tokenizers import tokenizer_from_spec
 
 MAGIC = BINARY_MAGIC  # defined where every format is told apart (lmlab.models)
-VERSION = 1
+VERSION = 2  # 2: the header holds a tokenizer; a whitespace model is still written as 1
 ALIGN = 64
 PREFIX = struct.Struct("<8sIIQ32s8x")  # magic, version, header length, file size, sha256
 assert PREFIX.size == ALIGN
@@ -275,7 +275,8 @@ def write_binary(model, path: str | os.PathLike, quantize_bits: int | None = Non
         f.write(pad)
         digest.update(pad)
         f.seek(0)
-        f.write(PREFIX.pack(MAGIC, VERSION, len(text), size, digest.digest()))
+        version = VERSION if "tokenizer" in header else 1
+        f.write(PREFIX.pack(MAGIC, version, len(text), size, digest.digest()))
         f.seek(size)
 
 
@@ -401,10 +402,10 @@ def _assemble(path, mm, header: dict, sections: dict[str, np.ndarray]):
                 raise LmlabError(f"corrupt binary model: bad index of the {n}-grams", path)
             indexes[n] = StoredIndex(k, table, probes)
     raw = get("vocab", None, ("u1",))
+    tokenizer = tokenizer_from_spec(header.get("tokenizer"), path)  # its own errors, not corrupt
     try:
         words = raw.tobytes().decode("utf-8", "surrogateescape").split("\n")
-        vocab = Vocabulary(words, get("vocab_counts", V, ("<i8",)),
-                           tokenizer_from_spec(header.get("tokenizer"), path))
+        vocab = Vocabulary(words, get("vocab_counts", V, ("<i8",)), tokenizer)
     except LmlabError as err:
         raise LmlabError(f"corrupt binary model: {err}", path) from None
     if len(vocab) != V or words[:3] != vocab.itos[:3]:  # (Vocabulary puts specials first)

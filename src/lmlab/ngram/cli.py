@@ -155,7 +155,7 @@ def cmd_ngram_train(args) -> int:
     if args.arpa:
         write_arpa(model, args.arpa)
     sizes = " ".join(f"{n}:{len(k)}" for n, k in enumerate(model.keys, 1))
-    tok = "" if tokenizer.is_default else f" ({tokenizer.describe()} tokens)"
+    tok = "" if tokenizer.is_default else f" ({tokenizer.describe()})"
     print(f"trained {args.smoothing} {args.order}-gram on {model.meta['tokens']} tokens{tok} in "
           f"{elapsed:.2f}s; vocabulary {len(model.vocab)}; n-grams {sizes}", file=sys.stderr)
     return 0

@@ -32,7 +32,9 @@ from lmlab.tokenizers import WHITESPACE, Tokenizer, tokenizer_from_spec
 
 LN10 = math.log(10.0)
 FORMAT = "lmlab-ngram"
-FORMAT_VERSION = 1
+# 2: the file holds a tokenizer (tokenizer.json), which an lmlab that reads 1 would silently ignore;
+# a whitespace model is still written as 1, byte for byte as before
+FORMAT_VERSION = 2
 
 
 class _Tables(Scoring):
@@ -263,7 +265,7 @@ def train_ngram(path: str | os.PathLike | None = None, order: int = 3, smoothing
 # -- file format: a zip (npz) of arrays plus a JSON header, no pickle ------------------------------
 def save_arrays(path: str | os.PathLike, vocab: Vocabulary, meta: dict,
                 arrays: dict[str, list[np.ndarray]]) -> None:
-    header = {"format": FORMAT, "version": FORMAT_VERSION, "meta": meta,
+    header = {"format": FORMAT, "version": 1 if vocab.tokenizer.is_default else 2, "meta": meta,
               "arrays": {name: len(v) for name, v in arrays.items()}}
     flat = {f"{name}{i}": a for name, v in arrays.items() for i, a in enumerate(v)}
     flat["vocab_counts"] = vocab.counts
