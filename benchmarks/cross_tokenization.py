@@ -277,7 +277,8 @@ def section_zh(args, data: Path) -> dict:
         label = f"{family} {n}-gram" + (f" (vocab {vs})" if vs else "")
         tokenizer = fitted.get((tok, vs), tok)
         try:
-            model, secs = train_timed(train, order=n, tokenizer=tokenizer, vocab_size=vs)
+            model, secs = train_timed(train, order=n, tokenizer=tokenizer,
+                                      vocab_size=None if tokenizer is not tok else vs)
         except (lmlab.LmlabError, ImportError) as err:
             say(f"  {label}: FAILED ({err})")
             notes.append(f"{label}: {err}")
@@ -330,9 +331,8 @@ def section_zh(args, data: Path) -> dict:
         "same for every model. jieba-word models map the test's unseen words to <unk>: one "
         "<unk> probability stands for a whole unseen word, so their bpc is OPTIMISTIC (see "
         "their OOV count) and they are not ranked. Byte models have no OOV; a char model's OOV "
-        "are test characters never seen in training, a sentencepiece model's the byte-fallback "
-        "pieces (<0xNN>) of those characters, absent from training text and so from the "
-        "n-gram's vocabulary (each such <unk> is one character or byte: a small effect).\n")
+        "are test characters never seen in training (each such <unk> is one character: a small "
+        "effect); sentencepiece's byte-fallback pieces are all in its vocabulary.\n")
     out["test_characters"] = chars
 
     # best model (valid bpc, models without unseen-word OOV) vs the best char n-gram, on test
