@@ -18,10 +18,10 @@ def test_sidecar_paths_replace_the_suffix(tmp_path):
 
 def test_run_config_file(tmp_path):
     path = tmp_path / "run.config.json"
-    write_run_config(path, {"model": {"hidden": 8}}, "run.pt", 12, "data/ptb")
+    write_run_config(path, {"model": {"hidden": 8}}, "run.pt", 12, "data/ptb", "char")
     assert json.loads(path.read_text()) == {"config": {"model": {"hidden": 8}},
                                             "checkpoint": "run.pt", "vocab_size": 12,
-                                            "data": "data/ptb"}
+                                            "data": "data/ptb", "tokenizer": "char"}
 
 
 def _records(path: Path) -> list[dict]:

@@ -29,10 +29,10 @@ def sidecar_paths(checkpoint: str | os.PathLike) -> dict[str, Path]:
 
 
 def write_run_config(path: Path, config: dict, checkpoint: str, vocab_size: int,
-                     data: str | None) -> None:
+                     data: str | None, tokenizer: str = "whitespace") -> None:
     with atomic_output(path, "w") as f:
         json.dump({"config": config, "checkpoint": checkpoint, "vocab_size": vocab_size,
-                   "data": data}, f, indent=2)
+                   "data": data, "tokenizer": tokenizer}, f, indent=2)
         f.write("\n")
 
 

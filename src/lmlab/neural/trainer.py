@@ -646,7 +646,7 @@ class Trainer:
     # -- side files -----------------------------------------------------------------------------
     def _write_config(self) -> None:
         write_run_config(self.paths["config"], self.config.to_dict(), self.out.name,
-                         len(self.vocab), self.corpus.folder)
+                         len(self.vocab), self.corpus.folder, self.vocab.tokenizer.describe())
 
     def close(self) -> None:
         self.metrics.close()
