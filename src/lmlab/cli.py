@@ -167,7 +167,8 @@ def _tokenizer_note(tokenizer, unicode_spaces: int = 0) -> str:
     else:
         what = "kept as tokens (<U+XXXX>), not merged with spaces"
     if unicode_spaces:
-        return f"{line}; {unicode_spaces} Unicode spaces (U+00A0, U+3000...) {what}"
+        plural = "s" if unicode_spaces != 1 else ""
+        return f"{line}; {unicode_spaces} Unicode space{plural} (U+00A0, U+3000...) {what}"
     return line
 
 

@@ -298,7 +298,7 @@ def format_table(c: Comparison) -> str:
                  "(total bits / characters of the raw text, line ends included), best first; "
                  "per-token columns are not comparable across tokenizers")
     else:
-        title = (f"text: {c.text} ({ref.tokens:,} predicted tokens = words + </s>, "
+        title = (f"text: {c.text} ({ref.tokens:,} predicted tokens incl. one </s> per line, "
                  f"{ref.sentences:,} sentences)")
     out = [title, line(header), line(["-" * w for w in widths])]
     out += [line(r) for r in rows]
