@@ -304,10 +304,12 @@ def format_table(c: Comparison) -> str:
     out += [line(r) for r in rows]
     notes = []
     if mixed and any(s.oov for s in c.scores):
-        notes.append("a model with OOV tokens predicts <unk> for text it cannot spell, which "
+        with_oov = ", ".join(f"{s.name} ({s.oov:,})" for s in c.scores if s.oov)
+        notes.append(f"OOV tokens in {with_oov}: a model with OOV predicts <unk> for text it "
+                     "cannot spell, one event however long the text, which "
                      "makes its bits per character optimistic; only a byte-level vocabulary (byte, "
                      "bpe, sentencepiece's byte fallback) spells any text")
-    if len({s.oov for s in c.scores}) > 1:
+    if not mixed and len({s.oov for s in c.scores}) > 1:
         notes.append("models with different OOV counts have different vocabularies: their <unk> "
                      "predictions are different events; compare 'ppl excl. OOV' too")
     for s in c.scores:
