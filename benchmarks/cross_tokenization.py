@@ -34,18 +34,25 @@ from __future__ import annotations
 
 import argparse
 import gc
-import hashlib
 import json
 import math
 import os
-import platform
 import re
-import shutil
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from ngram_vs_peers import (  # this folder: run as `python benchmarks/cross_tokenization.py`
+    arpa_counts,
+    find_kenlm_bins,
+    machine_info,
+    run_measured,
+    run_query,
+    say,
+    tail,
+)
 
 import lmlab
 from lmlab.corpus import iter_lines
@@ -76,10 +83,6 @@ REFERENCE_PTB_MKN5 = 141.19
 _CLI = "import sys; from lmlab.cli import main; sys.exit(main())"
 
 
-def say(msg: str = "") -> None:
-    print(msg, flush=True)
-
-
 def table(head: list[str], rows: list[list]) -> None:
     """A markdown table on stdout."""
     body = [[("-" if c is None else str(c)) for c in r] for r in rows]
@@ -105,34 +108,6 @@ def f4(x: float | None) -> str:
 
 def yes(met: bool | None) -> str:
     return {True: "yes", False: "NO", None: "-"}[met]
-
-
-def machine_info() -> dict:
-    """Where and on which code the numbers were taken (no git: src/ is fingerprinted)."""
-    info = {"cpu_count": os.cpu_count(), "python": sys.version.split()[0],
-            "platform": platform.platform(), "lmlab": getattr(lmlab, "__version__", None)}
-    try:
-        info["load_avg"] = os.getloadavg()
-    except OSError:
-        pass
-    digest = hashlib.sha256()
-    for f in sorted((REPO / "src").rglob("*.py")):
-        digest.update(str(f.relative_to(REPO)).encode() + b"\0" + f.read_bytes())
-    info["src_sha256"] = digest.hexdigest()
-    return info
-
-
-def find_kenlm_bins() -> dict[str, str] | None:
-    """lmplz, query, build_binary on PATH, else where benchmarks/setup_kenlm.sh builds them."""
-    names = ("lmplz", "query")
-    found = {n: shutil.which(n) for n in names}
-    if all(found.values()):
-        return found  # type: ignore[return-value]
-    cache = Path(os.environ.get("LMLAB_CACHE") or Path.home() / ".cache" / "lmlab")
-    bins = {n: str(cache / "kenlm" / "bin" / n) for n in names}
-    if all(os.access(p, os.X_OK) for p in bins.values()):
-        return bins
-    return None
 
 
 def result_dict(r, **extra) -> dict:
@@ -368,42 +343,6 @@ def char_split(src: Path, dst: Path) -> int:
     return n
 
 
-def run(cmd: list[str], tmp: Path, tag: str, stdin: Path | None = None) -> tuple[str, float]:
-    t0 = time.perf_counter()
-    with open(stdin, "rb") if stdin else open(os.devnull, "rb") as fin:
-        p = subprocess.run(cmd, stdin=fin, capture_output=True, text=True, errors="replace")
-    secs = time.perf_counter() - t0
-    (tmp / f"{tag}.err").write_text(p.stderr)
-    if p.returncode != 0:
-        raise RuntimeError(f"{' '.join(cmd)} failed (rc {p.returncode}):\n{p.stderr[-2000:]}")
-    return p.stdout, secs
-
-
-def arpa_counts(path: Path) -> list[int]:
-    counts = []
-    with open(path, encoding="utf-8") as f:
-        for line in f:
-            if line.startswith("ngram "):
-                counts.append(int(line.split("=")[1]))
-            elif line.startswith("\\1-grams"):
-                break
-    return counts
-
-
-def parse_query(out: str) -> dict:
-    found: dict = {}
-    for key, pattern in (("perplexity", r"Perplexity including OOVs:\s*(\S+)"),
-                         ("perplexity_excl_oov", r"Perplexity excluding OOVs:\s*(\S+)"),
-                         ("oov", r"^OOVs:\s*(\d+)"), ("tokens", r"^Tokens:\s*(\d+)")):
-        m = re.search(pattern, out, re.M)
-        found[key] = float(m.group(1)) if m else None
-    if found["perplexity"] is None or not found["tokens"]:
-        raise RuntimeError(f"could not parse query's output:\n{out[-2000:]}")
-    # -v summary prints no total: the one its perplexity (OOVs included) implies
-    found["log10_total"] = -found["tokens"] * math.log10(found["perplexity"])
-    return found
-
-
 def parity_one(name: str, train: Path, test: Path, bins: dict, tmp: Path) -> dict:
     n = PARITY_ORDER
     say(f"  {name}: char-splitting, lmplz -o {n}, lmlab --tokenizer char -n {n} ...")
@@ -411,20 +350,26 @@ def parity_one(name: str, train: Path, test: Path, bins: dict, tmp: Path) -> dic
     char_split(train, tr)
     char_split(test, te)
     arpa = tmp / f"{name}.arpa"
-    _, lmplz_s = run([bins["lmplz"], "-o", str(n), "--discount_fallback", "-S", "20%",
-                      "-T", str(tmp), "--text", str(tr), "--arpa", str(arpa)], tmp, "lmplz")
+    lmplz, query = bins
+    res = run_measured([lmplz, "-o", str(n), "--discount_fallback", "-S", "20%", "-T", str(tmp),
+                        "--text", str(tr), "--arpa", str(arpa)], tmp / "lmplz.out",
+                       tmp / "lmplz.err")
+    if res["rc"] != 0:
+        raise RuntimeError(f"lmplz failed (rc {res['rc']}):\n{tail(tmp / 'lmplz.err')}")
+    lmplz_s = res["wall_s"]
     ken = lmlab.load(arpa)
     rk = ken.perplexity(te)
     del ken
     gc.collect()
     model, secs = train_timed(train, order=n, tokenizer="char")
     rl = model.perplexity(test)
-    q_out, q_s = run([bins["query"], "-v", "summary", str(arpa)], tmp, "query", stdin=te)
-    q = parse_query(q_out)
+    q = run_query(query, arpa, te, tmp)
+    # -v summary prints no total: the one its perplexity (OOVs included) implies
+    q["log10_total"] = -q["tokens"] * math.log10(q["perplexity"])
     res = {"order": n, "train": str(train), "test": str(test),
            "lmlab_char": result_dict(rl, train_s=secs, ngrams=ngram_counts(model)),
            "lmplz_arpa_in_lmlab": result_dict(rk, ngrams=arpa_counts(arpa), lmplz_s=lmplz_s),
-           "kenlm_query": {**q, "wall_s": q_s}}
+           "kenlm_query": q}
     res["rel_diff_ppl_vs_arpa"] = rl.perplexity / rk.perplexity - 1.0
     res["rel_diff_ppl_vs_query"] = rl.perplexity / q["perplexity"] - 1.0
     res["abs_diff_logprob_nats_vs_arpa"] = rl.logprob - rk.logprob

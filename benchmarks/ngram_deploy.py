@@ -31,6 +31,7 @@ from pathlib import Path
 from ngram_vs_peers import (  # this folder: run as `python benchmarks/ngram_deploy.py`
     Report,
     _json_default,
+    arpa_counts,
     count_words,
     find_kenlm_bins,
     human_mib,
@@ -109,17 +110,6 @@ def checked(cmd: list[str], tmp: Path, tag: str, stdin=None) -> dict:
     if res["rc"] != 0:
         raise RuntimeError(f"{' '.join(cmd)} failed (rc {res['rc']}):\n{tail(tmp / f'{tag}.err')}")
     return res
-
-
-def arpa_counts(path: Path) -> list[int]:
-    counts = []
-    with open(path, encoding="utf-8") as f:
-        for line in f:
-            if line.startswith("ngram "):
-                counts.append(int(line.split("=")[1]))
-            elif line.startswith("\\1-grams"):
-                break
-    return counts
 
 
 def repeat_file(src: Path, dst: Path, times: int) -> Path:

@@ -243,6 +243,18 @@ def run_lmplz(lmplz: str, order: int, text: Path, arpa: Path, tmp: Path) -> dict
     return res
 
 
+def arpa_counts(path: Path) -> list[int]:
+    """The n-gram counts of an ARPA file's header."""
+    counts = []
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            if line.startswith("ngram "):
+                counts.append(int(line.split("=")[1]))
+            elif line.startswith("\\1-grams"):
+                break
+    return counts
+
+
 def run_query(query: str, arpa: Path, text: Path, tmp: Path) -> dict:
     res = run_measured([query, "-v", "summary", str(arpa)], tmp / "query.out", tmp / "query.err",
                        stdin_path=text)
@@ -252,8 +264,8 @@ def run_query(query: str, arpa: Path, text: Path, tmp: Path) -> dict:
     found = {}
     for key, pattern in (("perplexity", r"Perplexity including OOVs:\s*(\S+)"),
                          ("perplexity_excl_oov", r"Perplexity excluding OOVs:\s*(\S+)"),
-                         ("oov", r"OOVs:\s*(\d+)"), ("tokens", r"Tokens:\s*(\d+)")):
-        m = re.search(pattern, out)
+                         ("oov", r"^OOVs:\s*(\d+)"), ("tokens", r"^Tokens:\s*(\d+)")):
+        m = re.search(pattern, out, re.M)  # (anchored: "Perplexity ... OOVs:" comes first)
         found[key] = float(m.group(1)) if m else None
     if found["perplexity"] is None:
         raise RuntimeError(f"could not parse query's output:\n{out[-2000:]}")
