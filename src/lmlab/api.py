@@ -73,7 +73,7 @@ def train_ngram(data: str | os.PathLike | Iterable[Sentence], order: int = 3,
     >>> lm.next_words("the c", k=1)
     [('a', 1.0)]
     """
-    from lmlab.corpus import Vocabulary
+    from lmlab.corpus import TokenStream, Vocabulary
     from lmlab.ngram.model import train_ngram as _train
     from lmlab.ngram.prune import prune_thresholds
     from lmlab.tokenizers import make_tokenizer
@@ -94,14 +94,15 @@ def train_ngram(data: str | os.PathLike | Iterable[Sentence], order: int = 3,
     if is_path(data):
         return _train(data, vocab=vocab, tokenizer=tok, **common)  # type: ignore[arg-type]
     items = list(data)  # type: ignore[arg-type]
-    if vocab is None:
-        if tok.trainable and tok.model is None:
-            tok.fit((s if isinstance(s, str) else " ".join(s) for s in items), "<sentences>")
-        vocab = Vocabulary.build(sentences_of(items, tok), min_count=min_count,
-                                 max_size=max_vocab, tokenizer=tok)
-    stream = stream_of(items, vocab)
-    if not (stream.ids != 2).any():
+    if vocab is None and tok.trainable and tok.model is None:
+        tok.fit((s if isinstance(s, str) else " ".join(s) for s in items), "<sentences>")
+    tokenizer_of = tok if vocab is None else vocab.tokenizer
+    sentences = sentences_of(items, tokenizer_of)  # cut once, for the vocabulary and the stream
+    if not any(sentences):
         raise LmlabError("training sentences contain no words")
+    if vocab is None:
+        vocab = Vocabulary.build(sentences, min_count=min_count, max_size=max_vocab, tokenizer=tok)
+    stream = TokenStream.from_sentences(sentences, vocab, source="<sentences>")
     return _train(stream=stream, vocab=vocab, **common)  # type: ignore[arg-type]
 
 

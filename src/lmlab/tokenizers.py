@@ -53,6 +53,7 @@ from lmlab.errors import LmlabError
 SPACE = "\u2581"  # ▁, a space made visible (sentencepiece's symbol)
 DEFAULT_VOCAB_SIZE = 8000
 _ASCII_SPACE = re.compile(r"[ \t\n\r\f\v]+")
+_RARE = re.compile("[^\\S ]|" + SPACE)  # whitespace other than a space, or a literal ▁
 
 
 def _escape_char(c: str) -> str:
@@ -158,8 +159,8 @@ class Char(Tokenizer):
     name = "char"
 
     def split(self, line: str) -> list[str]:
-        if line.isascii() and " " not in line and not any(c.isspace() for c in line):
-            return list(line)
+        if _RARE.search(line) is None:  # only plain spaces to show: one C pass, not per char
+            return list(line.replace(" ", SPACE))
         return list(map(_escape_char, line))
 
     def join(self, tokens: Sequence[str]) -> str:

@@ -54,7 +54,7 @@ from lmlab.fileio import GZIP_MAGIC, atomic_output, check_output_path
 from lmlab.models import BINARY_MAGIC
 from lmlab.ngram.keyindex import GOLDEN, place
 from lmlab.ngram.model import NGramModel
-from lmlab.tokenizers import tokenizer_from_spec
+from lmlab.tokenizers import tokenizer_from_spec, tokenizer_record
 
 MAGIC = BINARY_MAGIC  # defined where every format is told apart (lmlab.models)
 VERSION = 2  # 2: the header holds a tokenizer; a whitespace model is still written as 1
@@ -242,8 +242,7 @@ def write_binary(model, path: str | os.PathLike, quantize_bits: int | None = Non
     header = {"format": "lmlab-ngram-binary", "meta": model.meta, "order": model.order,
               "vocab_size": len(model.vocab), "quantize": quantize_bits or 0, "probes": probes,
               "sections": table}
-    if not model.vocab.tokenizer.is_default:
-        header["tokenizer"] = model.vocab.tokenizer.spec()
+    header.update(tokenizer_record(model.vocab))
     # The section offsets depend on the header's length, which depends on the offsets: lay out
     # with a generous guess for the header, then fix it.
     room = len(json.dumps(header)) + 64 * len(arrays) + 64

@@ -28,7 +28,7 @@ from lmlab.ngram.keyindex import KeyIndex
 from lmlab.ngram.prune import prune_thresholds
 from lmlab.ngram.smoothing import ALL_METHODS, make_smoothing
 from lmlab.scoring import Scoring
-from lmlab.tokenizers import WHITESPACE, Tokenizer, tokenizer_from_spec
+from lmlab.tokenizers import WHITESPACE, Tokenizer, tokenizer_from_spec, tokenizer_record
 
 LN10 = math.log(10.0)
 FORMAT = "lmlab-ngram"
@@ -273,8 +273,8 @@ def save_arrays(path: str | os.PathLike, vocab: Vocabulary, meta: dict,
         with zipfile.ZipFile(f, "w", compression=zipfile.ZIP_STORED) as z:
             z.writestr("header.json", json.dumps(header))
             z.writestr("vocab.txt", "\n".join(vocab.itos))
-            if not vocab.tokenizer.is_default:
-                z.writestr("tokenizer.json", json.dumps(vocab.tokenizer.spec()))
+            for spec in tokenizer_record(vocab).values():
+                z.writestr("tokenizer.json", json.dumps(spec))
             for name, a in flat.items():
                 with z.open(f"{name}.npy", "w", force_zip64=True) as out:
                     np.lib.format.write_array(out, np.ascontiguousarray(a), allow_pickle=False)
