@@ -138,6 +138,7 @@ class Model:
 
     def __init__(self, path, config: Config | None = None) -> None:
         from lmlab.models import detect_format, load_model
+        from lmlab.ngram.model import require_backoff_form
 
         name = path if isinstance(path, bytes) else os.fsencode(os.fspath(path))
         self.path = os.path.abspath(name)  # bytes, as kenlm's
@@ -148,12 +149,11 @@ class Model:
                              "backoff form: KenLM's query API (states and backoffs) needs an "
                              "n-gram model (an ARPA file or an lmlab .lm n-gram model)", where)
         model = load_model(where)
-        tables = [getattr(model, attr, None) for attr in ("keys", "logp", "bow", "vocab")]
-        if any(t is None for t in tables):
-            kind = type(model).__name__
-            raise LmlabError(f"{kind} is not a backoff n-gram model: KenLM's query API (states "
-                             "and backoffs) needs one (an ARPA file or an lmlab n-gram model)",
-                             where)
+        try:
+            require_backoff_form(model, "KenLM's query API (states and backoffs) needs one")
+        except LmlabError as err:  # (named with the file)
+            raise LmlabError(str(err), where) from None
+        tables = [model.keys, model.logp, model.bow, model.vocab]
         if model.vocab.tokenizer.name not in ("whitespace", "whitespace-ascii"):
             raise LmlabError(f"a model of the {model.vocab.tokenizer.describe()} tokenizer: "
                              "KenLM's API passes whitespace-separated words, which this model "

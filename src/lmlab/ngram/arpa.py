@@ -55,9 +55,9 @@ def table_word_ids(keys: list[np.ndarray], V: int) -> list[np.ndarray]:
 def write_arpa(model, path: str | os.PathLike) -> None:
     """Write a backoff-form model as ARPA (gzip if ``path`` ends in .gz); a tokenizer other than
     whitespace is saved beside it (:func:`lmlab.tokenizers.companion_path`)."""
-    if not hasattr(model, "logp"):
-        raise LmlabError(f"{model.meta.get('smoothing', 'this')} model has no backoff form and "
-                         "cannot be written as ARPA")
+    from lmlab.ngram.model import require_backoff_form
+
+    require_backoff_form(model, "it cannot be written as ARPA")
     V = len(model.vocab)
     itos = model.vocab.itos
     with atomic_output(path, "w") as f:

@@ -53,7 +53,7 @@ from lmlab.errors import LmlabError
 from lmlab.fileio import GZIP_MAGIC, atomic_output, check_output_path
 from lmlab.models import BINARY_MAGIC
 from lmlab.ngram.keyindex import GOLDEN, place
-from lmlab.ngram.model import NGramModel
+from lmlab.ngram.model import NGramModel, require_backoff_form
 from lmlab.tokenizers import tokenizer_from_spec, tokenizer_record
 
 MAGIC = BINARY_MAGIC  # defined where every format is told apart (lmlab.models)
@@ -225,11 +225,7 @@ def write_binary(model, path: str | os.PathLike, quantize_bits: int | None = Non
     ``.lm`` model or an ARPA file loaded) as a binary model, atomically. ``quantize_bits``: None
     (exact float64) or 8."""
     check_quantize_bits(quantize_bits)
-    if not isinstance(model, NGramModel):
-        kind = model.meta.get("smoothing", "") if hasattr(model, "meta") else ""
-        what = f"{kind} model" if kind == "addk" else type(model).__name__
-        raise LmlabError(f"{what} has no backoff form: a binary model holds a backoff n-gram "
-                         "model (an lmlab .lm n-gram model or an ARPA file)")
+    require_backoff_form(model, "it cannot be written as a binary model")
     if os.fspath(path) == "-":
         raise LmlabError("a binary model is memory-mapped from a file: give an output file, "
                          "not standard output")

@@ -61,12 +61,10 @@ def _lower_logprobs(keys, logp, bow, V, rows: np.ndarray) -> np.ndarray:
 def entropy_prune(model, threshold: float):
     """A copy of ``model`` without the n-grams whose removal changes perplexity by less than
     ``threshold`` (relative), backoffs renormalised. ``threshold`` 0 prunes nothing."""
-    from lmlab.ngram.model import NGramModel
+    from lmlab.ngram.model import NGramModel, require_backoff_form
 
     threshold = check_entropy_threshold(threshold)
-    if not isinstance(model, NGramModel):
-        raise LmlabError(f"entropy pruning needs a backoff-form n-gram model, not "
-                         f"{type(model).__name__} (add-k models have no backoff form)")
+    require_backoff_form(model, "entropy pruning needs one")
     if not model.normalised:
         raise LmlabError("entropy pruning needs normalised probabilities; stupid backoff scores "
                          "are not")

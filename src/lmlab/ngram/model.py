@@ -337,4 +337,17 @@ def _check_consistent(path, vocab: Vocabulary, arrays: dict) -> None:
             raise LmlabError(f"corrupt n-gram model: {name} arrays do not match the n-grams", path)
 
 
-__all__ = ["NGramModel", "AddKModel", "train_ngram", "load_ngram", "is_ngram_file"]
+def require_backoff_form(model, purpose: str) -> NGramModel:
+    """``model`` if it is a backoff-form n-gram model (probabilities and backoffs: what ARPA,
+    the binary format, entropy pruning and KenLM's API need); else the one error every one of
+    them gives, ``purpose`` saying what it cannot do."""
+    if isinstance(model, NGramModel):
+        return model
+    meta = getattr(model, "meta", None) or {}
+    what = "addk model" if meta.get("smoothing") == "addk" else type(model).__name__
+    raise LmlabError(f"{what} is not a backoff n-gram model (it has no backoff form): {purpose}; "
+                     "give a backoff-form model (an lmlab .lm n-gram model or an ARPA file)")
+
+
+__all__ = ["NGramModel", "AddKModel", "train_ngram", "load_ngram", "is_ngram_file",
+           "require_backoff_form"]
