@@ -181,8 +181,11 @@ def run_study(data: str | os.PathLike, out: str | os.PathLike, study: StudyConfi
     study.check()
     out = Path(out)
     runs_dir = out / "runs"
-    runs_dir.mkdir(parents=True, exist_ok=True)
     settings = out / "study.json"
+    if not run and not settings.exists():  # nothing to summarise, and nothing to write
+        raise LmlabError("no finished runs to summarise: no study in this folder (no study.json)",
+                         out)
+    runs_dir.mkdir(parents=True, exist_ok=True)
     if settings.exists():
         saved = json.loads(settings.read_text(encoding="utf-8"))
         mine = {k: v for k, v in asdict(study).items() if k not in _FREE}

@@ -105,8 +105,9 @@ def cmd_ablate(args) -> int:
     study.check()
     out = Path(args.output)
     extra: dict = {}
-    if args.synthetic:
-        data, extra = _synthetic_data(out / "data", args.distance, quick=args.quick)
+    if args.synthetic:  # (the corpus is written only when runs will read it)
+        data, extra = _synthetic_data(out / "data", args.distance, quick=args.quick,
+                                      write=not args.summary_only)
     else:
         from lmlab.datasets import data_folder
 
@@ -122,15 +123,17 @@ def cmd_ablate(args) -> int:
     return 0
 
 
-def _synthetic_data(folder: Path, distance: int, quick: bool) -> tuple[str, dict]:
-    """Write (once) the long-range corpus; return its folder and its entropy floor."""
+def _synthetic_data(folder: Path, distance: int, quick: bool, write: bool = True
+                    ) -> tuple[str, dict]:
+    """Write (once, if ``write``) the long-range corpus; return its folder and its entropy
+    floor."""
     import math
 
     from lmlab.synth import LongRangeSource, write_splits
 
     source = LongRangeSource(distance=distance, n_keys=10, n_fillers=20, seed=0)
     sizes = {k: (v // 20 if quick else v) for k, v in SYNTH_SENTENCES.items()}
-    if not all((folder / f"{split}.txt").exists() for split in sizes):
+    if write and not all((folder / f"{split}.txt").exists() for split in sizes):
         write_splits(source, folder, sizes, seed=1)
     return str(folder), {"source": source.name, "distance": distance,
                          "entropy_floor_ppl": math.exp(source.entropy_nats())}
