@@ -128,6 +128,11 @@ def train(model: str, data: str | os.PathLike, *, output: str | os.PathLike | No
     restored afterwards, as are torch's thread count and cuDNN flags: the caller's process is
     left as it was.
 
+    In a script started by ``torchrun --nproc_per_node N``, the run is data-parallel
+    (DistributedDataParallel over the N processes, ``batch_size`` the global batch; rank 0
+    alone logs and writes ``output``) and every process returns the trained model
+    (docs/distributed.md). ``lmlab train --ddp N`` starts such processes from the command line.
+
     >>> import lmlab, tempfile, pathlib
     >>> d = pathlib.Path(tempfile.mkdtemp())
     >>> for split in ("train", "valid"):
@@ -140,6 +145,7 @@ def train(model: str, data: str | os.PathLike, *, output: str | os.PathLike | No
     from lmlab.neural.checkpoint import get_rng_state, load_checkpoint, set_rng_state
     from lmlab.neural.config import RunConfig
     from lmlab.neural.data import load_corpus
+    from lmlab.neural.distributed import session
     from lmlab.neural.lm import NeuralLM
     from lmlab.neural.trainer import Trainer, TrainingInterrupted, check_train_options
     from lmlab.tokenizers import make_tokenizer, tokenizer_from_spec
@@ -158,11 +164,12 @@ def train(model: str, data: str | os.PathLike, *, output: str | os.PathLike | No
     corpus = load_corpus(data_folder(data), tokenizer=tok)
     caller_rng = get_rng_state()
     try:
-        with tempfile.TemporaryDirectory(prefix="lmlab-train-") as tmp:
+        with tempfile.TemporaryDirectory(prefix="lmlab-train-") as tmp, \
+                session(config.train.device) as dist:
             out = Path(output) if output is not None else Path(tmp) / "model.pt"
             trainer = Trainer(config, corpus, out, resume=resume, overwrite=overwrite,
                               progress=progress, plot=output is not None,
-                              log=on_log or log.info)
+                              log=on_log or log.info, dist=dist)
             try:
                 result = trainer.train()
             except TrainingInterrupted:

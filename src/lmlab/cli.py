@@ -340,6 +340,7 @@ def main(argv: list[str] | None = None) -> int:
         prog = " ".join(w for w in words if w)
         parser.exit(2, f"{prog}: error: unrecognized arguments: {' '.join(unknown)} "
                        f"(see '{prog} --help')\n")
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # (lmlab train --ddp relaunches)
     try:
         with warnings.catch_warnings():
             # lmlab's own warnings as one line each, like its errors (the library only warns)

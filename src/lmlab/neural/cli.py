@@ -76,6 +76,10 @@ def add_train_parser(sub) -> None:
                    help="stop (with a resumable checkpoint) after N optimiser steps in total; "
                    "kept by --resume (default 0: no limit)")
     t.add_argument("--json", action="store_true", help="print the final report as JSON")
+    t.add_argument("--ddp", type=int, metavar="N",
+                   help="train in N processes on this machine with DistributedDataParallel "
+                   "(started by torchrun; gloo on CPU, NCCL with one GPU per process); "
+                   "--batch-size stays the global batch (see docs/distributed.md)")
     add_tokenizer_options(t)
     m = t.add_argument_group("model")
     m.add_argument("--emsize", type=int, metavar="N",
@@ -205,9 +209,6 @@ def _as_flag(key: str, value=None) -> str:
 
 
 def cmd_train(args) -> int:
-    from lmlab.datasets import data_folder
-    from lmlab.neural.data import load_corpus
-
     base = None
     if args.resume and args.tokenizer is None and args.subword_vocab_size is not None:
         raise LmlabError("a resumed run keeps its tokenizer: --vocab-size goes with --tokenizer "
@@ -222,39 +223,55 @@ def cmd_train(args) -> int:
         if args.tokenizer is None:  # the run's own (a trained subword model included)
             tokenizer = tokenizer_from_spec(saved.get("tokenizer"), args.output)
     config = build_config(args, base)
-    from lmlab.neural.trainer import (
-        Trainer,
-        TrainingInterrupted,
-        check_train_options,
-        validation_point,
-    )
+    from lmlab.neural.trainer import check_train_options
 
     check_train_options(config)  # before reading the data: a typo fails at once
+    if args.ddp is not None and args.ddp != 1:
+        return launch_ddp(args, config)
+    from lmlab.neural.distributed import session
+
+    with session(config.train.device) as dist:  # started by torchrun: one rank of N
+        return _run(args, config, base, tokenizer, dist)
+
+
+def _run(args, config: RunConfig, base: RunConfig | None, tokenizer, dist) -> int:
+    """Train (one process, or rank ``dist.rank`` of a data-parallel run) and report."""
+    from lmlab.datasets import data_folder
+    from lmlab.neural.data import load_corpus
+    from lmlab.neural.trainer import Trainer, TrainingInterrupted, validation_point
+
+    say = (lambda line: print(line, file=sys.stderr)) if dist is None or dist.main else None
     corpus = load_corpus(data_folder(args.data), tokenizer=tokenizer)
     trainer = Trainer(config, corpus, args.output, resume=args.resume, overwrite=args.overwrite,
-                      progress=sys.stderr.isatty(), log=lambda line: print(line, file=sys.stderr),
+                      progress=sys.stderr.isatty(), log=say, dist=dist,
                       process_settings=True)  # a program of its own: threads, heap, cuDNN
     try:
         m = trainer.config.model
         n_params = sum(p.numel() for p in trainer.model.parameters())
-        print(f"{'resuming' if args.resume else 'training'} {m.model}: {n_params:,} parameters, "
-              f"vocabulary {len(corpus.vocab)}, {len(corpus.train)} training tokens, "
-              f"{len(trainer.windows)} batches/epoch, device {trainer.device}", file=sys.stderr)
-        if base is not None:
-            print(resume_summary(base, trainer.config), file=sys.stderr)
+        ranks = "" if dist is None else \
+            f" ({dist.world} DDP processes, {trainer.rows} batch rows each)"
+        if say:
+            say(f"{'resuming' if args.resume else 'training'} {m.model}: {n_params:,} "
+                f"parameters, vocabulary {len(corpus.vocab)}, {len(corpus.train)} training "
+                f"tokens, {len(trainer.windows)} batches/epoch, device {trainer.device}{ranks}")
+        if base is not None and say:
+            say(resume_summary(base, trainer.config))
         start = trainer.step
         try:
             result = trainer.train()  # (--max-steps is in the configuration)
         except TrainingInterrupted as stop:
-            print(f"lmlab: {stop}", file=sys.stderr)
+            if say:
+                print(f"lmlab: {stop}", file=sys.stderr)
             return 130
-        if result.status == "max_steps" and result.step == start and args.resume:
+        if result.status == "max_steps" and result.step == start and args.resume and say:
             print(f"lmlab: the run is at its --max-steps {trainer.config.train.max_steps} "
                   "already; give a larger --max-steps (0: no limit) to train on",
                   file=sys.stderr)
         test = trainer.evaluate_test()
     finally:
         trainer.close()
+    if not say:
+        return 0  # (rank 0 reports)
     valid = result.valid  # the last validation: at the end of the run
     report = {"checkpoint": args.output, "status": result.status, "epochs": result.epoch,
               "steps": result.step, "valid_ppl": valid["valid_ppl"] if valid else None,
@@ -275,3 +292,20 @@ def cmd_train(args) -> int:
         print(f"test perplexity  {test['perplexity']:.4f} ({test['tokens']} tokens, "
               f"{test['oov']} OOV; excluding OOV {test['perplexity_excl_oov']:.4f})")
     return 0
+
+
+def launch_ddp(args, config: RunConfig) -> int:
+    """``--ddp N``: check what can be checked here (so a mistake is one line, not N), then start
+    N workers through torchrun's launcher (:func:`lmlab.neural.distributed.launch`)."""
+    from lmlab.datasets import data_folder
+    from lmlab.fileio import check_output_path
+    from lmlab.neural.data import split_paths
+    from lmlab.neural.distributed import check_rows, launch, strip_ddp
+    from lmlab.neural.trainer import check_new_run
+
+    check_rows(config.train.batch_size, args.ddp)
+    split_paths(data_folder(args.data))
+    check_output_path(args.output)
+    if not args.resume:
+        check_new_run(args.output, args.overwrite)
+    return launch(strip_ddp(args.argv), args.ddp, args.output, config.train.threads)

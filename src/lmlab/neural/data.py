@@ -70,13 +70,8 @@ def split_path(folder: str | os.PathLike, split: str) -> Path | None:
     return None
 
 
-def load_corpus(folder: str | os.PathLike, vocab: Vocabulary | None = None,
-                tokenizer: Tokenizer = WHITESPACE) -> Corpus:
-    """Read ``train.txt`` and ``valid.txt`` (required) and ``test.txt`` (optional) of ``folder``.
-
-    The vocabulary is built from ``train`` (every token kept; a subword ``tokenizer`` trained on
-    it first) unless given.
-    """
+def split_paths(folder: str | os.PathLike) -> dict[str, Path | None]:
+    """The split files of a data folder; a one-line error when train or valid is missing."""
     folder = Path(folder)
     if not folder.is_dir():
         raise LmlabError("no such data directory (expected train.txt, valid.txt, test.txt "
@@ -85,6 +80,17 @@ def load_corpus(folder: str | os.PathLike, vocab: Vocabulary | None = None,
     for s in ("train", "valid"):
         if paths[s] is None:
             raise LmlabError(f"no {s}.txt in the data directory", folder)
+    return paths
+
+
+def load_corpus(folder: str | os.PathLike, vocab: Vocabulary | None = None,
+                tokenizer: Tokenizer = WHITESPACE) -> Corpus:
+    """Read ``train.txt`` and ``valid.txt`` (required) and ``test.txt`` (optional) of ``folder``.
+
+    The vocabulary is built from ``train`` (every token kept; a subword ``tokenizer`` trained on
+    it first) unless given.
+    """
+    paths = split_paths(folder)
     vocab, train = read_training_corpus(paths["train"], vocab, tokenizer=tokenizer)
     valid = read_corpus(paths["valid"], vocab)
     test = read_corpus(paths["test"], vocab) if paths["test"] else None

@@ -40,18 +40,23 @@ class MetricsLog:
     """``NAME.metrics.jsonl``, appended one record per line; writes nothing until opened by
     :meth:`start` or :meth:`rewrite`."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, enabled: bool = True) -> None:
         self.path = path
+        self.enabled = enabled  # (False: a data-parallel rank other than 0 writes no log)
         self._file: TextIO | None = None
 
     def start(self) -> None:
         """A new run: an empty log (its folder created if missing, like every output's)."""
+        if not self.enabled:
+            return
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._file = open(self.path, "w", encoding="utf-8")  # noqa: SIM115 - kept open
 
     def rewrite(self, history: dict, step: int) -> None:
         """On resume: the log again from the checkpoint's ``history`` (steps, the epoch records
         and other validations after their step, events), then a ``resume`` record at ``step``."""
+        if not self.enabled:
+            return
         with atomic_output(self.path, "w") as f:
             by_step: dict[int, list[dict]] = {}
             for e in history["epochs"]:

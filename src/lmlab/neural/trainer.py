@@ -74,6 +74,15 @@ from lmlab.neural.checkpoint import (
 )
 from lmlab.neural.config import RunConfig, flag_name
 from lmlab.neural.data import Corpus, batchify, bptt_windows
+from lmlab.neural.distributed import (
+    Dist,
+    check_rows,
+    join_states,
+    rank_device,
+    rank_seed,
+    state_rows,
+    wrap,
+)
 from lmlab.neural.heap import keep_freed_memory
 from lmlab.neural.lm import NeuralLM, model_from_checkpoint, resolve_device
 from lmlab.neural.run_files import MetricsLog, sidecar_paths, write_run_config
@@ -121,6 +130,13 @@ def check_train_options(config: RunConfig) -> None:
     resolve_device(config.train.device)
 
 
+def check_new_run(out: str | os.PathLike, overwrite: bool) -> None:
+    """A new run may not replace a checkpoint unless told to."""
+    if os.path.exists(out) and not overwrite:
+        raise LmlabError("checkpoint exists; pass --resume (resume=True) to continue that "
+                         "run or --overwrite (overwrite=True) to start afresh", out)
+
+
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
@@ -152,29 +168,32 @@ class Trainer:
                  resume: bool = False, overwrite: bool = False, progress: bool = False,
                  plot: bool = True, log: Callable[[str], None] | None = None,
                  step_hook: Callable[[Trainer, int], None] | None = None,
-                 process_settings: bool = False) -> None:
+                 process_settings: bool = False, dist: Dist | None = None) -> None:
         check_train_options(config)
+        self.dist = dist
+        self.main = dist is None or dist.main  # rank 0 logs and writes; the others compute
         self.out = Path(out)
         self.paths = sidecar_paths(self.out)
-        self.metrics = MetricsLog(self.paths["metrics"])
+        self.metrics = MetricsLog(self.paths["metrics"], enabled=self.main)
         self.corpus = corpus
         self.vocab: Vocabulary = corpus.vocab
-        self.progress = progress
-        self.plot = plot
-        self.log = log or (lambda line: None)
+        self.progress = progress and self.main
+        self.plot = plot and self.main
+        self.log = (log if self.main else None) or (lambda line: None)
         self.step_hook = step_hook
         check_output_path(self.out)
         data = None
         if resume:
             data = load_checkpoint(self.out)
             config = self._resume_config(data, config)
-        elif self.out.exists() and not overwrite:
-            raise LmlabError("checkpoint exists; pass --resume (resume=True) to continue that "
-                             "run or --overwrite (overwrite=True) to start afresh", self.out)
+        else:
+            check_new_run(self.out, overwrite)
         config.model.vocab_size = len(self.vocab)
         self.config = config
         t = config.train
-        self.device = resolve_device(t.device)
+        world = dist.world if dist else 1
+        self.rows = check_rows(t.batch_size, world)  # batch rows of this process
+        self.device = rank_device(t.device, dist) if dist else resolve_device(t.device)
         if process_settings:  # for good (see the class docstring); else only in _run_settings
             if t.threads:
                 torch.set_num_threads(t.threads)
@@ -191,8 +210,15 @@ class Trainer:
 
             model = build_model(config.model)
         self.model = model.to(self.device)
+        if dist and dist.rank:  # the same initial weights everywhere, other dropout masks
+            seed_everything(rank_seed(t.seed, dist.rank))
         self.optimizer = self._make_optimizer()
         self.inputs, self.targets = batchify(corpus.train, t.batch_size)
+        if dist:  # this rank's rows of the one batched stream (see lmlab.neural.distributed)
+            rows = slice(dist.rank * self.rows, (dist.rank + 1) * self.rows)
+            self.inputs = self.inputs[:, rows].contiguous()
+            self.targets = self.targets[:, rows].contiguous()
+        self._ddp = None  # the model's loss in DistributedDataParallel (made by train())
         self.windows = bptt_windows(self.inputs.size(0), t.bptt)
 
         # Run state (everything here is in the checkpoint).
@@ -272,8 +298,14 @@ class Trainer:
 
     # -- checkpoint state -------------------------------------------------------------------------
     def state_dict(self) -> dict:
-        """Everything needed to continue exactly here (CPU copies)."""
+        """Everything needed to continue exactly here (CPU copies). Under ``dist`` a collective:
+        every rank's hidden state (joined into the full batch's) and random state."""
         h = self.history
+        state, rng, ranks = self.state, get_rng_state(), {}
+        if self.dist:
+            parts = self.dist.gather((to_cpu(state), rng))
+            state = join_states([p[0] for p in parts])
+            ranks = {"rng_ranks": [p[1] for p in parts]}
         return to_cpu({
             "config": self.config.to_dict(),
             "vocab": list(self.vocab.itos),
@@ -283,9 +315,9 @@ class Trainer:
             "schedule": {"lr": self.lr, "best_valid": self.best_valid,
                          "bad_epochs": self.bad_epochs, "plateau": self.plateau,
                          "nan_events": self.nan_events, "finished": self.finished},
-            "rng": get_rng_state(),
+            "rng": rng, **ranks,
             "progress": {"epoch": self.epoch, "position": self.position, "step": self.step,
-                         "state": self.state, "loss_sum": self.loss_sum,
+                         "state": state, "loss_sum": self.loss_sum,
                          "loss_tokens": self.loss_tokens},
             "history": {"epochs": [dict(e) for e in h["epochs"]],
                         "step_loss": torch.tensor(h["step_loss"], dtype=torch.float64),
@@ -306,7 +338,11 @@ class Trainer:
             self.plateau, self.finished = s["plateau"], s["finished"]
             self._set_lr(s["lr"])
             self.epoch, self.position, self.step = p["epoch"], p["position"], p["step"]
-            self.state = to_device(p["state"], self.device)
+            state = p["state"]
+            if self.dist and state is not None:  # this rank's rows of the full batch's state
+                r = self.dist.rank
+                state = state_rows(state, r * self.rows, (r + 1) * self.rows)
+            self.state = to_device(state, self.device)
             self.loss_sum, self.loss_tokens = p["loss_sum"], p["loss_tokens"]
             events = self.history["events"]
             self.history = {"epochs": [dict(e) for e in h["epochs"]],
@@ -321,7 +357,7 @@ class Trainer:
                             else [_epoch_validation(e) for e in h["epochs"]]}
             if not keep_events:
                 self.nan_events = s["nan_events"]
-            set_rng_state(data["rng"])
+            self._restore_rng(data)
         except (KeyError, TypeError, ValueError, RuntimeError) as err:
             raise LmlabError(f"checkpoint cannot be resumed ({type(err).__name__}: "
                              f"{str(err).splitlines()[0] if str(err) else ''})", self.out) from None
@@ -329,11 +365,32 @@ class Trainer:
             raise LmlabError(f"checkpoint is at batch {self.position} of an epoch that has only "
                              f"{len(self.windows)} here: another data set?", self.out)
 
+    def _restore_rng(self, data: dict) -> None:
+        """Each rank's own random state; on another rank count than the checkpoint's, rank 0
+        takes rank 0's and the others are re-seeded from the seed, their rank and the step."""
+        ranks = data.get("rng_ranks") or [data["rng"]]
+        world, rank = (self.dist.world, self.dist.rank) if self.dist else (1, 0)
+        if len(ranks) == world or rank == 0:
+            set_rng_state(ranks[rank])
+        else:
+            seed_everything(rank_seed(self.config.train.seed, rank, self.step))
+
     def save(self, curve: bool = False) -> None:
         """Write the checkpoint (atomically) and keep an in-memory copy for NaN rollback;
-        ``curve``: redraw the learning-curve PNG too."""
+        ``curve``: redraw the learning-curve PNG too. Under ``dist`` every rank calls it and
+        rank 0 writes; a failed write stops every rank."""
         data = self.state_dict()
-        save_checkpoint(self.out, data)
+        if self.dist is None:
+            save_checkpoint(self.out, data)
+        else:
+            error = None
+            if self.main:
+                try:
+                    save_checkpoint(self.out, data)
+                except LmlabError as err:
+                    error = err
+            if self.dist.any(error is not None, self.device):
+                raise error or LmlabError("rank 0 could not write the checkpoint", self.out)
         self._snapshot = data
         self._saved_step = self.step
         self.metrics.flush()
@@ -359,6 +416,8 @@ class Trainer:
         with self._run_settings(), self._sigint_deferred():
             if self._compile_pending:
                 self._compile()
+            if self.dist and self._ddp is None:
+                self._ddp = wrap(self.model, self.device)
             try:
                 status = self._loop(max_steps or None)
                 validated = not self._validated_here()
@@ -395,7 +454,7 @@ class Trainer:
             rng = get_rng_state()
             try:
                 self.model.train()
-                state = self.model.init_state(self.config.train.batch_size, self.device)
+                state = self.model.init_state(self.rows, self.device)
                 loss, _ = self.model.loss(x, y, state)
                 loss.backward()
             finally:
@@ -422,7 +481,7 @@ class Trainer:
                     if max_steps is not None and self.step >= max_steps:
                         return "max_steps"  # (train() validates and saves)
                     self._train_step(bar)
-                    if self._stop_requested:
+                    if self._stop_agreed():
                         raise KeyboardInterrupt
                     if (t.eval_every and self.step % t.eval_every == 0
                             and self.position < len(self.windows) and not self._validated_here()):
@@ -440,7 +499,7 @@ class Trainer:
             self.save(curve=True)
             if stop:
                 return "early_stop"
-            if self._stop_requested:
+            if self._stop_agreed():
                 raise KeyboardInterrupt
         self.finished = "finished"
         return "finished"
@@ -454,11 +513,20 @@ class Trainer:
         self._consistent = False
         self.model.train()
         state = self.state if self.state is not None else \
-            self.model.init_state(t.batch_size, self.device)
+            self.model.init_state(self.rows, self.device)
         state = detach_state(state)
         self.optimizer.zero_grad(set_to_none=True)
-        loss, new_state = self.model.loss(x, y, state)
+        loss, new_state = (self._ddp or self.model.loss)(x, y, state)
         loss_value = float(loss.detach())
+        # A bidirectional model optimises (forward + backward + cloze) / 3: only its forward
+        # part is a language-model loss, so the epoch's training perplexity uses that part.
+        parts = {k: float(v) for k, v in (getattr(self.model, "last_loss_parts", None)
+                                          or {}).items()}
+        tokens = y.numel()
+        if self.dist:  # the global batch's: a NaN on any rank is everyone's
+            values = self.dist.mean([loss_value, *parts.values()], self.device)
+            loss_value, parts = values[0], dict(zip(parts, values[1:], strict=True))
+            tokens *= self.dist.world
         grad_norm = float("nan")
         if math.isfinite(loss_value):
             loss.backward()
@@ -470,11 +538,6 @@ class Trainer:
             self._nan_rollback(loss_value, grad_norm)
             return
         self.optimizer.step()
-        tokens = y.numel()
-        # A bidirectional model optimises (forward + backward + cloze) / 3: only its forward
-        # part is a language-model loss, so the epoch's training perplexity uses that part.
-        parts = {k: float(v) for k, v in (getattr(self.model, "last_loss_parts", None)
-                                          or {}).items()}
         lm_loss = parts.get("forward", loss_value)
         self.state = detach_state(new_state)
         self.position += 1
@@ -580,19 +643,25 @@ class Trainer:
         return record
 
     def evaluate(self, stream: TokenStream) -> float:
-        """Perplexity of ``stream`` with the shared protocol (one stream, batch size 1)."""
-        with self._run_settings():
-            lm = NeuralLM(self.model, self.vocab, self.config, device=self.device)
-            return summarize(lm.logprobs(stream), stream).perplexity
+        """Perplexity of ``stream`` with the shared protocol (one stream, batch size 1); under
+        ``dist`` rank 0 computes it and every rank gets it."""
+        return self._scored(stream)["perplexity"]
+
+    def _scored(self, stream: TokenStream) -> dict:
+        """The shared protocol's result on ``stream`` (:meth:`EvalResult.to_dict`), computed
+        once: by rank 0 under ``dist``, then shared."""
+        result = None
+        if self.main:
+            with self._run_settings():
+                lm = NeuralLM(self.model, self.vocab, self.config, device=self.device)
+                result = summarize(lm.logprobs(stream), stream).to_dict()
+        return result if self.dist is None else self.dist.share(result)
 
     def evaluate_test(self) -> dict | None:
         """Score the test split (if any) with the shared protocol; recorded in the checkpoint."""
         if self.corpus.test is None:
             return None
-        stream = self.corpus.test
-        with self._run_settings():
-            lm = NeuralLM(self.model, self.vocab, self.config, device=self.device)
-            result = summarize(lm.logprobs(stream), stream).to_dict()
+        result = self._scored(self.corpus.test)
         self.history["test"] = {k: v for k, v in result.items() if not isinstance(v, float)
                                 or math.isfinite(v)}
         self.metrics.write({"test": self.history["test"], "step": self.step})
@@ -625,31 +694,48 @@ class Trainer:
     # -- Ctrl-C ---------------------------------------------------------------------------------
     @contextlib.contextmanager
     def _sigint_deferred(self):
-        """First Ctrl-C: finish the current step, save, stop. A second one stops at once."""
+        """First Ctrl-C: finish the current step, save, stop. A second one stops at once.
+
+        Under ``dist`` SIGTERM (torchrun's agent passes Ctrl-C on as it) does the same, and
+        no signal stops at once: every rank must stop after the same step to save together
+        (:meth:`_stop_agreed`)."""
         if threading.current_thread() is not threading.main_thread():
             yield
             return
 
         def handler(signum, frame):
-            if self._stop_requested:
+            if self._stop_requested and self.dist is None:
                 raise KeyboardInterrupt
+            if not self._stop_requested and self.main:
+                again = "" if self.dist else " (Ctrl-C again to stop now)"
+                print(f"\nlmlab: stopping after this step{again}", file=sys.stderr)
             self._stop_requested = True
-            print("\nlmlab: stopping after this step (Ctrl-C again to stop now)",
-                  file=sys.stderr)
 
-        previous = signal.signal(signal.SIGINT, handler)
+        signals = [signal.SIGINT] + ([signal.SIGTERM] if self.dist else [])
+        previous = [signal.signal(s, handler) for s in signals]
         try:
             yield
         finally:
-            signal.signal(signal.SIGINT, previous)
+            for s, handler_before in zip(signals, previous, strict=True):
+                signal.signal(s, handler_before)
+
+    def _stop_agreed(self) -> bool:
+        """Whether to stop here: a stop was requested (on any rank, under ``dist``)."""
+        if self.dist is None:
+            return self._stop_requested
+        # (read, never assigned here: the handler may set it while the all-reduce returns)
+        return self.dist.any(self._stop_requested, self.device)
 
     # -- side files -----------------------------------------------------------------------------
     def _write_config(self) -> None:
+        if not self.main:
+            return
         write_run_config(self.paths["config"], self.config.to_dict(), self.out.name,
                          len(self.vocab), self.corpus.folder, self.vocab.tokenizer.describe())
 
     def close(self) -> None:
         self.metrics.close()
+        self._ddp = None  # (its reducer goes before the process group does)
 
     def _write_curve(self) -> None:
         self._last_curve = time.monotonic()
