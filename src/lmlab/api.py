@@ -178,7 +178,8 @@ def train(model: str, data: str | os.PathLike, *, output: str | os.PathLike | No
                 raise KeyboardInterrupt from None  # nothing was kept to resume
             finally:
                 trainer.close()
-            log.info("%s: %d epoch(s), %d steps", result.status, result.epoch, result.step)
+            if dist is None or dist.main:
+                log.info("%s: %d epoch(s), %d steps", result.status, result.epoch, result.step)
             meta = {"checkpoint": os.fspath(output) if output is not None else None,
                     "epoch": trainer.epoch, "step": trainer.step}
             lm = NeuralLM(trainer.model, corpus.vocab, trainer.config, device=trainer.device,

@@ -11,6 +11,7 @@ import importlib
 import importlib.util
 import json
 import math
+import os
 import sys
 import warnings
 
@@ -348,13 +349,20 @@ def main(argv: list[str] | None = None) -> int:
             warnings.showwarning = _show_warning
             return args.func(args)
     except LmlabError as err:
-        print(f"lmlab: error: {err}", file=sys.stderr)
+        if not getattr(err, "reported", False):  # (a data-parallel rank whose rank 0 reports)
+            print(f"lmlab: error: {_rank_prefix()}{err}", file=sys.stderr)
         return EXIT_USER_ERROR
     except KeyboardInterrupt:
         print("lmlab: interrupted", file=sys.stderr)
         return 130
     except BrokenPipeError:
         return 0
+
+
+def _rank_prefix() -> str:
+    """``rank R: `` in a data-parallel worker other than rank 0 (torchrun's environment)."""
+    rank, world = os.environ.get("RANK", "0"), os.environ.get("WORLD_SIZE", "1")
+    return f"rank {rank}: " if world not in ("", "1") and rank not in ("", "0") else ""
 
 
 if __name__ == "__main__":

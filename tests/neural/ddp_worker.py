@@ -20,7 +20,7 @@ from lmlab.neural.data import load_corpus
 from lmlab.neural.distributed import session
 from lmlab.neural.trainer import Trainer
 
-STEPS = 6
+STEPS = 24  # over an epoch end (20 steps on the test's data): validation, decay, a short window
 # name -> model options (no dropout: equal to a single process only without random masks; SGD,
 # as Adam turns float-rounding differences in near-zero gradients into steps of size lr)
 CASES: dict[str, dict] = {

@@ -21,6 +21,7 @@ from lmlab.neural.checkpoint import load_checkpoint
 from lmlab.neural.data import load_corpus
 from lmlab.neural.distributed import (
     Dist,
+    check_launch,
     check_rows,
     from_environment,
     join_states,
@@ -54,8 +55,17 @@ def data_dir(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def corpus(data_dir):
-    return load_corpus(data_dir)
+def small_dir(tmp_path_factory):
+    """Epochs of 20 steps, the last of 3 tokens, for ddp_worker.py's configurations."""
+    d = tmp_path_factory.mktemp("ddp-small")
+    write_splits(MarkovSource(order=2, vocab_size=10, seed=5), d,
+                 {"train": 30, "valid": 10, "test": 10}, seed=1)
+    return d
+
+
+@pytest.fixture(scope="module")
+def corpus(small_dir):
+    return load_corpus(small_dir)
 
 
 def env(**extra) -> dict:
@@ -87,11 +97,11 @@ def assert_close(a: dict, b: dict, tol: float = TOL) -> None:
 
 
 @pytest.fixture(scope="module")
-def ddp_runs(data_dir, tmp_path_factory):
+def ddp_runs(small_dir, tmp_path_factory):
     """Every case of ddp_worker.py trained once by 2 processes under torchrun."""
     out = tmp_path_factory.mktemp("ddp-runs")
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node",
-           "2", ddp_worker.__file__, str(data_dir), str(out)]
+           "2", ddp_worker.__file__, str(small_dir), str(out)]
     run = subprocess.run(cmd, env=env(), capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, run.stderr[-3000:]
     return out
@@ -112,9 +122,13 @@ def test_two_processes_equal_one_with_the_global_batch(name, ddp_runs, corpus, t
         assert a.shape == b.shape
         assert torch.allclose(a.double(), b.double(), atol=TOL)
     assert len(ddp["rng_ranks"]) == 2
+    # an epoch end was crossed: validation (rank 0's, shared), the decayed rate
+    assert ddp["history"]["epochs"][0]["step"] == one.history["epochs"][0]["step"] < STEPS
+    assert ddp["history"]["epochs"][0]["valid_ppl"] == pytest.approx(
+        one.history["epochs"][0]["valid_ppl"], rel=1e-5)
+    assert ddp["schedule"]["lr"] == pytest.approx(one.lr, rel=1e-12)
     if name == "nan":  # rank 1's NaN rolled both back: the same single event, the same lr
         assert one.nan_events == ddp["schedule"]["nan_events"] == 1
-        assert ddp["schedule"]["lr"] == one.lr == 0.25
         assert [e["event"] for e in ddp["history"]["events"]] == ["nan_rollback"]
 
 
@@ -172,6 +186,18 @@ def test_existing_checkpoint_is_refused_before_launch(capsys, data_dir, tmp_path
                  "--ddp", "2")
     assert "checkpoint exists" in line
     assert (tmp_path / "m.pt").read_bytes() == b"keep"
+
+
+def test_resume_with_other_options_is_refused_before_launch(capsys, data_dir, tmp_path):
+    from lmlab.cli import main
+
+    out = tmp_path / "m.pt"
+    assert main(["train", "lstm", "--data", str(data_dir), "-o", str(out), *TINY,
+                 "--max-steps", "1"]) == 0
+    capsys.readouterr()
+    line = fails(capsys, "train", "lstm", "--data", data_dir, "-o", out, "--resume",
+                 "--hidden", "16", "--ddp", "2")
+    assert "--hidden 16 differs from the checkpoint's 8" in line
 
 
 def _worker_pid(token: str, local_rank: int, timeout: float = 60) -> int:
@@ -275,10 +301,20 @@ def test_rows_and_options():
     with pytest.raises(LmlabError, match="multiple of 3"):
         check_rows(20, 3)
     assert strip_ddp(["lstm", "--ddp", "2", "--lr", "1", "--ddp=4"]) == ["lstm", "--lr", "1"]
-    assert rank_seed(7, 0) == 7 and len({rank_seed(7, r) for r in range(4)}) == 4
+    assert strip_ddp(["--dd", "2", Path("x"), "--dropout", "0"]) == ["x", "--dropout", "0"]
+    assert rank_seed(7, 0) == 7
+    assert len({rank_seed(7, r, s) for r in range(4) for s in range(0, 10_000, 7)}) == 4 * 1429
     with pytest.raises(LmlabError, match="cuda:LOCAL_RANK"):
         rank_device("cuda:1", Dist(0, 2, 0))
     assert rank_device("cpu", Dist(1, 2, 1)).type == "cpu"
+
+
+def test_no_ddp_inside_a_torchrun_worker(monkeypatch):
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    with pytest.raises(LmlabError, match="already one of a torchrun job"):
+        check_launch("cpu", 2)
+    monkeypatch.delenv("WORLD_SIZE")
+    check_launch("cpu", 2)
 
 
 def test_no_torchrun_environment_is_one_process(monkeypatch):

@@ -227,7 +227,7 @@ def cmd_train(args) -> int:
 
     check_train_options(config)  # before reading the data: a typo fails at once
     if args.ddp is not None and args.ddp != 1:
-        return launch_ddp(args, config)
+        return launch_ddp(args, config, saved if args.resume else None)
     from lmlab.neural.distributed import session
 
     with session(config.train.device) as dist:  # started by torchrun: one rank of N
@@ -294,18 +294,22 @@ def _run(args, config: RunConfig, base: RunConfig | None, tokenizer, dist) -> in
     return 0
 
 
-def launch_ddp(args, config: RunConfig) -> int:
+def launch_ddp(args, config: RunConfig, saved: dict | None) -> int:
     """``--ddp N``: check what can be checked here (so a mistake is one line, not N), then start
-    N workers through torchrun's launcher (:func:`lmlab.neural.distributed.launch`)."""
+    N workers through torchrun's launcher (:func:`lmlab.neural.distributed.launch`); ``saved``:
+    the checkpoint a resume continues."""
     from lmlab.datasets import data_folder
     from lmlab.fileio import check_output_path
     from lmlab.neural.data import split_paths
-    from lmlab.neural.distributed import check_rows, launch, strip_ddp
-    from lmlab.neural.trainer import check_new_run
+    from lmlab.neural.distributed import check_launch, check_rows, launch, strip_ddp
+    from lmlab.neural.trainer import check_new_run, resume_config
 
+    check_launch(config.train.device, args.ddp)
     check_rows(config.train.batch_size, args.ddp)
     split_paths(data_folder(args.data))
     check_output_path(args.output)
-    if not args.resume:
+    if saved is not None:
+        resume_config(saved, config, args.output)
+    else:
         check_new_run(args.output, args.overwrite)
     return launch(strip_ddp(args.argv), args.ddp, args.output, config.train.threads)

@@ -43,6 +43,13 @@ TORCHRUN_VARS = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT
 # A rank waits this long for the others (rank 0 validating on its own, a slow checkpoint).
 TIMEOUT = datetime.timedelta(hours=2)
 EXIT_INTERRUPTED = 130
+
+
+class ReportedByRank0(LmlabError):
+    """Raised on the other ranks when rank 0 failed at a step they share: rank 0 reports it,
+    so the command line prints nothing more for these."""
+
+    reported = True
 SHUTDOWN_S = 120  # after Ctrl-C, how long the launcher waits for the workers to save
 
 
@@ -112,8 +119,12 @@ def from_environment(device: str) -> Dist | None:
                          "data-parallel runs with torchrun or lmlab train --ddp N")
     dist = Dist(int(os.environ["RANK"]), world, int(os.environ["LOCAL_RANK"]))
     if not tdist.is_initialized():
-        backend = "nccl" if rank_device(device, dist).type == "cuda" else "gloo"
-        tdist.init_process_group(backend, timeout=TIMEOUT)
+        dev = rank_device(device, dist)
+        if dev.type == "cuda":  # (object collectives use the current device: this rank's GPU)
+            torch.cuda.set_device(dev)
+            tdist.init_process_group("nccl", timeout=TIMEOUT, device_id=dev)
+        else:
+            tdist.init_process_group("gloo", timeout=TIMEOUT)
     return dist
 
 
@@ -192,21 +203,41 @@ def rank_seed(seed: int, rank: int, step: int = 0) -> int:
     rank 0 keeps ``seed`` itself; a resume on another rank count re-seeds at ``step``."""
     if rank == 0 and step == 0:
         return seed
-    return (seed * 1_000_003 + rank * 7_919 + step) % 2**63
+    import numpy as np
+
+    return int(np.random.SeedSequence([seed, rank, step]).generate_state(1, np.uint64)[0]
+               % 2**63)
 
 
 # -- the launcher ----------------------------------------------------------------------------
-def strip_ddp(argv: list[str]) -> list[str]:
-    """``argv`` without ``--ddp N`` / ``--ddp=N`` (the workers' command line)."""
+def strip_ddp(argv: list) -> list[str]:
+    """``argv`` without ``--ddp N`` / ``--ddp=N`` (or argparse's abbreviation ``--dd``): the
+    workers' command line."""
     out, skip = [], False
-    for arg in argv:
+    for arg in map(str, argv):
+        flag, eq, _ = arg.partition("=")
         if skip:
             skip = False
-        elif arg == "--ddp":
-            skip = True
-        elif not arg.startswith("--ddp="):
+        elif len(flag) >= 4 and "--ddp".startswith(flag):
+            skip = not eq
+        else:
             out.append(arg)
     return out
+
+
+def check_launch(device: str, nproc: int) -> None:
+    """What ``--ddp N`` can check before it starts anything: not inside a torchrun worker
+    already, and a GPU per process."""
+    if int(os.environ.get("WORLD_SIZE", "1") or 1) > 1:
+        raise LmlabError("--ddp: this process is already one of a torchrun job's; give the "
+                         "process count to torchrun only")
+    if nproc < 1:
+        raise LmlabError(f"--ddp must be >= 1, got {nproc}")
+    rank_device(device, Dist(0, nproc, 0))  # cuda:N refused, CUDA present if asked for
+    name = (device or "auto").strip().lower()
+    if name != "cpu" and torch.cuda.is_available() and nproc > torch.cuda.device_count():
+        raise LmlabError(f"--ddp {nproc}: one GPU per process, and {torch.cuda.device_count()} "
+                         "are visible; use at most that many (or --device cpu)")
 
 
 def launch(argv: list[str], nproc: int, checkpoint: str, threads: int = 0) -> int:
@@ -222,10 +253,12 @@ def launch(argv: list[str], nproc: int, checkpoint: str, threads: int = 0) -> in
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.launcher.api import LaunchConfig, elastic_launch
 
-    env = os.environ
-    if not threads and "OMP_NUM_THREADS" not in env:
+    from lmlab.cli import EXIT_USER_ERROR
+
+    # the workers' environment is this process's (torchrun's launcher copies os.environ)
+    if not threads and "OMP_NUM_THREADS" not in os.environ:
         # as torchrun does (it sets 1): without it every process would use every core
-        env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // nproc))
+        os.environ["OMP_NUM_THREADS"] = str(max(1, len(os.sched_getaffinity(0)) // nproc))
     config = LaunchConfig(min_nodes=1, max_nodes=1, nproc_per_node=nproc,
                           run_id=f"lmlab-{uuid.uuid4().hex[:8]}", rdzv_backend="c10d",
                           rdzv_endpoint="localhost:0", max_restarts=0, monitor_interval=0.1,
@@ -246,6 +279,8 @@ def launch(argv: list[str], nproc: int, checkpoint: str, threads: int = 0) -> in
             return EXIT_INTERRUPTED  # (each worker said so already)
         rank, failure = err.get_first_failure()  # (the others were stopped because of it)
         code = failure.exitcode
+        if code == EXIT_USER_ERROR:  # (it said why: nothing to resume from that)
+            return EXIT_USER_ERROR
         how = (f"was killed by {signal.Signals(-code).name}" if code < 0 and
                -code in signal.valid_signals() else f"exited with code {code}")
         print(f"lmlab: error: rank {rank} of {nproc} {how}; the job was stopped. "

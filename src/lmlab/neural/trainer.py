@@ -45,6 +45,8 @@ writes ``NAME.config.json``, ``NAME.metrics.jsonl`` (one JSON object per step, e
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import json
 import math
 import os
 import random
@@ -76,6 +78,7 @@ from lmlab.neural.config import RunConfig, flag_name
 from lmlab.neural.data import Corpus, batchify, bptt_windows
 from lmlab.neural.distributed import (
     Dist,
+    ReportedByRank0,
     check_rows,
     join_states,
     rank_device,
@@ -128,6 +131,41 @@ def check_train_options(config: RunConfig) -> None:
     """Every option of the run (:meth:`RunConfig.check`) and its device; one-line errors."""
     config.check()
     resolve_device(config.train.device)
+
+
+def resume_config(data: dict, requested: RunConfig, out: str | os.PathLike) -> RunConfig:
+    """The configuration a resume of checkpoint ``data`` (at ``out``) runs with: the
+    checkpoint's, with ``requested``'s values of :data:`RESUMABLE_CHANGES`; a one-line error
+    when ``requested`` would change anything else."""
+    saved = RunConfig.from_dict(data["config"], os.fspath(out))
+    if saved.model.model != requested.model.model:
+        raise LmlabError(f"checkpoint holds model type {saved.model.model}, not "
+                         f"{requested.model.model}; cannot resume it as one", out)
+    req, old = requested.to_dict(), saved.to_dict()
+    for section in ("model", "train"):
+        for key, value in req[section].items():
+            if key == "vocab_size":
+                continue
+            if (section, key) in RESUMABLE_CHANGES:
+                old[section][key] = value
+            elif old[section].get(key) != value:
+                raise LmlabError(
+                    f"{flag_name(key)} {value!r} differs from the checkpoint's "
+                    f"{old[section].get(key)!r}; a resumed run keeps its configuration "
+                    f"(only {_resumable_flags()} may change)", out)
+    config = RunConfig.from_dict(old, os.fspath(out))
+    check_train_options(config)
+    return config
+
+
+def check_same_data(dist: Dist, vocab: Vocabulary, out: str | os.PathLike) -> None:
+    """Every rank read the same vocabulary and tokenizer (each reads the data itself)."""
+    text = "\n".join(vocab.itos) + "\n" + json.dumps(tokenizer_record(vocab), sort_keys=True,
+                                                      default=str)
+    digests = dist.gather(hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest())
+    if len(set(digests)) > 1:
+        raise LmlabError("the ranks read different vocabularies or tokenizers from the training "
+                         "data (ranks on other machines: the same data folder for all?)", out)
 
 
 def check_new_run(out: str | os.PathLike, overwrite: bool) -> None:
@@ -239,6 +277,7 @@ class Trainer:
         self._snapshot: dict | None = None
         self._last_curve = time.monotonic()
         self._stop_requested = False
+        self._stop_in_step = False  # (under dist: a stop requested on some rank, this step)
         self._consistent = True
         self._saved_step: int | None = None  # the step of the last checkpoint written
         self._valid_seconds = 0.0  # time validating between epoch ends, this epoch
@@ -250,25 +289,16 @@ class Trainer:
         else:
             for p in self.paths.values():
                 check_output_path(p)
+        self._signals = contextlib.ExitStack()
+        if dist:
+            check_same_data(dist, self.vocab, self.out)
+            # for the trainer's whole life: a signal during a collective must not raise on one
+            # rank only (see _sigint_deferred)
+            self._signals.enter_context(self._sigint_deferred())
 
     # -- configuration ----------------------------------------------------------------------------
     def _resume_config(self, data: dict, requested: RunConfig) -> RunConfig:
-        saved = RunConfig.from_dict(data["config"], os.fspath(self.out))
-        if saved.model.model != requested.model.model:
-            raise LmlabError(f"checkpoint holds model type {saved.model.model}, not "
-                             f"{requested.model.model}; cannot resume it as one", self.out)
-        req, old = requested.to_dict(), saved.to_dict()
-        for section in ("model", "train"):
-            for key, value in req[section].items():
-                if key == "vocab_size":
-                    continue
-                if (section, key) in RESUMABLE_CHANGES:
-                    old[section][key] = value
-                elif old[section].get(key) != value:
-                    raise LmlabError(
-                        f"{flag_name(key)} {value!r} differs from the checkpoint's "
-                        f"{old[section].get(key)!r}; a resumed run keeps its configuration "
-                        f"(only {_resumable_flags()} may change)", self.out)
+        config = resume_config(data, requested, self.out)
         itos = data["vocab"]
         saved_tokenizer = tokenizer_from_spec(data.get("tokenizer"), self.out)
         if saved_tokenizer != self.vocab.tokenizer:
@@ -281,8 +311,6 @@ class Trainer:
             raise LmlabError(f"checkpoint vocabulary ({len(itos)} words) differs from the one of "
                              f"the training data ({len(self.vocab)} words): another data set?",
                              self.out)
-        config = RunConfig.from_dict(old, os.fspath(self.out))
-        check_train_options(config)
         return config
 
     def _make_optimizer(self) -> torch.optim.Optimizer:
@@ -387,10 +415,10 @@ class Trainer:
             if self.main:
                 try:
                     save_checkpoint(self.out, data)
-                except LmlabError as err:
+                except Exception as err:  # noqa: BLE001 - every rank must learn of it
                     error = err
             if self.dist.any(error is not None, self.device):
-                raise error or LmlabError("rank 0 could not write the checkpoint", self.out)
+                raise error or ReportedByRank0("rank 0 could not write the checkpoint", self.out)
         self._snapshot = data
         self._saved_step = self.step
         self.metrics.flush()
@@ -413,7 +441,8 @@ class Trainer:
             self.save()
         else:
             self._write_config()
-        with self._run_settings(), self._sigint_deferred():
+        signals = contextlib.nullcontext() if self.dist else self._sigint_deferred()
+        with self._run_settings(), signals:
             if self._compile_pending:
                 self._compile()
             if self.dist and self._ddp is None:
@@ -481,7 +510,7 @@ class Trainer:
                     if max_steps is not None and self.step >= max_steps:
                         return "max_steps"  # (train() validates and saves)
                     self._train_step(bar)
-                    if self._stop_agreed():
+                    if self._stop_agreed(step=True):
                         raise KeyboardInterrupt
                     if (t.eval_every and self.step % t.eval_every == 0
                             and self.position < len(self.windows) and not self._validated_here()):
@@ -523,9 +552,11 @@ class Trainer:
         parts = {k: float(v) for k, v in (getattr(self.model, "last_loss_parts", None)
                                           or {}).items()}
         tokens = y.numel()
-        if self.dist:  # the global batch's: a NaN on any rank is everyone's
-            values = self.dist.mean([loss_value, *parts.values()], self.device)
-            loss_value, parts = values[0], dict(zip(parts, values[1:], strict=True))
+        if self.dist:  # the global batch's: a NaN on any rank is everyone's (and a stop request)
+            values = self.dist.mean([loss_value, *parts.values(), float(self._stop_requested)],
+                                    self.device)
+            loss_value, parts = values[0], dict(zip(parts, values[1:-1], strict=True))
+            self._stop_in_step = values[-1] > 0
             tokens *= self.dist.world
         grad_norm = float("nan")
         if math.isfinite(loss_value):
@@ -650,12 +681,23 @@ class Trainer:
     def _scored(self, stream: TokenStream) -> dict:
         """The shared protocol's result on ``stream`` (:meth:`EvalResult.to_dict`), computed
         once: by rank 0 under ``dist``, then shared."""
-        result = None
+        result, error = None, None
         if self.main:
-            with self._run_settings():
-                lm = NeuralLM(self.model, self.vocab, self.config, device=self.device)
-                result = summarize(lm.logprobs(stream), stream).to_dict()
-        return result if self.dist is None else self.dist.share(result)
+            try:
+                with self._run_settings():
+                    lm = NeuralLM(self.model, self.vocab, self.config, device=self.device)
+                    result = summarize(lm.logprobs(stream), stream).to_dict()
+            except Exception as err:  # noqa: BLE001 - the other ranks wait for the result
+                if self.dist is None:
+                    raise
+                error = err
+        if self.dist is not None:
+            result = self.dist.share(result)
+            if error is not None:
+                raise error
+            if result is None:
+                raise ReportedByRank0("rank 0 could not evaluate", stream.source)
+        return result
 
     def evaluate_test(self) -> dict | None:
         """Score the test split (if any) with the shared protocol; recorded in the checkpoint."""
@@ -708,7 +750,8 @@ class Trainer:
                 raise KeyboardInterrupt
             if not self._stop_requested and self.main:
                 again = "" if self.dist else " (Ctrl-C again to stop now)"
-                print(f"\nlmlab: stopping after this step{again}", file=sys.stderr)
+                sys.stderr.flush()  # (os.write: print may be inside a write of the bar's)
+                os.write(2, f"\nlmlab: stopping after this step{again}\n".encode())
             self._stop_requested = True
 
         signals = [signal.SIGINT] + ([signal.SIGTERM] if self.dist else [])
@@ -719,11 +762,14 @@ class Trainer:
             for s, handler_before in zip(signals, previous, strict=True):
                 signal.signal(s, handler_before)
 
-    def _stop_agreed(self) -> bool:
-        """Whether to stop here: a stop was requested (on any rank, under ``dist``)."""
+    def _stop_agreed(self, step: bool = False) -> bool:
+        """Whether to stop here: a stop was requested (on any rank, under ``dist``: after a
+        step, as that step's all-reduce of the loss found it, else by an all-reduce here).
+        ``_stop_requested`` is only read: the handler may set it while an all-reduce returns."""
         if self.dist is None:
             return self._stop_requested
-        # (read, never assigned here: the handler may set it while the all-reduce returns)
+        if step:
+            return self._stop_in_step
         return self.dist.any(self._stop_requested, self.device)
 
     # -- side files -----------------------------------------------------------------------------
@@ -736,6 +782,7 @@ class Trainer:
     def close(self) -> None:
         self.metrics.close()
         self._ddp = None  # (its reducer goes before the process group does)
+        self._signals.close()
 
     def _write_curve(self) -> None:
         self._last_curve = time.monotonic()
