@@ -37,11 +37,11 @@ API_OPTIONS = dict(hidden=8, emsize=8, layers=1, batch_size=4, bptt=6, max_steps
                    device="cpu", threads=1, seed=3, dropout=0.2)
 
 
-def config(name: str) -> RunConfig:
+def config(name: str, device: str = "cpu") -> RunConfig:
     model = dict(emsize=8, hidden=8, layers=2, dropout=0.0, **CASES[name])
     return RunConfig(ModelConfig(**model),
                      TrainConfig(epochs=2, bptt=6, batch_size=4, lr=0.5, optimizer="sgd",
-                                 clip=0.5, seed=7, device="cpu", threads=1, decay_start=1,
+                                 clip=0.5, seed=7, device=device, threads=1, decay_start=1,
                                  lr_decay=0.8, nan_lr_factor=0.5))
 
 
@@ -57,20 +57,20 @@ def nan_at_call(trainer: Trainer, call: int) -> None:
     trainer.model.loss = loss
 
 
-def main(data: str, out: str) -> None:
+def main(data: str, out: str, device: str = "cpu") -> None:
     torch.set_num_threads(1)
     corpus = load_corpus(data)
-    with session("cpu") as dist:
+    with session(device) as dist:
         assert dist is not None and dist.world == 2
         for name in CASES:
-            run(name, corpus, dist, Path(out))
-        # the Python API inside torchrun: data-parallel too, the same model on every rank
-        lm = lmlab.train("gru", data, output=Path(out) / "api.pt", **API_OPTIONS)
-        torch.save(lm.model.state_dict(), Path(out) / f"api-rank{dist.rank}.pt")
+            run(name, corpus, dist, Path(out), device)
+        if device == "cpu":  # the Python API inside torchrun: the same model on every rank
+            lm = lmlab.train("gru", data, output=Path(out) / "api.pt", **API_OPTIONS)
+            torch.save(lm.model.state_dict(), Path(out) / f"api-rank{dist.rank}.pt")
 
 
-def run(name: str, corpus, dist, out: Path) -> None:
-    trainer = Trainer(config(name), corpus, out / f"{name}.pt", dist=dist, plot=False)
+def run(name: str, corpus, dist, out: Path, device: str) -> None:
+    trainer = Trainer(config(name, device), corpus, out / f"{name}.pt", dist=dist, plot=False)
     if name == "nan" and dist.rank == 1:
         nan_at_call(trainer, NAN_CALL)
     if name == "lstm":  # a checkpoint half way, for a resume on one process
@@ -81,4 +81,4 @@ def run(name: str, corpus, dist, out: Path) -> None:
     trainer.close()
 
 if __name__ == "__main__":
-    main(sys.argv[1], sys.argv[2])
+    main(*sys.argv[1:])

@@ -141,6 +141,25 @@ def test_python_api_under_torchrun(ddp_runs):
             assert torch.equal(mine[name], tensor), (rank, name)
 
 
+@pytest.mark.skipif(not torch.cuda.is_available() or torch.cuda.device_count() < 2,
+                    reason="NCCL needs 2 GPUs (one per process)")
+def test_nccl_on_two_gpus_equals_one_gpu(small_dir, corpus, tmp_path):
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node",
+           "2", ddp_worker.__file__, str(small_dir), str(tmp_path), "cuda"]
+    run = subprocess.run(cmd, env=env(), capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-3000:]
+    for name in ("lstm", "gru", "nan"):
+        ddp = load_checkpoint(tmp_path / f"{name}.pt")
+        one = Trainer(config(name, "cuda"), corpus, tmp_path / "one.pt", overwrite=True,
+                      plot=False)
+        if name == "nan":
+            nan_at_call(one, NAN_CALL)
+        one.train(max_steps=STEPS)
+        one.close()
+        assert_close(ddp["model"], {k: v.cpu() for k, v in one.model.state_dict().items()},
+                     tol=1e-4)
+
+
 def test_checkpoint_of_two_processes_resumes_on_one(ddp_runs, corpus, tmp_path):
     """Another rank count: weights, optimiser, position and the carried rows continue (no
     dropout here, so the run continues as the single-process one)."""
