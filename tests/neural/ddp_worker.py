@@ -50,7 +50,7 @@ def nan_at_call(trainer: Trainer, call: int) -> None:
     original, count = trainer.model.loss, [0]
 
     def loss(inputs, targets, state):
-        count[0] += 1
+        count[0] += not trainer._probing  # (DDP's first, thrown-away pass: see Trainer.train)
         value, state = original(inputs, targets, state)
         return (value * float("nan") if count[0] == call else value), state
 

@@ -278,6 +278,7 @@ class Trainer:
         self._last_curve = time.monotonic()
         self._stop_requested = False
         self._stop_in_step = False  # (under dist: a stop requested on some rank, this step)
+        self._probing = False  # in _throwaway_step (tests that count loss calls skip it)
         self._consistent = True
         self._saved_step: int | None = None  # the step of the last checkpoint written
         self._valid_seconds = 0.0  # time validating between epoch ends, this epoch
@@ -447,6 +448,10 @@ class Trainer:
                 self._compile()
             if self.dist and self._ddp is None:
                 self._ddp = wrap(self.model, self.device)
+                # DDP lays its gradient buckets out anew after its first backward pass, and the
+                # layout decides the order of the sums (with 3+ ranks): that pass is made here,
+                # so that every step, of a resumed run too, sums in the same layout
+                self._throwaway_step(self._ddp)
             try:
                 status = self._loop(max_steps or None)
                 validated = not self._validated_here()
@@ -475,25 +480,27 @@ class Trainer:
         from lmlab.neural.compiling import compile_model
 
         self._compile_pending = False
-        start, end = self.windows[0]
-        x = self.inputs[start:end].to(self.device)
-        y = self.targets[start:end].to(self.device)
-
-        def probe() -> None:
-            rng = get_rng_state()
-            try:
-                self.model.train()
-                state = self.model.init_state(self.rows, self.device)
-                loss, _ = self.model.loss(x, y, state)
-                loss.backward()
-            finally:
-                set_rng_state(rng)
-            self.model.zero_grad(set_to_none=True)
-
-        what, seconds = compile_model(self.model, probe)
+        what, seconds = compile_model(self.model, lambda: self._throwaway_step(self.model.loss))
         if seconds is not None:
             self.log(f"compiled {what} with torch.compile; first use (a training step's forward "
                      f"and backward) took {seconds:.1f} s")
+
+    def _throwaway_step(self, loss_fn: Callable) -> None:
+        """A training step's forward and backward on the first window through ``loss_fn``, with
+        the RNG state kept and the gradients dropped: the run itself is unchanged."""
+        start, end = self.windows[0]
+        x = self.inputs[start:end].to(self.device)
+        y = self.targets[start:end].to(self.device)
+        rng = get_rng_state()
+        self._probing = True
+        try:
+            self.model.train()
+            loss, _ = loss_fn(x, y, self.model.init_state(self.rows, self.device))
+            loss.backward()
+        finally:
+            set_rng_state(rng)
+            self._probing = False
+        self.model.zero_grad(set_to_none=True)
 
     def _loop(self, max_steps: int | None) -> str:
         t = self.config.train
