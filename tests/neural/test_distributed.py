@@ -23,6 +23,7 @@ from lmlab.neural.distributed import (
     Dist,
     check_launch,
     check_rows,
+    check_same_data,
     from_environment,
     join_states,
     rank_device,
@@ -329,6 +330,15 @@ def test_rows_and_options():
     with pytest.raises(LmlabError, match="cuda:LOCAL_RANK"):
         rank_device("cuda:1", Dist(0, 2, 0))
     assert rank_device("cpu", Dist(1, 2, 1)).type == "cpu"
+
+
+def test_ranks_with_other_vocabularies_are_refused(corpus):
+    class Other(Dist):
+        def gather(self, obj):
+            return [obj, "another digest"]
+
+    with pytest.raises(LmlabError, match="different vocabularies"):
+        check_same_data(Other(0, 2, 0), corpus.vocab, "m.pt")
 
 
 def test_no_ddp_inside_a_torchrun_worker(monkeypatch):

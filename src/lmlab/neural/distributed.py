@@ -25,6 +25,8 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import hashlib
+import json
 import logging
 import os
 import signal
@@ -176,6 +178,18 @@ def join_states(states: list):
     if isinstance(states[0], tuple | list):
         return type(states[0])(torch.cat(parts, dim=1) for parts in zip(*states, strict=True))
     return torch.cat(states, dim=1)
+
+
+def check_same_data(dist: Dist, vocab, out: str | os.PathLike) -> None:
+    """Every rank read the same vocabulary and tokenizer (each reads the data itself)."""
+    from lmlab.tokenizers import tokenizer_record
+
+    text = "\n".join(vocab.itos) + "\n" + json.dumps(tokenizer_record(vocab), sort_keys=True,
+                                                      default=str)
+    digests = dist.gather(hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest())
+    if len(set(digests)) > 1:
+        raise LmlabError("the ranks read different vocabularies or tokenizers from the training "
+                         "data (ranks on other machines: the same data folder for all?)", out)
 
 
 class LossModule(torch.nn.Module):

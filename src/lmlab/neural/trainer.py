@@ -40,13 +40,17 @@ A checkpoint is saved at the start, after every epoch, every ``checkpoint_every`
 metrics as a run never stopped, on the same device and thread count). Beside ``NAME.pt`` the run
 writes ``NAME.config.json``, ``NAME.metrics.jsonl`` (one JSON object per step, epoch and event) and
 ``NAME.curve.png``.
+
+Data-parallel (``dist``, one :class:`~lmlab.neural.distributed.Dist` per process started by
+torchrun): each process trains its rows of the batch through DistributedDataParallel; the loss,
+stop requests, checkpoints and validations are shared as :mod:`lmlab.neural.distributed`
+describes, so the methods that touch them (:meth:`Trainer.train`, :meth:`Trainer.save`,
+:meth:`Trainer.evaluate`, :meth:`Trainer.evaluate_test`) are collectives: every rank calls them.
 """
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import json
 import math
 import os
 import random
@@ -80,6 +84,7 @@ from lmlab.neural.distributed import (
     Dist,
     ReportedByRank0,
     check_rows,
+    check_same_data,
     join_states,
     rank_device,
     rank_seed,
@@ -156,16 +161,6 @@ def resume_config(data: dict, requested: RunConfig, out: str | os.PathLike) -> R
     config = RunConfig.from_dict(old, os.fspath(out))
     check_train_options(config)
     return config
-
-
-def check_same_data(dist: Dist, vocab: Vocabulary, out: str | os.PathLike) -> None:
-    """Every rank read the same vocabulary and tokenizer (each reads the data itself)."""
-    text = "\n".join(vocab.itos) + "\n" + json.dumps(tokenizer_record(vocab), sort_keys=True,
-                                                      default=str)
-    digests = dist.gather(hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest())
-    if len(set(digests)) > 1:
-        raise LmlabError("the ranks read different vocabularies or tokenizers from the training "
-                         "data (ranks on other machines: the same data folder for all?)", out)
 
 
 def check_new_run(out: str | os.PathLike, overwrite: bool) -> None:
