@@ -185,6 +185,7 @@ def test_resume_with_three_processes_is_bit_for_bit(data_dir, tmp_path):
     assert part.returncode == 0, part.stderr
     assert "3 DDP processes, 2 batch rows each" in part.stderr
     assert part.stderr.count("training lstm") == 1  # rank 0 speaks
+    assert json.loads((tmp_path / "part.config.json").read_text())["processes"] == 3
     more = lmlab("train", *args, "-o", tmp_path / "part.pt", "--resume", "--max-steps", "10")
     assert more.returncode == 0, more.stderr
     a, b = load_checkpoint(tmp_path / "full.pt"), load_checkpoint(tmp_path / "part.pt")
@@ -278,6 +279,7 @@ def test_rank_killed_ends_the_job_with_a_loadable_checkpoint(data_dir, tmp_path)
     assert "Last checkpoint" in last and "--resume" in last
     step = load_checkpoint(out)["progress"]["step"]
     assert step >= 4 and f"(step {step})" in last
+    assert "Traceback" not in err  # (the surviving rank says one line too)
     assert load_neural(out).perplexity(data_dir / "test.txt").tokens > 0
 
 

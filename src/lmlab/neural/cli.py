@@ -78,8 +78,9 @@ def add_train_parser(sub) -> None:
     t.add_argument("--json", action="store_true", help="print the final report as JSON")
     t.add_argument("--ddp", type=int, metavar="N",
                    help="train in N processes on this machine with DistributedDataParallel "
-                   "(started by torchrun; gloo on CPU, NCCL with one GPU per process); "
-                   "--batch-size stays the global batch (see docs/distributed.md)")
+                   "(started through torchrun's launcher; gloo on CPU, NCCL with one GPU per "
+                   "process); --batch-size stays the global batch; 1: one process as without "
+                   "it (see docs/distributed.md)")
     add_tokenizer_options(t)
     m = t.add_argument_group("model")
     m.add_argument("--emsize", type=int, metavar="N",
@@ -149,9 +150,11 @@ def add_train_parser(sub) -> None:
                    help="validate every N steps (default 0: at epoch ends and at the end)")
     o.add_argument("--seed", type=int, help=f"random seed {dflt('train', 'seed')}")
     o.add_argument("--device", help=f"auto (cuda if available, else cpu), cpu, cuda, cuda:N "
-                   f"{dflt('train', 'device')}")
+                   f"(not with --ddp: each process takes its own GPU; CUDA_VISIBLE_DEVICES "
+                   f"chooses them) {dflt('train', 'device')}")
     o.add_argument("--threads", type=int, metavar="N",
-                   help=f"torch CPU threads, 0: torch's default {dflt('train', 'threads')}")
+                   help=f"torch CPU threads (per process with --ddp), 0: torch's default (with "
+                   f"--ddp N: cores / N) {dflt('train', 'threads')}")
     o.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
                    help="torch.compile the LSTM variant cell's step (other models: the whole "
                    "model); the first step's compile time is logged, and any failure falls back "
@@ -231,7 +234,30 @@ def cmd_train(args) -> int:
     from lmlab.neural.distributed import session
 
     with session(config.train.device) as dist:  # started by torchrun: one rank of N
-        return _run(args, config, base, tokenizer, dist)
+        try:
+            return _run(args, config, base, tokenizer, dist)
+        except RuntimeError as err:
+            if dist is None or not peer_lost(err):
+                raise
+            # a one-line note instead of gloo's or NCCL's traceback: the launcher says which
+            # rank failed first
+            raise PeerLost("stopped: another rank of the job is gone") from None
+
+
+class PeerLost(LmlabError):
+    """A data-parallel rank whose collective failed because another rank died."""
+
+    exit_code = 1
+
+
+def peer_lost(err: RuntimeError) -> bool:
+    """Whether ``err`` is a collective failing because a peer process went away."""
+    import torch.distributed as tdist
+
+    text = str(err)
+    return isinstance(err, getattr(tdist, "DistError", ())) or any(
+        s in text for s in ("Connection reset", "Connection closed", "Broken pipe", "gloo",
+                            "NCCL"))
 
 
 def _run(args, config: RunConfig, base: RunConfig | None, tokenizer, dist) -> int:

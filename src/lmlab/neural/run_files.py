@@ -1,6 +1,7 @@
 """The files a training run writes beside its checkpoint ``NAME.pt``.
 
-* ``NAME.config.json``: the run's configuration, checkpoint name, vocabulary size and data folder;
+* ``NAME.config.json``: the run's configuration, checkpoint name, vocabulary size, data folder,
+  tokenizer and process count (``processes``: > 1 for a data-parallel run);
 * ``NAME.metrics.jsonl``: one JSON object per optimiser step, epoch, event and test score, and
   one per validation between epoch ends (``{"step", "epoch", "valid_ppl", "when"}``, ``epoch``
   the epochs done as a fraction, ``when`` "every" for ``eval_every`` or "end" at the end of a
@@ -29,10 +30,10 @@ def sidecar_paths(checkpoint: str | os.PathLike) -> dict[str, Path]:
 
 
 def write_run_config(path: Path, config: dict, checkpoint: str, vocab_size: int,
-                     data: str | None, tokenizer: str = "whitespace") -> None:
+                     data: str | None, tokenizer: str = "whitespace", processes: int = 1) -> None:
     with atomic_output(path, "w") as f:
         json.dump({"config": config, "checkpoint": checkpoint, "vocab_size": vocab_size,
-                   "data": data, "tokenizer": tokenizer}, f, indent=2)
+                   "data": data, "tokenizer": tokenizer, "processes": processes}, f, indent=2)
         f.write("\n")
 
 

@@ -779,7 +779,8 @@ class Trainer:
         if not self.main:
             return
         write_run_config(self.paths["config"], self.config.to_dict(), self.out.name,
-                         len(self.vocab), self.corpus.folder, self.vocab.tokenizer.describe())
+                         len(self.vocab), self.corpus.folder, self.vocab.tokenizer.describe(),
+                         self.dist.world if self.dist else 1)
 
     def close(self) -> None:
         self.metrics.close()
