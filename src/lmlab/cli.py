@@ -133,15 +133,29 @@ def build_parser() -> argparse.ArgumentParser:
     d.set_defaults(func=cmd_demo)
 
     data = add_command(sub, "data", "lmlab data verify ptb --data ~/corpora",
-                       help="benchmark corpora: where to get them, verify checksums",
+                       help="benchmark corpora: where to get them, verify checksums, "
+                       "synthesize big ones",
                        description="info: where each benchmark corpus comes from and its "
                        "checksums; verify: check your copy (DIR/NAME/train.txt ...) byte for "
-                       "byte.")
-    data.add_argument("action", choices=["info", "verify"], help="info or verify")
+                       "byte; synthesize: write a corpus of --tokens tokens sampled from an "
+                       "n-gram model (--model, else an MKN 5-gram of $LMLAB_DATA/wikitext-2, "
+                       "else a synthetic language), the same for a --seed.")
+    data.add_argument("action", choices=["info", "verify", "synthesize"],
+                      help="info, verify or synthesize")
     data.add_argument("name", nargs="?", help="corpus name (ptb, wikitext-2, ptb-char; "
                       "default: all)")
     data.add_argument("--data", metavar="DIR",
                       help="folder holding the corpora (default: $LMLAB_DATA)")
+    s = data.add_argument_group("synthesize")
+    s.add_argument("-o", "--output", metavar="FILE", help="the corpus to write (.gz compresses)")
+    s.add_argument("--tokens", metavar="N", help="how many tokens: 1000, 100M, 1B (words plus "
+                   "one </s> per line)")
+    s.add_argument("--seed", type=int, default=1, help="random seed (default 1)")
+    s.add_argument("--model", metavar="MODEL", help="a backoff n-gram to sample from (.lm, "
+                   "binary, ARPA)")
+    s.add_argument("--streams", type=int, default=32768, metavar="K",
+                   help="sentences drawn side by side (default 32768; part of what the seed "
+                   "fixes)")
     data.set_defaults(func=cmd_data)
     for name in COMMAND_MODULES:
         importlib.import_module(name).add_parser(sub)
@@ -320,9 +334,37 @@ def cmd_demo(args) -> int:
 
 
 def cmd_data(args) -> int:
+    if args.action == "synthesize":
+        return cmd_synthesize(args)
     from lmlab.datasets import data_command
 
     return data_command(args.action, args.name, args.data)
+
+
+def cmd_synthesize(args) -> int:
+    import time
+
+    from lmlab.synthesize import default_source, parse_count, synthesize
+
+    if not args.output or not args.tokens:
+        raise LmlabError("data synthesize needs -o FILE and --tokens N (e.g. --tokens 100M)")
+    tokens = parse_count(args.tokens)
+    say = lambda line: print(line, file=sys.stderr)  # noqa: E731
+    if args.model:
+        from lmlab.models import load_model
+
+        model = load_model(args.model)
+        say(f"source: {args.model}")
+    else:
+        model = default_source(args.data, args.seed, say)
+    tic = time.perf_counter()
+    done = synthesize(model, args.output, tokens, seed=args.seed, streams=args.streams,
+                      progress=sys.stderr.isatty())
+    seconds = time.perf_counter() - tic
+    print(f"wrote {done['output']}: {done['tokens']:,} tokens, {done['lines']:,} lines "
+          f"(seed {args.seed}) in {seconds:.1f} s, {done['tokens'] / seconds / 1e6:.2f}M "
+          "tokens/s")
+    return 0
 
 
 def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
