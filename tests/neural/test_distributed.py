@@ -283,12 +283,16 @@ def test_rank_killed_ends_the_job_with_a_loadable_checkpoint(data_dir, tmp_path)
     assert load_neural(out).perplexity(data_dir / "test.txt").tokens > 0
 
 
-def test_ctrl_c_stops_every_rank_with_a_checkpoint(data_dir, tmp_path):
+@pytest.mark.parametrize("to", ["terminal", "rank 1"])
+def test_ctrl_c_stops_every_rank_with_a_checkpoint(data_dir, tmp_path, to):
     token, out = uuid.uuid4().hex, tmp_path / "c.pt"
     proc = _start(data_dir, out, token)
     try:
         _wait_for_step(tmp_path / "c.metrics.jsonl", 4, proc)
-        os.killpg(proc.pid, signal.SIGINT)  # what the terminal does: every process at once
+        if to == "terminal":  # the launcher's process group, as a terminal's Ctrl-C
+            os.killpg(proc.pid, signal.SIGINT)
+        else:  # one worker only: every rank still stops after the same step
+            os.kill(_worker_pid(token, 1), signal.SIGINT)
         _, err = proc.communicate(timeout=120)
     finally:
         if proc.poll() is None:
@@ -298,6 +302,8 @@ def test_ctrl_c_stops_every_rank_with_a_checkpoint(data_dir, tmp_path):
     data = load_checkpoint(out)
     assert data["progress"]["step"] >= 4 and len(data["rng_ranks"]) == 2
     step = data["progress"]["step"]
+    if to != "terminal":
+        return
     more = lmlab("train", "lstm", "--data", data_dir, "-o", out, *TINY, "--ddp", "2",
                  "--resume", "--max-steps", step + 2)
     assert more.returncode == 0, more.stderr

@@ -288,11 +288,10 @@ def launch(argv: list[str], nproc: int, checkpoint: str, threads: int = 0) -> in
     except SignalException:
         return EXIT_INTERRUPTED  # (rank 0 said where it saved)
     except ChildFailedError as err:
-        codes = {rank: f.exitcode for rank, f in err.failures.items()}
-        if all(code == EXIT_INTERRUPTED for code in codes.values()):
-            return EXIT_INTERRUPTED  # (each worker said so already)
         rank, failure = err.get_first_failure()  # (the others were stopped because of it)
         code = failure.exitcode
+        if code == EXIT_INTERRUPTED:  # a stop every rank agreed on (rank 0 said where it saved)
+            return EXIT_INTERRUPTED
         if code == EXIT_USER_ERROR:  # (it said why: nothing to resume from that)
             return EXIT_USER_ERROR
         how = (f"was killed by {signal.Signals(-code).name}" if code < 0 and
