@@ -85,7 +85,7 @@ def test_short_and_long_forms_come_together():
 def test_writing_commands_all_use_output():
     with_output = {" ".join(path) for path, flag, _ in options() if flag == "--output"}
     assert with_output == {"ngram train", "train", "interpolate", "gradients", "ablate",
-                           "embed export", "embed plot", "embed ppmi"}
+                           "embed export", "embed plot", "embed ppmi", "data"}
 
 
 def test_defaults_agree_between_commands():

@@ -150,7 +150,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("-o", "--output", metavar="FILE", help="the corpus to write (.gz compresses)")
     s.add_argument("--tokens", metavar="N", help="how many tokens: 1000, 100M, 1B (words plus "
                    "one </s> per line)")
-    s.add_argument("--seed", type=int, default=1, help="random seed (default 1)")
+    s.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     s.add_argument("--model", metavar="MODEL", help="a backoff n-gram to sample from (.lm, "
                    "binary, ARPA)")
     s.add_argument("--streams", type=int, default=32768, metavar="K",

@@ -21,7 +21,8 @@ def test_run_config_file(tmp_path):
     write_run_config(path, {"model": {"hidden": 8}}, "run.pt", 12, "data/ptb", "char")
     assert json.loads(path.read_text()) == {"config": {"model": {"hidden": 8}},
                                             "checkpoint": "run.pt", "vocab_size": 12,
-                                            "data": "data/ptb", "tokenizer": "char"}
+                                            "data": "data/ptb", "tokenizer": "char",
+                                            "processes": 1}
 
 
 def _records(path: Path) -> list[dict]:

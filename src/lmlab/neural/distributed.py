@@ -35,6 +35,7 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.distributed as tdist
 
@@ -217,8 +218,6 @@ def rank_seed(seed: int, rank: int, step: int = 0) -> int:
     rank 0 keeps ``seed`` itself; a resume on another rank count re-seeds at ``step``."""
     if rank == 0 and step == 0:
         return seed
-    import numpy as np
-
     return int(np.random.SeedSequence([seed, rank, step]).generate_state(1, np.uint64)[0]
                % 2**63)
 
