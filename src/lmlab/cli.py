@@ -393,7 +393,7 @@ def main(argv: list[str] | None = None) -> int:
     except LmlabError as err:
         if not getattr(err, "reported", False):  # (a data-parallel rank whose rank 0 reports)
             print(f"lmlab: error: {_rank_prefix()}{err}", file=sys.stderr)
-        return getattr(err, "exit_code", EXIT_USER_ERROR)
+        return EXIT_USER_ERROR
     except KeyboardInterrupt:
         print("lmlab: interrupted", file=sys.stderr)
         return 130

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 
 from lmlab.cli_base import add_tokenizer_options, tokenizer_of
@@ -212,6 +213,8 @@ def _as_flag(key: str, value=None) -> str:
 
 
 def cmd_train(args) -> int:
+    from lmlab.neural.distributed import EXIT_PEER_LOST
+
     base = None
     if args.resume and args.tokenizer is None and args.subword_vocab_size is not None:
         raise LmlabError("a resumed run keeps its tokenizer: --vocab-size goes with --tokenizer "
@@ -239,15 +242,11 @@ def cmd_train(args) -> int:
         except RuntimeError as err:
             if dist is None or not peer_lost(err):
                 raise
-            # a one-line note instead of gloo's or NCCL's traceback: the launcher says which
-            # rank failed first
-            raise PeerLost("stopped: another rank of the job is gone") from None
-
-
-class PeerLost(LmlabError):
-    """A data-parallel rank whose collective failed because another rank died."""
-
-    exit_code = 1
+            # a one-line note instead of gloo's or NCCL's traceback (the launcher says which
+            # rank failed), then out at once: tearing down a broken process group can abort
+            print("lmlab: error: stopped: another rank of the job is gone", file=sys.stderr,
+                  flush=True)
+            os._exit(EXIT_PEER_LOST)
 
 
 def peer_lost(err: RuntimeError) -> bool:

@@ -46,6 +46,7 @@ TORCHRUN_VARS = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT
 # A rank waits this long for the others (rank 0 validating on its own, a slow checkpoint).
 TIMEOUT = datetime.timedelta(hours=2)
 EXIT_INTERRUPTED = 130
+EXIT_PEER_LOST = 3  # a worker that stopped because another one died (not the cause)
 
 
 class ReportedByRank0(LmlabError):
@@ -287,7 +288,11 @@ def launch(argv: list[str], nproc: int, checkpoint: str, threads: int = 0) -> in
     except SignalException:
         return EXIT_INTERRUPTED  # (rank 0 said where it saved)
     except ChildFailedError as err:
-        rank, failure = err.get_first_failure()  # (the others were stopped because of it)
+        # the first failure that is a cause, not a rank that lost its peer or that the agent
+        # stopped (SIGTERM) because of another's failure
+        causes = {r: f for r, f in err.failures.items()
+                  if f.exitcode not in (EXIT_PEER_LOST, -signal.SIGTERM)}
+        rank, failure = min((causes or err.failures).items(), key=lambda rf: rf[1].timestamp)
         code = failure.exitcode
         if code == EXIT_INTERRUPTED:  # a stop every rank agreed on (rank 0 said where it saved)
             return EXIT_INTERRUPTED
