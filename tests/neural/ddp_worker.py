@@ -31,7 +31,9 @@ CASES: dict[str, dict] = {
     "gru": {"model": "gru"},
     "bilstm": {"model": "lstm", "bidirectional": True},
     "nan": {"model": "lstm"},  # rank 1's 4th loss is NaN: every rank rolls back
+    "every": {"model": "gru"},  # validations and checkpoints between epoch ends (TRAIN below)
 }
+TRAIN: dict[str, dict] = {"every": {"eval_every": 7, "checkpoint_every": 5}}
 NAN_CALL = 4
 API_OPTIONS = dict(hidden=8, emsize=8, layers=1, batch_size=4, bptt=6, max_steps=4,
                    device="cpu", threads=1, seed=3, dropout=0.2)
@@ -39,10 +41,9 @@ API_OPTIONS = dict(hidden=8, emsize=8, layers=1, batch_size=4, bptt=6, max_steps
 
 def config(name: str, device: str = "cpu") -> RunConfig:
     model = dict(emsize=8, hidden=8, layers=2, dropout=0.0, **CASES[name])
-    return RunConfig(ModelConfig(**model),
-                     TrainConfig(epochs=2, bptt=6, batch_size=4, lr=0.5, optimizer="sgd",
-                                 clip=0.5, seed=7, device=device, threads=1, decay_start=1,
-                                 lr_decay=0.8, nan_lr_factor=0.5))
+    train = dict(epochs=2, bptt=6, batch_size=4, lr=0.5, optimizer="sgd", clip=0.5, seed=7,
+                 device=device, threads=1, decay_start=1, lr_decay=0.8, nan_lr_factor=0.5)
+    return RunConfig(ModelConfig(**model), TrainConfig(**{**train, **TRAIN.get(name, {})}))
 
 
 def nan_at_call(trainer: Trainer, call: int) -> None:

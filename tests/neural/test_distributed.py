@@ -128,6 +128,10 @@ def test_two_processes_equal_one_with_the_global_batch(name, ddp_runs, corpus, t
     assert ddp["history"]["epochs"][0]["valid_ppl"] == pytest.approx(
         one.history["epochs"][0]["valid_ppl"], rel=1e-5)
     assert ddp["schedule"]["lr"] == pytest.approx(one.lr, rel=1e-12)
+    if name == "every":  # rank 0's validations between epoch ends, shared: the same records
+        assert [v["step"] for v in ddp["history"]["valid"]] == [7, 14, 20, 21, STEPS]
+        assert [v["valid_ppl"] for v in ddp["history"]["valid"]] == pytest.approx(
+            [v["valid_ppl"] for v in one.history["valid"]], rel=1e-5)
     if name == "nan":  # rank 1's NaN rolled both back: the same single event, the same lr
         assert one.nan_events == ddp["schedule"]["nan_events"] == 1
         assert [e["event"] for e in ddp["history"]["events"]] == ["nan_rollback"]
