@@ -344,11 +344,18 @@ def cmd_data(args) -> int:
 def cmd_synthesize(args) -> int:
     import time
 
-    from lmlab.synthesize import default_source, parse_count, synthesize
+    from lmlab.synthesize import check_options, default_source, parse_count, synthesize
 
     if not args.output or not args.tokens:
         raise LmlabError("data synthesize needs -o FILE and --tokens N (e.g. --tokens 100M)")
+    if args.name:
+        raise LmlabError(f"data synthesize takes no corpus name (got {args.name!r}); "
+                         "--model names the model to sample")
     tokens = parse_count(args.tokens)
+    check_options(tokens, args.seed, args.streams)
+    from lmlab.fileio import check_output_path
+
+    check_output_path(args.output)
     say = lambda line: print(line, file=sys.stderr)  # noqa: E731
     if args.model:
         from lmlab.models import load_model
@@ -356,7 +363,7 @@ def cmd_synthesize(args) -> int:
         model = load_model(args.model)
         say(f"source: {args.model}")
     else:
-        model = default_source(args.data, args.seed, say)
+        model = default_source(args.data, say)
     tic = time.perf_counter()
     done = synthesize(model, args.output, tokens, seed=args.seed, streams=args.streams,
                       progress=sys.stderr.isatty())

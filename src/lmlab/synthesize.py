@@ -11,10 +11,14 @@ and written one per line until ``--tokens`` tokens (words plus one ``</s>`` per 
 count) are reached. The same source, seed and ``--streams`` give the same file.
 
 Empty sentences (a smoothed model gives ``</s>`` right after ``<s>`` some probability) are
-skipped, so no line is empty. Lines come in the order their sentences end, ``--streams`` of them
-being drawn side by side: short sentences come first at the very start of the file, so its
-first few ``--streams`` lines are not a fair sample of sentence lengths (take held-out text from
-elsewhere in the file, or from another seed).
+skipped, so no line is empty. Tokens are the model's (a ``char`` model's characters, joined back
+into text by its tokenizer); the last line may take the count past ``--tokens`` by up to
+``MAX_WORDS``. A smaller ``--tokens`` with the same seed writes a prefix of the larger file.
+
+Lines come in the order their sentences end, ``--streams`` of them being drawn side by
+side: short sentences come first at the very start of the file, so its first few ``--streams``
+lines are not a fair sample of sentence lengths (take held-out text from elsewhere in the file,
+or from another seed: the seed chooses the sample, never the language).
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from __future__ import annotations
 import os
 import re
 import sys
+from decimal import Decimal
 from pathlib import Path
 
 import numpy as np
@@ -30,18 +35,30 @@ from lmlab.errors import LmlabError
 
 SUFFIXES = {"": 1, "k": 10**3, "m": 10**6, "g": 10**9, "b": 10**9}
 DEFAULT_STREAMS = 32768
+MAX_STREAMS = 1 << 20  # (each holds a MAX_WORDS buffer: 2 GB at this many)
+SYNTHETIC_LANGUAGE_SEED = 0  # the default synthetic language is one language; --seed samples it
 MAX_WORDS = 250  # a sentence this long ends there
 
 
 def parse_count(text: str, what: str = "--tokens") -> int:
     """``100M`` -> 100,000,000 (k, M, G or B; a decimal number works: ``2.5M``)."""
     m = re.fullmatch(r"\s*(\d+(?:\.\d*)?)\s*([kKmMgGbB]?)\s*", str(text))
-    if not m or float(m.group(1)) * SUFFIXES[m.group(2).lower()] < 1:
-        raise LmlabError(f"{what} must be a positive count such as 1000, 100M or 1B, got {text!r}")
-    return int(float(m.group(1)) * SUFFIXES[m.group(2).lower()])
+    value = Decimal(m.group(1)) * SUFFIXES[m.group(2).lower()] if m else Decimal(0)
+    if value < 1 or value != value.to_integral_value():
+        raise LmlabError(f"{what} must be a positive whole count such as 1000, 100M, 2.5k or "
+                         f"1B, got {text!r}")
+    return int(value)
 
 
-def default_source(data_dir: str | None, seed: int, say=print):
+def check_options(tokens: int, seed: int, streams: int) -> None:
+    """One-line errors for what can be checked before a model is loaded or trained."""
+    if seed < 0:
+        raise LmlabError(f"--seed must be >= 0, got {seed}")
+    if not 1 <= streams <= MAX_STREAMS:
+        raise LmlabError(f"--streams must be between 1 and {MAX_STREAMS}, got {streams}")
+
+
+def default_source(data_dir: str | None, say=print):
     """WikiText-2's MKN 5-gram if the corpus is there, else the synthetic language's 3-gram."""
     from lmlab.ngram.model import train_ngram
 
@@ -58,7 +75,8 @@ def default_source(data_dir: str | None, seed: int, say=print):
 
     say("source: lmlab's synthetic Markov language (order 2, 200 words) through an MKN 3-gram "
         "(no $LMLAB_DATA/wikitext-2: give --model for another)")
-    sample = MarkovSource(order=2, vocab_size=200, seed=seed).sample(20000, seed=seed)
+    source = MarkovSource(order=2, vocab_size=200, seed=SYNTHETIC_LANGUAGE_SEED)
+    sample = source.sample(20000, seed=SYNTHETIC_LANGUAGE_SEED)
     with warnings.catch_warnings():  # (fallback discounts on artificial data: expected here)
         warnings.simplefilter("ignore", LmlabWarning)
         return train_sentences(sample.sentences, order=3, smoothing="mkn")
@@ -71,23 +89,26 @@ def synthesize(model, output: str | os.PathLike, tokens: int, seed: int = 0,
     from lmlab.fileio import atomic_output
     from lmlab.ngram.sample import sample_sentences
 
-    if streams < 1:
-        raise LmlabError(f"--streams must be >= 1, got {streams}")
+    check_options(tokens, seed, streams)
     words = np.array(model.vocab.itos, dtype=object)
+    join = model.vocab.tokenizer.join  # (a char or subword model's tokens as text)
     bar = None
     if progress:
         from tqdm import tqdm
 
         bar = tqdm(total=tokens, unit="tok", unit_scale=True, file=sys.stderr, leave=False)
-    written = lines = 0
+    written = lines = empty = 0
     try:
         with atomic_output(output, "w") as f:
             batch: list[str] = []
             for sentence in sample_sentences(model, seed=seed, streams=streams,
                                              max_words=MAX_WORDS):
                 if not len(sentence):  # (smoothing gives </s> after <s> some mass: no empty line)
+                    empty += 1
+                    if empty > 100 * streams + 10_000 and not lines:
+                        raise LmlabError("the model samples only empty sentences")
                     continue
-                batch.append(" ".join(words[sentence]))
+                batch.append(join(list(words[sentence])))
                 written += len(sentence) + 1
                 lines += 1
                 if len(batch) >= 4096 or written >= tokens:

@@ -23,21 +23,33 @@ SENTENCES = (["a b c", "a b d", "b c a", "c a b a", "a c", "d d a b", "b a c d"]
 CONTEXTS = [("<s>",), ("<s>", "a"), ("a", "b"), ("b", "c"), ("d", "a"), ("a", "a"), ("b", "b")]
 
 
+def train(order: int, smoothing: str = "mkn"):
+    import warnings
+
+    with warnings.catch_warnings():  # (fallback discounts on such tiny data)
+        warnings.simplefilter("ignore", lmlab.LmlabWarning)
+        return lmlab.train_ngram(SENTENCES, order=order, smoothing=smoothing)
+
+
 @pytest.fixture(scope="module")
 def model():
-    with pytest.warns(lmlab.LmlabWarning):  # (fallback discounts on such tiny data)
-        return lmlab.train_ngram(SENTENCES, order=3, smoothing="mkn")
+    return train(3)
 
 
-def worst_z(model, n_sentences: int, seed: int) -> float:
+def worst_z(model, n_sentences: int, seed: int, contexts=None) -> float:
+    """The largest |z| of a sampled next-word frequency against the model's probability, over
+    ``contexts`` (default: every context of order - 1 words seen more than 2000 times)."""
     counts: dict[tuple, collections.Counter] = collections.defaultdict(collections.Counter)
-    itos = model.vocab.itos
+    itos, m = model.vocab.itos, model.order - 1
     for s in itertools.islice(sample_sentences(model, seed=seed, streams=512), n_sentences):
         words = ["<s>", *(itos[i] for i in s), "</s>"]
         for i in range(1, len(words)):
-            counts[tuple(words[max(0, i - 2):i])][words[i]] += 1
+            counts[tuple(words[max(0, i - m):i])][words[i]] += 1
+    if contexts is None:
+        contexts = [ctx for ctx, c in counts.items() if sum(c.values()) > 2000]
+        assert len(contexts) >= 5
     worst = 0.0
-    for ctx in CONTEXTS:
+    for ctx in contexts:
         c, n = counts[ctx], sum(counts[ctx].values())
         assert n > 2000, ctx
         p = np.exp(model.next_logprobs([w for w in ctx if w != "<s>"]))
@@ -51,12 +63,17 @@ def worst_z(model, n_sentences: int, seed: int) -> float:
 
 
 def test_samples_follow_the_model(model):
-    assert worst_z(model, 120_000, seed=1) < 4.5  # ~60 tests: |z| < 4.5 unless it is wrong
+    assert worst_z(model, 120_000, seed=1, contexts=CONTEXTS) < 4.5  # |z| < 4.5 unless wrong
+
+
+@pytest.mark.parametrize("order", [2, 4])
+def test_samples_follow_models_of_other_orders(order):
+    assert worst_z(train(order), 80_000, seed=3) < 5
 
 
 def test_exact_fallback_follows_the_model(model, monkeypatch):
     monkeypatch.setattr(sample_module, "REJECTION_ROUNDS", 0)  # every backoff draw exact
-    assert worst_z(model, 60_000, seed=2) < 4.5
+    assert worst_z(model, 60_000, seed=2, contexts=CONTEXTS) < 4.5
 
 
 def test_same_seed_same_text(model):
@@ -69,13 +86,13 @@ def test_same_seed_same_text(model):
 
 
 def test_a_unigram_model_samples(model):
-    uni = lmlab.train_ngram(SENTENCES, order=1, smoothing="mkn")
+    uni = train(1)
     sentences = list(itertools.islice(sample_sentences(uni, seed=0, streams=8), 50))
     drawn = {w for s in sentences for w in s.tolist()}
     assert BOS_ID not in drawn and EOS_ID not in drawn and len(drawn) > 3
 
 
 def test_stupid_backoff_is_refused():
-    stupid = lmlab.train_ngram(SENTENCES, order=2, smoothing="stupid")
+    stupid = train(2, "stupid")
     with pytest.raises(LmlabError, match="stupid backoff"):
         BackoffSampler(stupid)

@@ -13,6 +13,12 @@ recursion without ever forming a distribution over the vocabulary:
   stored: rejection gives exactly P(. | h') restricted to the words h leaves to the backoff,
   which is what bow(h) = (1 - S(h)) / (1 - sum of P(w | h') over stored w) normalises.
 
+The draws are exact up to float rounding for a model whose probabilities are those it stores; a
+quantised (8-bit) binary model, whose stored values sum only nearly to 1 per context, is
+sampled as the distribution those values give after this recursion renormalises them. Memory:
+per order a float64 prefix sum over the table and an int64 start per context (a binary model's
+memory map is read into them), about 16 bytes per n-gram.
+
 Every step works on arrays of streams (contexts as table indices per order, as
 :meth:`NGramModel.index_at` computes them), so the cost per word is a few numpy operations
 spread over thousands of sentences. The same seed, model and ``streams`` give the same text.
@@ -95,13 +101,12 @@ class BackoffSampler:
         for t in todo:  # P(. | h') without the words stored after h, in full
             p = self.distribution(n - 1, [int(a[stored[t]]) for a in ctx])
             p[keys[lo[t]:hi[t]] - base[t]] = 0.0
-            total = p.sum()
-            if total <= 0:  # (numerically all mass stored: draw among the stored ones)
+            cs = np.cumsum(p)
+            if cs[-1] <= 0:  # (numerically all mass stored: draw among the stored ones)
                 idx = pick(np.array([t]), rng.random(1) * mass[t])[0]
                 words[stored[t]] = keys[idx] - base[t]
-            else:
-                words[stored[t]] = min(int(np.searchsorted(np.cumsum(p), rng.random() * total,
-                                                           side="right")), self.V - 1)
+            else:  # (cs[-1] itself as the total: the draw lands on a word of p > 0)
+                words[stored[t]] = int(np.searchsorted(cs, rng.random() * cs[-1], side="right"))
         return words
 
     def distribution(self, n: int, ctx: list[int]) -> np.ndarray:
@@ -112,7 +117,7 @@ class BackoffSampler:
         for k in range(2, n + 1):
             c = ctx[k - 2]
             if c < 0:
-                break  # (a context not stored has no longer stored ones either)
+                continue  # (a longer one may be stored when a pruned model lacks a suffix)
             lo, hi = self.start[k - 1][c], self.start[k - 1][c + 1]
             logp += m.bow[k - 2][c]
             logp[m.keys[k - 1][lo:hi] - c * V] = m.logp[k - 1][lo:hi]
