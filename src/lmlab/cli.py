@@ -352,7 +352,7 @@ def cmd_synthesize(args) -> int:
         raise LmlabError(f"data synthesize takes no corpus name (got {args.name!r}); "
                          "--model names the model to sample")
     tokens = parse_count(args.tokens)
-    check_options(tokens, args.seed, args.streams)
+    check_options(args.seed, args.streams)
     from lmlab.fileio import check_output_path
 
     check_output_path(args.output)

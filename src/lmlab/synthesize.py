@@ -50,7 +50,7 @@ def parse_count(text: str, what: str = "--tokens") -> int:
     return int(value)
 
 
-def check_options(tokens: int, seed: int, streams: int) -> None:
+def check_options(seed: int, streams: int) -> None:
     """One-line errors for what can be checked before a model is loaded or trained."""
     if seed < 0:
         raise LmlabError(f"--seed must be >= 0, got {seed}")
@@ -60,18 +60,17 @@ def check_options(tokens: int, seed: int, streams: int) -> None:
 
 def default_source(data_dir: str | None, say=print):
     """WikiText-2's MKN 5-gram if the corpus is there, else the synthetic language's 3-gram."""
-    from lmlab.ngram.model import train_ngram
+    import warnings
+
+    from lmlab.api import train_ngram
+    from lmlab.errors import LmlabWarning
+    from lmlab.synth import MarkovSource
 
     root = data_dir or os.environ.get("LMLAB_DATA")
     wt2 = Path(root) / "wikitext-2" / "train.txt" if root else None
     if wt2 is not None and wt2.is_file():
         say(f"source: MKN 5-gram trained on {wt2}")
         return train_ngram(wt2, order=5, smoothing="mkn")
-    import warnings
-
-    from lmlab.api import train_ngram as train_sentences
-    from lmlab.errors import LmlabWarning
-    from lmlab.synth import MarkovSource
 
     say("source: lmlab's synthetic Markov language (order 2, 200 words) through an MKN 3-gram "
         "(no $LMLAB_DATA/wikitext-2: give --model for another)")
@@ -79,7 +78,7 @@ def default_source(data_dir: str | None, say=print):
     sample = source.sample(20000, seed=SYNTHETIC_LANGUAGE_SEED)
     with warnings.catch_warnings():  # (fallback discounts on artificial data: expected here)
         warnings.simplefilter("ignore", LmlabWarning)
-        return train_sentences(sample.sentences, order=3, smoothing="mkn")
+        return train_ngram(sample.sentences, order=3, smoothing="mkn")
 
 
 def synthesize(model, output: str | os.PathLike, tokens: int, seed: int = 0,
@@ -89,7 +88,7 @@ def synthesize(model, output: str | os.PathLike, tokens: int, seed: int = 0,
     from lmlab.fileio import atomic_output
     from lmlab.ngram.sample import sample_sentences
 
-    check_options(tokens, seed, streams)
+    check_options(seed, streams)
     words = np.array(model.vocab.itos, dtype=object)
     join = model.vocab.tokenizer.join  # (a char or subword model's tokens as text)
     bar = None

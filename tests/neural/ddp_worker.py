@@ -2,7 +2,7 @@
 runs of every model type, written to OUT/NAME.pt, which the test compares with single-process
 runs of the same configurations (:func:`config`).
 
-    python -m torch.distributed.run --standalone --nproc_per_node 2 \
+    PYTHONPATH=src:. python -m torch.distributed.run --standalone --nproc_per_node 2 \
         tests/neural/ddp_worker.py DATA OUT
 """
 
@@ -19,6 +19,7 @@ from lmlab.neural.config import ModelConfig, RunConfig, TrainConfig
 from lmlab.neural.data import load_corpus
 from lmlab.neural.distributed import session
 from lmlab.neural.trainer import Trainer
+from tests.neural.faults import nan_at  # (the repository root is on PYTHONPATH: see env())
 
 STEPS = 24  # over an epoch end (20 steps on the test's data): validation, decay, a short window
 # name -> model options (no dropout: equal to a single process only without random masks; SGD,
@@ -46,18 +47,6 @@ def config(name: str, device: str = "cpu") -> RunConfig:
     return RunConfig(ModelConfig(**model), TrainConfig(**{**train, **TRAIN.get(name, {})}))
 
 
-def nan_at_call(trainer: Trainer, call: int) -> None:
-    """Make the ``call``-th loss of this process NaN."""
-    original, count = trainer.model.loss, [0]
-
-    def loss(inputs, targets, state):
-        count[0] += not trainer._probing  # (DDP's first, thrown-away pass: see Trainer.train)
-        value, state = original(inputs, targets, state)
-        return (value * float("nan") if count[0] == call else value), state
-
-    trainer.model.loss = loss
-
-
 def main(data: str, out: str, device: str = "cpu") -> None:
     torch.set_num_threads(1)
     corpus = load_corpus(data)
@@ -73,7 +62,7 @@ def main(data: str, out: str, device: str = "cpu") -> None:
 def run(name: str, corpus, dist, out: Path, device: str) -> None:
     trainer = Trainer(config(name, device), corpus, out / f"{name}.pt", dist=dist, plot=False)
     if name == "nan" and dist.rank == 1:
-        nan_at_call(trainer, NAN_CALL)
+        nan_at({NAN_CALL})(trainer)
     if name == "lstm":  # a checkpoint half way, for a resume on one process
         trainer.train(max_steps=STEPS // 2)
         if dist.main:

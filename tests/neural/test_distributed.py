@@ -37,7 +37,8 @@ from lmlab.neural.trainer import Trainer
 from lmlab.synth import MarkovSource, write_splits
 from tests.cli_helpers import fails
 from tests.neural import ddp_worker
-from tests.neural.ddp_worker import CASES, NAN_CALL, STEPS, config, nan_at_call
+from tests.neural.ddp_worker import CASES, NAN_CALL, STEPS, config
+from tests.neural.faults import nan_at
 
 pytestmark = pytest.mark.skipif(not torch.distributed.is_available() or sys.platform != "linux",
                                 reason="needs torch.distributed (gloo) on Linux")
@@ -47,21 +48,22 @@ TINY = ["--hidden", "8", "--emsize", "8", "--layers", "1", "--batch-size", "4", 
         "--threads", "1", "--lr", "1", "--device", "cpu"]
 
 
+def splits(tmp_path_factory, name: str, train: int, held_out: int):
+    d = tmp_path_factory.mktemp(name)
+    write_splits(MarkovSource(order=2, vocab_size=10, seed=5), d,
+                 {"train": train, "valid": held_out, "test": held_out}, seed=1)
+    return d
+
+
 @pytest.fixture(scope="module")
 def data_dir(tmp_path_factory):
-    d = tmp_path_factory.mktemp("ddp-data")
-    write_splits(MarkovSource(order=2, vocab_size=10, seed=5), d,
-                 {"train": 200, "valid": 20, "test": 20}, seed=1)
-    return d
+    return splits(tmp_path_factory, "ddp-data", 200, 20)
 
 
 @pytest.fixture(scope="module")
 def small_dir(tmp_path_factory):
     """Epochs of 20 steps, the last of 3 tokens, for ddp_worker.py's configurations."""
-    d = tmp_path_factory.mktemp("ddp-small")
-    write_splits(MarkovSource(order=2, vocab_size=10, seed=5), d,
-                 {"train": 30, "valid": 10, "test": 10}, seed=1)
-    return d
+    return splits(tmp_path_factory, "ddp-small", 30, 10)
 
 
 @pytest.fixture(scope="module")
@@ -70,9 +72,11 @@ def corpus(small_dir):
 
 
 def env(**extra) -> dict:
+    """The workers' environment: this checkout's lmlab and tests importable, one thread."""
     e = {**os.environ, "OMP_NUM_THREADS": "1", **extra}
-    src = str(Path(__file__).resolve().parents[2] / "src")
-    e["PYTHONPATH"] = os.pathsep.join([src, e.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    root = Path(__file__).resolve().parents[2]
+    e["PYTHONPATH"] = os.pathsep.join([str(root / "src"), str(root),
+                                       e.get("PYTHONPATH", "")]).rstrip(os.pathsep)
     return e
 
 
@@ -84,7 +88,7 @@ def lmlab(*argv, **kw) -> subprocess.CompletedProcess:
 def single(name: str, corpus, out: Path, steps: int = STEPS) -> Trainer:
     trainer = Trainer(config(name), corpus, out, plot=False)
     if name == "nan":
-        nan_at_call(trainer, NAN_CALL)
+        nan_at({NAN_CALL})(trainer)
     trainer.train(max_steps=steps)
     trainer.close()
     return trainer
@@ -158,7 +162,7 @@ def test_nccl_on_two_gpus_equals_one_gpu(small_dir, corpus, tmp_path):
         one = Trainer(config(name, "cuda"), corpus, tmp_path / "one.pt", overwrite=True,
                       plot=False)
         if name == "nan":
-            nan_at_call(one, NAN_CALL)
+            nan_at({NAN_CALL})(one)
         one.train(max_steps=STEPS)
         one.close()
         assert_close(ddp["model"], {k: v.cpu() for k, v in one.model.state_dict().items()},
@@ -321,7 +325,7 @@ def test_every_models_state_has_its_rows_in_dim_1(name):
     c.vocab_size = 13
     model = build_model(c)
     state = model.init_state(4, "cpu")
-    parts = [state_rows(state, r * 2, r * 2 + 2) for r in range(2)]
+    parts = [state_rows(state, slice(r * 2, r * 2 + 2)) for r in range(2)]
     for s in parts if isinstance(parts[0], tuple) else [(p,) for p in parts]:
         assert all(t.shape[1] == 2 for t in s)
     joined = join_states(parts)

@@ -18,6 +18,7 @@ from lmlab.neural.lm import load_neural
 from lmlab.neural.run_files import sidecar_paths
 from lmlab.neural.trainer import Trainer, TrainingInterrupted, check_train_options
 from lmlab.synth import MarkovSource, sample_splits, write_splits
+from tests.neural.faults import nan_at
 
 torch.set_num_threads(1)
 
@@ -201,21 +202,6 @@ def test_grad_norm_logged_before_clipping(corpus, tmp_path):
     assert moved == pytest.approx(1e-3, rel=1e-3)  # SGD step of lr * clipped norm
     lines = sidecar_paths(tmp_path / "m.pt")["metrics"].read_text().splitlines()
     assert json.loads(lines[0])["grad_norm"] == norms[0]
-
-
-def nan_at(calls: set[int]):
-    """Patch a model's loss so the given calls (1-based) return NaN."""
-    def patch(trainer):
-        original = trainer.model.loss
-        count = [0]
-
-        def loss(inputs, targets, state):
-            count[0] += 1
-            value, state = original(inputs, targets, state)
-            return (value * float("nan") if count[0] in calls else value), state
-
-        trainer.model.loss = loss
-    return patch
 
 
 def test_nan_loss_rolls_back_and_lowers_lr(corpus, tmp_path):

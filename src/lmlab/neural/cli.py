@@ -250,13 +250,14 @@ def cmd_train(args) -> int:
 
 
 def peer_lost(err: RuntimeError) -> bool:
-    """Whether ``err`` is a collective failing because a peer process went away."""
+    """Whether ``err`` is a collective failing because a peer process went away: NCCL and the
+    process group raise torch.distributed's ``DistError``; gloo's transport a plain RuntimeError
+    naming its connection (other errors keep their traceback: they may be bugs)."""
     import torch.distributed as tdist
 
     text = str(err)
-    return isinstance(err, getattr(tdist, "DistError", ())) or any(
-        s in text for s in ("Connection reset", "Connection closed", "Broken pipe", "gloo",
-                            "NCCL"))
+    return isinstance(err, tdist.DistError) or ("gloo/transport" in text and any(
+        s in text for s in ("Connection reset", "Connection closed", "Broken pipe")))
 
 
 def _run(args, config: RunConfig, base: RunConfig | None, tokenizer, dist) -> int:

@@ -32,7 +32,7 @@ import os
 import signal
 import sys
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -95,6 +95,23 @@ class Dist:
         tdist.broadcast_object_list(box, src=0)
         return box[0]
 
+    def on_rank0(self, work: Callable[[], object], what: str, path) -> object:
+        """``work()`` run by rank 0 alone, its result on every rank. Its failure stops every
+        rank: rank 0 raises the error, the others :class:`ReportedByRank0` ("rank 0 could not
+        ``what``"), so nobody waits for a result that will not come."""
+        result, error = None, None
+        if self.main:
+            try:
+                result = work()
+            except Exception as err:  # noqa: BLE001 - every rank must learn of it
+                error = err
+        ok, result = self.share((error is None, result))
+        if error is not None:
+            raise error
+        if not ok:
+            raise ReportedByRank0(f"rank 0 could not {what}", path)
+        return result
+
 
 @contextlib.contextmanager
 def session(device: str) -> Iterator[Dist | None]:
@@ -154,8 +171,6 @@ def rank_device(requested: str, dist: Dist) -> torch.device:
 
 def check_rows(batch_size: int, world: int) -> int:
     """Rows per rank; a one-line error when ``world`` does not divide ``batch_size``."""
-    if world < 1:
-        raise LmlabError(f"--ddp must be >= 1, got {world}")
     if batch_size % world:
         raise LmlabError(f"--batch-size {batch_size} is the global batch: {world} processes need "
                          f"a multiple of {world} (each takes batch-size / {world} rows)")
@@ -163,13 +178,13 @@ def check_rows(batch_size: int, world: int) -> int:
 
 
 # -- the carried state: batch rows are dim 1 of every tensor of every model's state ------------
-def state_rows(state, start: int, stop: int):
-    """Rows ``start:stop`` of a hidden state (a tensor or a tuple of them; None stays None)."""
-    if state is None:
-        return None
+def state_rows(state, rows: slice):
+    """Batch ``rows`` of a hidden state (a tensor or a tuple of them; None stays None)."""
+    if state is None or rows == slice(None):
+        return state
     if isinstance(state, tuple | list):
-        return type(state)(s[:, start:stop].contiguous() for s in state)
-    return state[:, start:stop].contiguous()
+        return type(state)(s[:, rows].contiguous() for s in state)
+    return state[:, rows].contiguous()
 
 
 def join_states(states: list):

@@ -82,7 +82,6 @@ from lmlab.neural.config import RunConfig, flag_name
 from lmlab.neural.data import Corpus, batchify, bptt_windows
 from lmlab.neural.distributed import (
     Dist,
-    ReportedByRank0,
     check_rows,
     check_same_data,
     join_states,
@@ -247,10 +246,12 @@ class Trainer:
             seed_everything(rank_seed(t.seed, dist.rank))
         self.optimizer = self._make_optimizer()
         self.inputs, self.targets = batchify(corpus.train, t.batch_size)
-        if dist:  # this rank's rows of the one batched stream (see lmlab.neural.distributed)
-            rows = slice(dist.rank * self.rows, (dist.rank + 1) * self.rows)
-            self.inputs = self.inputs[:, rows].contiguous()
-            self.targets = self.targets[:, rows].contiguous()
+        # this rank's rows of the one batched stream (see lmlab.neural.distributed)
+        self.my_rows = slice(dist.rank * self.rows, (dist.rank + 1) * self.rows) if dist \
+            else slice(None)
+        if dist:
+            self.inputs = self.inputs[:, self.my_rows].contiguous()
+            self.targets = self.targets[:, self.my_rows].contiguous()
         self._ddp = None  # the model's loss in DistributedDataParallel (made by train())
         self.windows = bptt_windows(self.inputs.size(0), t.bptt)
 
@@ -362,11 +363,8 @@ class Trainer:
             self.plateau, self.finished = s["plateau"], s["finished"]
             self._set_lr(s["lr"])
             self.epoch, self.position, self.step = p["epoch"], p["position"], p["step"]
-            state = p["state"]
-            if self.dist and state is not None:  # this rank's rows of the full batch's state
-                r = self.dist.rank
-                state = state_rows(state, r * self.rows, (r + 1) * self.rows)
-            self.state = to_device(state, self.device)
+            # (this rank's rows of the full batch's state)
+            self.state = to_device(state_rows(p["state"], self.my_rows), self.device)
             self.loss_sum, self.loss_tokens = p["loss_sum"], p["loss_tokens"]
             events = self.history["events"]
             self.history = {"epochs": [dict(e) for e in h["epochs"]],
@@ -407,14 +405,8 @@ class Trainer:
         if self.dist is None:
             save_checkpoint(self.out, data)
         else:
-            error = None
-            if self.main:
-                try:
-                    save_checkpoint(self.out, data)
-                except Exception as err:  # noqa: BLE001 - every rank must learn of it
-                    error = err
-            if self.dist.any(error is not None, self.device):
-                raise error or ReportedByRank0("rank 0 could not write the checkpoint", self.out)
+            self.dist.on_rank0(lambda: save_checkpoint(self.out, data),
+                               "write the checkpoint", self.out)
         self._snapshot = data
         self._saved_step = self.step
         self.metrics.flush()
@@ -683,23 +675,13 @@ class Trainer:
     def _scored(self, stream: TokenStream) -> dict:
         """The shared protocol's result on ``stream`` (:meth:`EvalResult.to_dict`), computed
         once: by rank 0 under ``dist``, then shared."""
-        result, error = None, None
-        if self.main:
-            try:
-                with self._run_settings():
-                    lm = NeuralLM(self.model, self.vocab, self.config, device=self.device)
-                    result = summarize(lm.logprobs(stream), stream).to_dict()
-            except Exception as err:  # noqa: BLE001 - the other ranks wait for the result
-                if self.dist is None:
-                    raise
-                error = err
-        if self.dist is not None:
-            result = self.dist.share(result)
-            if error is not None:
-                raise error
-            if result is None:
-                raise ReportedByRank0("rank 0 could not evaluate", stream.source)
-        return result
+        def score() -> dict:
+            with self._run_settings():
+                lm = NeuralLM(self.model, self.vocab, self.config, device=self.device)
+                return summarize(lm.logprobs(stream), stream).to_dict()
+
+        return score() if self.dist is None else \
+            self.dist.on_rank0(score, "evaluate", stream.source)
 
     def evaluate_test(self) -> dict | None:
         """Score the test split (if any) with the shared protocol; recorded in the checkpoint."""

@@ -126,20 +126,27 @@ class NGramModel(_Tables):
         return self.log10probs(stream) * LN10
 
     def next_logprobs(self, context: list[str]) -> np.ndarray:
-        V = len(self.vocab)
         ctx = self.context_index(context[-(self.order - 1):] if self.order > 1 else [])
-        result = self.logp[0].copy()
-        for n in range(2, self.order + 1):
+        result = self.next_log10probs(ctx) * LN10
+        result[BOS_ID] = -np.inf
+        return result
+
+    def next_log10probs(self, ctx: list[int], order: int | None = None) -> np.ndarray:
+        """log10 P(. | h) over the vocabulary (``<s>`` included) at ``order`` (default: the
+        model's), the context given as table indices: ``ctx[k]`` the index of its last k + 1
+        words in the order-(k+1) table, -1 where not stored (:meth:`context_index`)."""
+        V = len(self.vocab)
+        result = self.logp[0].astype(np.float64)
+        for n in range(2, (order or self.order) + 1):
             c = ctx[n - 2]
             if c < 0:
-                continue
+                continue  # (a longer context may still be stored: a pruned model's)
             keys = self.keys[n - 1]
             lo, hi = np.searchsorted(keys, [c * V, (c + 1) * V])
             # Words not stored after this context: back off; stored ones replace the lower score.
             result += self.bow[n - 2][c]
             result[keys[lo:hi] - c * V] = self.logp[n - 1][lo:hi]
-        result[BOS_ID] = -np.inf
-        return result * LN10
+        return result
 
     # -- persistence -----------------------------------------------------------------------
     def save(self, path: str | os.PathLike) -> None:

@@ -63,11 +63,11 @@ class BackoffSampler:
 
     def draw(self, ctx: list[np.ndarray], rng: np.random.Generator) -> np.ndarray:
         """One next word per stream; ``ctx[k]`` is the order-(k+1) table index of each stream's
-        last k+1 words (-1: not stored), for k = 0 .. order-2."""
+        last k+1 words (-1: not stored), for k = 0 .. max(order-2, 0)."""
         return self._draw(self.order, ctx, rng)
 
     def _draw(self, n: int, ctx: list[np.ndarray], rng: np.random.Generator) -> np.ndarray:
-        m = len(ctx[0]) if ctx else 0
+        m = len(ctx[0])
         if n == 1:
             cum = self.cum[0]
             return np.searchsorted(cum, rng.random(m) * cum[-1], side="right") - 1
@@ -99,7 +99,8 @@ class BackoffSampler:
             words[rows[free]] = w[free]
             todo = todo[~free]
         for t in todo:  # P(. | h') without the words stored after h, in full
-            p = self.distribution(n - 1, [int(a[stored[t]]) for a in ctx])
+            p = 10.0 ** self.model.next_log10probs([int(a[stored[t]]) for a in ctx], n - 1)
+            p[BOS_ID] = 0.0
             p[keys[lo[t]:hi[t]] - base[t]] = 0.0
             cs = np.cumsum(p)
             if cs[-1] <= 0:  # (numerically all mass stored: draw among the stored ones)
@@ -108,22 +109,6 @@ class BackoffSampler:
             else:  # (cs[-1] itself as the total: the draw lands on a word of p > 0)
                 words[stored[t]] = int(np.searchsorted(cs, rng.random() * cs[-1], side="right"))
         return words
-
-    def distribution(self, n: int, ctx: list[int]) -> np.ndarray:
-        """P(. | h) over the vocabulary at order ``n`` for one context given as its table
-        indices per order (as in :meth:`draw`), the way ``NGramModel.next_logprobs`` builds it."""
-        m, V = self.model, self.V
-        logp = m.logp[0].astype(np.float64)
-        for k in range(2, n + 1):
-            c = ctx[k - 2]
-            if c < 0:
-                continue  # (a longer one may be stored when a pruned model lacks a suffix)
-            lo, hi = self.start[k - 1][c], self.start[k - 1][c + 1]
-            logp += m.bow[k - 2][c]
-            logp[m.keys[k - 1][lo:hi] - c * V] = m.logp[k - 1][lo:hi]
-        p = 10.0 ** logp
-        p[BOS_ID] = 0.0
-        return p
 
     def advance(self, ctx: list[np.ndarray], words: np.ndarray) -> list[np.ndarray]:
         """The contexts after each stream's ``words``."""
@@ -150,15 +135,14 @@ def sample_sentences(model, seed: int = 0, streams: int = 4096, max_words: int =
     length = np.zeros(streams, dtype=np.int64)
     cols = np.arange(streams)
     while True:
-        words = sampler.draw(ctx, rng) if sampler.order > 1 else \
-            sampler.draw([np.empty(streams, dtype=np.int64)], rng)
+        words = sampler.draw(ctx, rng)
         end = words == EOS_ID
         buf[length[~end], cols[~end]] = words[~end]
         length[~end] += 1
         end |= length >= max_words
         for b in np.flatnonzero(end):
             yield buf[:length[b], b].copy()
-        ctx = sampler.advance(ctx, words) if sampler.order > 1 else ctx
+        ctx = sampler.advance(ctx, words)
         for k, a in enumerate(ctx):
             a[end] = start[k][end]
         length[end] = 0
