@@ -462,10 +462,12 @@ def _joined_tokens(path, first: int, lines: list[str], tokenizer: Tokenizer = WH
     return text.split()
 
 
-def count_words(path: str | os.PathLike, tokenizer: Tokenizer = WHITESPACE) -> Counter[str]:
-    """Token counts of a text file, streaming (``</s>`` not counted)."""
+def count_words(path: str | os.PathLike, tokenizer: Tokenizer = WHITESPACE,
+                chunk_bytes: int = _CHUNK_BYTES) -> Counter[str]:
+    """Token counts of a text file, streaming ``chunk_bytes`` at a time (``</s>`` not
+    counted)."""
     counter: Counter[str] = Counter()
-    for first, lines in _line_chunks(path, errors=tokenizer.errors):
+    for first, lines in _line_chunks(path, chunk_bytes, errors=tokenizer.errors):
         counter.update(_joined_tokens(path, first, lines, tokenizer))
     counter.pop(EOS, None)
     return counter
@@ -489,14 +491,30 @@ def read_training_corpus(path: str | os.PathLike, vocab: Vocabulary | None = Non
     the file; only the int32 ids are held in memory, never the words. ``tokenizer`` (untrained
     subword tokenizers are trained on ``path`` first) cuts the text, unless ``vocab`` is given:
     then its own does."""
+    vocab = training_vocabulary(path, vocab, min_count, max_size, tokenizer)
+    stream = read_corpus(path, vocab)
+    check_has_words(path, stream)
+    return vocab, stream
+
+
+def training_vocabulary(path: str | os.PathLike, vocab: Vocabulary | None = None,
+                        min_count: int = 1, max_size: int | None = None,
+                        tokenizer: Tokenizer = WHITESPACE,
+                        chunk_bytes: int = _CHUNK_BYTES) -> Vocabulary:
+    """The first, streaming pass of :func:`read_training_corpus`: ``vocab`` checked, or built
+    (reading ``chunk_bytes`` of text at a time)."""
     if vocab is not None and vocab.tokenizer.trainable and vocab.tokenizer.model is None:
         raise LmlabError(f"a vocabulary file cannot go with the {vocab.tokenizer.name} "
                          "tokenizer: its vocabulary is the one it learns from the training text")
     if vocab is None:
         fit_tokenizer(tokenizer, path)
-        vocab = Vocabulary.from_counts(count_words(path, tokenizer), min_count=min_count,
+        vocab = Vocabulary.from_counts(count_words(path, tokenizer, chunk_bytes),
+                                       min_count=min_count,
                                        max_size=max_size, tokenizer=tokenizer)
-    stream = read_corpus(path, vocab)
+    return vocab
+
+
+def check_has_words(path: str | os.PathLike, stream: TokenStream) -> None:
+    """A training text of empty lines only is an error (nothing to estimate from)."""
     if (stream.ids != EOS_ID).sum() == 0:
         raise LmlabError("training corpus contains no words", path)
-    return vocab, stream

@@ -24,6 +24,7 @@ import json
 import os
 import re
 import warnings
+from collections.abc import Iterator
 
 import numpy as np
 
@@ -61,25 +62,41 @@ def write_arpa(model, path: str | os.PathLike) -> None:
     V = len(model.vocab)
     itos = model.vocab.itos
     with atomic_output(path, "w") as f:
-        f.write("\\data\\\n")
-        for n, keys in enumerate(model.keys, 1):
-            f.write(f"ngram {n}={len(keys)}\n")
+        write_counts(f, [len(k) for k in model.keys])
         strings = itos
         for n in range(1, model.order + 1):
             keys = model.keys[n - 1]
             if n > 1:
                 ctx, word = (keys // V).tolist(), (keys % V).tolist()
                 strings = [f"{strings[c]} {itos[w]}" for c, w in zip(ctx, word, strict=True)]
-            logp = np.maximum(model.logp[n - 1], LOG_ZERO).tolist()
-            f.write(f"\n\\{n}-grams:\n")
-            if n < model.order:
-                bow = np.maximum(model.bow[n - 1], LOG_ZERO).tolist()
-                f.writelines(f"{p:.8g}\t{s}\t{b:.8g}\n"
-                             for p, s, b in zip(logp, strings, bow, strict=True))
-            else:
-                f.writelines(f"{p:.8g}\t{s}\n" for p, s in zip(logp, strings, strict=True))
-        f.write("\n\\end\\\n")
+            f.write(section_title(n))
+            f.writelines(ngram_lines(strings, model.logp[n - 1],
+                                     model.bow[n - 1] if n < model.order else None))
+        f.write(ARPA_END)
         write_companion(path, model.vocab.tokenizer)  # inside: a failure here leaves no ARPA
+
+
+ARPA_END = "\n\\end\\\n"
+
+
+def write_counts(f, sizes: list[int]) -> None:
+    """The ``\\data\\`` header: how many n-grams of each order follow."""
+    f.write("\\data\\\n")
+    f.writelines(f"ngram {n}={size}\n" for n, size in enumerate(sizes, 1))
+
+
+def section_title(n: int) -> str:
+    return f"\n\\{n}-grams:\n"
+
+
+def ngram_lines(strings, logp: np.ndarray, bow: np.ndarray | None) -> Iterator[str]:
+    """One ARPA line per n-gram: log10 probability, the words, the log10 backoff (none at the
+    highest order); -inf is written as -99, as SRILM and KenLM do."""
+    logp = np.maximum(logp, LOG_ZERO).tolist()
+    if bow is None:
+        return (f"{p:.8g}\t{s}\n" for p, s in zip(logp, strings, strict=True))
+    bow = np.maximum(bow, LOG_ZERO).tolist()
+    return (f"{p:.8g}\t{s}\t{b:.8g}\n" for p, s, b in zip(logp, strings, bow, strict=True))
 
 
 class _Lines:

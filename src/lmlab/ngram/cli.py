@@ -63,6 +63,14 @@ def add_parser(sub) -> None:
                    "at most T times are dropped (the last value repeats for higher orders; first "
                    "0, non-decreasing); not with -s addk. Example: lmlab ngram train train.txt "
                    "-n 5 --prune 0 1 1 1 1 -o p5.lm drops every n-gram of order >= 2 seen once")
+    t.add_argument("--memory", metavar="SIZE",
+                   help="estimate out of core within SIZE of memory (e.g. 1G, 800M, 50%%; as "
+                   "lmplz -S), spilling sorted n-grams to --temp; the model is the same. "
+                   "Default: in memory when the corpus fits, else out of core in half of the "
+                   "available memory")
+    t.add_argument("--temp", metavar="DIR",
+                   help="folder for out-of-core scratch files (default: the system's temporary "
+                   "folder); removed when training ends, fails or is interrupted")
     t.set_defaults(func=cmd_ngram_train)
 
     pr = add_command(nsub, "prune", "lmlab ngram prune ptb5.lm ptb5p.arpa.gz --entropy 1e-8",
@@ -144,7 +152,19 @@ def cmd_ngram_train(args) -> int:
     vocab = Vocabulary.load(args.vocab) if args.vocab else None
     if vocab is not None:
         vocab.tokenizer = tokenizer
+    memory = out_of_core_memory(args)
     start = time.perf_counter()
+    if memory is not None:
+        from lmlab.ngram.external import train_external
+
+        meta = train_external(args.train, args.order, args.smoothing, memory=memory,
+                              temp=args.temp, output=args.output, arpa=args.arpa, vocab=vocab,
+                              min_count=args.min_count, max_vocab=args.max_vocab,
+                              prune=args.prune, tokenizer=tokenizer,
+                              progress=sys.stderr.isatty(), **options)
+        report_trained(args, meta, meta["vocab_size"],
+                       meta["ngrams"], time.perf_counter() - start, tokenizer)
+        return 0
     model = train_ngram(args.train, order=args.order, smoothing=args.smoothing, vocab=vocab,
                         min_count=args.min_count, max_vocab=args.max_vocab, k=args.add_k,
                         progress=sys.stderr.isatty(), prune=args.prune, tokenizer=tokenizer,
@@ -154,11 +174,41 @@ def cmd_ngram_train(args) -> int:
         model.save(args.output)
     if args.arpa:
         write_arpa(model, args.arpa)
-    sizes = " ".join(f"{n}:{len(k)}" for n, k in enumerate(model.keys, 1))
-    tok = "" if tokenizer.is_default else f" ({tokenizer.describe()})"
-    print(f"trained {args.smoothing} {args.order}-gram on {model.meta['tokens']} tokens{tok} in "
-          f"{elapsed:.2f}s; vocabulary {len(model.vocab)}; n-grams {sizes}", file=sys.stderr)
+    report_trained(args, model.meta, len(model.vocab), [len(k) for k in model.keys], elapsed,
+                   tokenizer)
     return 0
+
+
+def report_trained(args, meta: dict, vocab_size: int, ngrams: list[int], elapsed: float,
+                   tokenizer) -> None:
+    sizes = " ".join(f"{n}:{size}" for n, size in enumerate(ngrams, 1))
+    tok = "" if tokenizer.is_default else f" ({tokenizer.describe()})"
+    print(f"trained {args.smoothing} {args.order}-gram on {meta['tokens']} tokens{tok} in "
+          f"{elapsed:.2f}s; vocabulary {vocab_size}; n-grams {sizes}", file=sys.stderr)
+
+
+def out_of_core_memory(args) -> int | None:
+    """The memory budget for out-of-core estimation, or None to estimate in memory: --memory
+    if given, else half the available memory when the corpus looks too big to fit."""
+    from lmlab.fileio import is_stdin
+    from lmlab.ngram.external import available_memory, in_memory_need, parse_memory
+
+    if args.memory is not None:
+        if args.smoothing == "addk":
+            raise LmlabError("--memory: addk has no backoff form, so it has no out-of-core "
+                             "estimator; use another smoothing method or leave --memory out")
+        return parse_memory(args.memory)
+    if args.temp is not None:
+        raise LmlabError("--temp is for out-of-core estimation: give --memory SIZE too")
+    if is_stdin(args.train) or args.smoothing == "addk":
+        return None
+    need, free = in_memory_need(args.train, args.order), available_memory()
+    if need <= 0.8 * free:
+        return None
+    print(f"lmlab: {file_label(args.train)} needs about {need >> 20}M in memory, "
+          f"{free >> 20}M is available: estimating out of core in {free >> 21}M "
+          "(--memory sets this)", file=sys.stderr)
+    return free // 2
 
 
 def cmd_ngram_prune(args) -> int:

@@ -51,38 +51,51 @@ def interpolate(tables: list[OrderCounts], used: list[np.ndarray], smoothing: Sm
     lower = uniform_distribution(vocab_size)
     for n, (table, counts) in enumerate(zip(tables, used, strict=True), 1):
         if n == 1:
-            context, n_contexts, lower_p = np.zeros(len(table), dtype=np.int64), 1, lower
+            context, n_contexts = np.zeros(len(table), dtype=np.int64), 1
         else:
             context, n_contexts = table.keys // vocab_size, len(tables[n - 2])
-            lower_p = probs[-1][table.suffix]
-        stats = OrderStats(n, counts, context, n_contexts)
-        alpha, gamma = smoothing.alpha_gamma(stats)
+            lower = lower[table.suffix]
         kept = None if keep is None or n == 1 else keep[n - 1]
-        if gamma is None:  # backoff method: gamma normalises what seen words leave over
-            left = 1.0 - stats.per_context(alpha if kept is None else alpha * kept)
-            if n == 1:  # all vocabulary words are listed; unseen ones share the rest uniformly
-                gamma = np.where(left > 1e-12, left, 0.0)
-            else:
-                covered = 1.0 - stats.per_context(lower_p if kept is None else lower_p * kept)
-                gamma = np.divide(left, covered, out=np.zeros_like(left),
-                                  where=(covered > 1e-12) & (left > 1e-12))
-        elif kept is not None and smoothing.normalised:  # pruned mass backs off
-            gamma = gamma + stats.per_context(np.where(kept, 0.0, alpha))
-        if smoothing.interpolated or n == 1 and smoothing.normalised:
-            p = alpha + gamma[context] * lower_p
-        else:
-            p = np.where(counts > 0, alpha, gamma[context] * lower_p)
-        probs.append(p)
-        if n > 1:
-            has_followers = np.bincount(context, minlength=n_contexts) > 0
-            bow = np.where(has_followers, gamma, 1.0)
-            if kept is not None and smoothing.normalised:  # all followers pruned: exactly 1
-                bow[np.bincount(context[kept], minlength=n_contexts) == 0] = 1.0
+        lower, bow = interpolate_order(n, counts, context, n_contexts, lower, smoothing, kept)
+        probs.append(lower)
+        if bow is not None:
             backoffs.append(bow)
-        lower = p
     if len(tables) > 0:
         backoffs.append(np.ones(len(tables[-1])))
     return probs, backoffs
+
+
+def interpolate_order(n: int, counts: np.ndarray, context: np.ndarray, n_contexts: int,
+                      lower_p: np.ndarray, smoothing: Smoothing, kept: np.ndarray | None = None,
+                      ) -> tuple[np.ndarray, np.ndarray | None]:
+    """One order of :func:`interpolate`: the probability of each n-gram (``context``: its
+    context's id in ``0..n_contexts-1``, followers of a context in ascending word order;
+    ``lower_p``: the lower order's probability of its suffix) and, for n > 1, the backoff
+    weight of each context. Everything it needs is grouped by context, so the out-of-core
+    estimator (:mod:`.external`) runs it on one partition of the n-grams at a time."""
+    stats = OrderStats(n, counts, context, n_contexts)
+    alpha, gamma = smoothing.alpha_gamma(stats)
+    if gamma is None:  # backoff method: gamma normalises what seen words leave over
+        left = 1.0 - stats.per_context(alpha if kept is None else alpha * kept)
+        if n == 1:  # all vocabulary words are listed; unseen ones share the rest uniformly
+            gamma = np.where(left > 1e-12, left, 0.0)
+        else:
+            covered = 1.0 - stats.per_context(lower_p if kept is None else lower_p * kept)
+            gamma = np.divide(left, covered, out=np.zeros_like(left),
+                              where=(covered > 1e-12) & (left > 1e-12))
+    elif kept is not None and smoothing.normalised:  # pruned mass backs off
+        gamma = gamma + stats.per_context(np.where(kept, 0.0, alpha))
+    if smoothing.interpolated or n == 1 and smoothing.normalised:
+        p = alpha + gamma[context] * lower_p
+    else:
+        p = np.where(counts > 0, alpha, gamma[context] * lower_p)
+    if n == 1:
+        return p, None
+    has_followers = np.bincount(context, minlength=n_contexts) > 0
+    bow = np.where(has_followers, gamma, 1.0)
+    if kept is not None and smoothing.normalised:  # all followers pruned: exactly 1
+        bow[np.bincount(context[kept], minlength=n_contexts) == 0] = 1.0
+    return p, bow
 
 
 def estimate(stream: TokenStream, vocab: Vocabulary, order: int, smoothing: Smoothing,

@@ -242,12 +242,8 @@ def train_ngram(path: str | os.PathLike | None = None, order: int = 3, smoothing
                                              tokenizer=tokenizer)
     elif vocab is None:
         raise ValueError("a stream needs its vocabulary")
-    meta = {"order": order, "smoothing": smoothing,
-            "trained_on": str(path) if path else stream.source, "tokens": len(stream)}
-    if not vocab.tokenizer.is_default:
-        meta["tokenizer"] = vocab.tokenizer.describe()
-    if thresholds:
-        meta["prune"] = thresholds
+    meta = training_meta(str(path) if path else stream.source, len(stream), order, smoothing,
+                         vocab, thresholds)
     if smoothing == "addk":
         if not k > 0:
             raise LmlabError(f"add-k needs k > 0, got {k}")
@@ -263,15 +259,34 @@ def train_ngram(path: str | os.PathLike | None = None, order: int = 3, smoothing
             bar.update()
 
         arrays = estimate(stream, vocab, order, method, progress=step, prune=thresholds)
+    fitted_meta(meta, method)
+    return NGramModel(vocab, arrays["keys"], arrays["logp"], arrays["bow"], meta)
+
+
+def training_meta(source: str, tokens: int, order: int, smoothing: str, vocab: Vocabulary,
+                  thresholds: list[int] | None) -> dict:
+    """What a trained model records about its training (in the in-memory and the out-of-core
+    estimator alike)."""
+    meta = {"order": order, "smoothing": smoothing, "trained_on": source, "tokens": tokens}
+    if not vocab.tokenizer.is_default:
+        meta["tokenizer"] = vocab.tokenizer.describe()
+    if thresholds:
+        meta["prune"] = thresholds
+    return meta
+
+
+def fitted_meta(meta: dict, method) -> None:
+    """Add the fitted smoothing's discounts and warnings to ``meta``."""
     meta["discounts"] = {str(n): d for n, d in method.discounts.items()}
     if method.warnings:
         meta["warnings"] = method.warnings
-    return NGramModel(vocab, arrays["keys"], arrays["logp"], arrays["bow"], meta)
 
 
 # -- file format: a zip (npz) of arrays plus a JSON header, no pickle ------------------------------
 def save_arrays(path: str | os.PathLike, vocab: Vocabulary, meta: dict,
-                arrays: dict[str, list[np.ndarray]]) -> None:
+                arrays: dict[str, list]) -> None:
+    """Write the model file: ``arrays`` are numpy arrays or objects with ``write_npy(out)`` (as
+    :class:`lmlab.ngram.external.Spilled`) and ``len()``."""
     header = {"format": FORMAT, "version": 1 if vocab.tokenizer.is_default else 2, "meta": meta,
               "arrays": {name: len(v) for name, v in arrays.items()}}
     flat = {f"{name}{i}": a for name, v in arrays.items() for i, a in enumerate(v)}
@@ -284,7 +299,11 @@ def save_arrays(path: str | os.PathLike, vocab: Vocabulary, meta: dict,
                 z.writestr("tokenizer.json", json.dumps(spec))
             for name, a in flat.items():
                 with z.open(f"{name}.npy", "w", force_zip64=True) as out:
-                    np.lib.format.write_array(out, np.ascontiguousarray(a), allow_pickle=False)
+                    if isinstance(a, np.ndarray):
+                        np.lib.format.write_array(out, np.ascontiguousarray(a),
+                                                  allow_pickle=False)
+                    else:  # an array on disk (out-of-core estimation): copied, never loaded
+                        a.write_npy(out)
 
 
 def is_ngram_file(path: str | os.PathLike) -> bool:
