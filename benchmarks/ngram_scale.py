@@ -64,8 +64,8 @@ def synthesize(work: Path, name: str, tokens: str, seed: int, source: Path | Non
 
 def perplexity_lmlab(model: Path, text: Path, work: Path) -> dict:
     code = ("import json, sys, time; from lmlab.models import load_model; "
-            "from lmlab.metrics import evaluate; t = time.perf_counter(); "
-            "r = evaluate(load_model(sys.argv[1]), sys.argv[2]); "
+            "from lmlab.metrics import evaluate_file; t = time.perf_counter(); "
+            "r = evaluate_file(load_model(sys.argv[1]), sys.argv[2]); "
             "print(json.dumps({'perplexity': r.perplexity, 'tokens': r.tokens, 'oov': r.oov, "
             "'wall_s': time.perf_counter() - t}))")
     res = run_measured([sys.executable, "-c", code, str(model), str(text)], work / "ppl.out",
@@ -73,6 +73,31 @@ def perplexity_lmlab(model: Path, text: Path, work: Path) -> dict:
     if res["rc"] != 0:
         raise RuntimeError(f"lmlab scoring failed:\n{tail(work / 'ppl.err')}")
     return {**json.loads((work / "ppl.out").read_text()), "peak_rss_kb": res["maxrss_kb"]}
+
+
+def build(name: str, cmd: list[str], work: Path, reuse: bool) -> dict:
+    """Run one build measured (or reuse the last run's numbers with ``--reuse``)."""
+    record = work / f"{name}.rusage.json"
+    if reuse and record.exists():
+        say(f"{name}: reusing {record}")
+        return json.loads(record.read_text())
+    say(f"{' '.join(Path(c).name if i == 0 else c for i, c in enumerate(cmd))} ...")
+    res = run_measured(cmd, work / f"{name}.out", work / f"{name}.err")
+    if res["rc"] != 0:
+        raise RuntimeError(f"{name} failed:\n{tail(work / f'{name}.err')}")
+    return res
+
+
+def same_members(a: Path, b: Path) -> bool:
+    """Whether two model files hold the same arrays: every member's size and CRC-32 (the zip's
+    own record of its bytes) match; the members' timestamps may differ."""
+    import zipfile
+
+    def members(path: Path) -> dict:
+        with zipfile.ZipFile(path) as z:
+            return {i.filename: (i.file_size, i.CRC) for i in z.infolist()}
+
+    return members(a) == members(b)
 
 
 def main() -> int:
@@ -85,6 +110,10 @@ def main() -> int:
                     "corpus's size free)")
     ap.add_argument("--source", type=Path, help="model to sample from (default: lmlab's)")
     ap.add_argument("--keep", action="store_true", help="keep the models")
+    ap.add_argument("--cluster", metavar="SPEC",
+                    help="also build with --cluster SPEC (e.g. local:2) and compare")
+    ap.add_argument("--reuse", action="store_true",
+                    help="reuse the builds a previous run left in --work (with --keep)")
     ap.add_argument("--json", type=Path, help="write results here (default: benchmarks/results/"
                     "ngram_scale_<tokens>.json)")
     args = ap.parse_args()
@@ -102,24 +131,29 @@ def main() -> int:
     model, arpa = args.work / "lmlab.lm", args.work / "lmplz.arpa"
     disk = shutil.disk_usage(args.work)
 
-    say(f"lmlab ngram train -n {args.order} --memory {args.memory} ...")
-    ours = run_measured(lmlab_cmd("ngram", "train", str(train), "-n", str(args.order),
-                                  "--memory", args.memory, "--temp", str(temp), "-o", str(model)),
-                        args.work / "lmlab.out", args.work / "lmlab.err")
-    if ours["rc"] != 0:
-        raise RuntimeError(f"lmlab failed:\n{tail(args.work / 'lmlab.err')}")
-    say(f"lmplz -o {args.order} -S {args.memory} ...")
-    theirs = run_measured([lmplz, "-o", str(args.order), "-S", args.memory, "-T", str(temp),
-                           "--discount_fallback", "--text", str(train), "--arpa", str(arpa)],
-                          args.work / "lmplz.out", args.work / "lmplz.err")
-    if theirs["rc"] != 0:
-        raise RuntimeError(f"lmplz failed:\n{tail(args.work / 'lmplz.err')}")
+    ours = build("lmlab", lmlab_cmd("ngram", "train", str(train), "-n", str(args.order),
+                                    "--memory", args.memory, "--temp", str(temp), "-o",
+                                    str(model)), args.work, args.reuse)
+    theirs = build("lmplz", [lmplz, "-o", str(args.order), "-S", args.memory, "-T", str(temp),
+                             "--discount_fallback", "--text", str(train), "--arpa", str(arpa)],
+                   args.work, args.reuse)
+    cluster = None
+    if args.cluster:
+        clustered = args.work / "lmlab-cluster.lm"
+        cluster = build("lmlab-cluster", lmlab_cmd(
+            "ngram", "train", str(train), "-n", str(args.order), "--memory", args.memory,
+            "--temp", str(temp), "--cluster", args.cluster, "-o", str(clustered)),
+            args.work, args.reuse)
+        cluster["identical"] = same_members(model, clustered)
+        cluster["speedup"] = ours["wall_s"] / cluster["wall_s"]
+        if not args.keep:
+            clustered.unlink()
     say("held-out perplexity ...")
     ppl_ours = perplexity_lmlab(model, heldout, args.work)
     ppl_theirs = run_query(query, arpa, heldout, args.work)
     rel = abs(ppl_ours["perplexity"] - ppl_theirs["perplexity"]) / ppl_theirs["perplexity"]
 
-    from lmlab.ngram.external import parse_memory
+    from lmlab.ngram.build import parse_memory
 
     budget_kb = parse_memory(args.memory) / 1024
     rows = [
@@ -135,9 +169,13 @@ def main() -> int:
     say(f"{'':22}{'lmlab':>14}{'lmplz':>14}{'ratio':>10}  target")
     for name, a, b, r, target in rows:
         say(f"{name:22}{a:>14,.2f}{b:>14,.2f}{r:>10.4g}  {target}")
+    if cluster:
+        say(f"--cluster {args.cluster}: {cluster['wall_s']:,.1f} s, peak RSS of the driver "
+            f"{cluster['maxrss_kb'] / 1024:,.0f} MiB, {cluster['speedup']:.2f}x one process "
+            f"(target >= 1.6x), model identical: {cluster['identical']}")
     result = {"tokens": args.tokens, "order": args.order, "memory": args.memory,
               "lmlab": ours, "lmplz": theirs, "perplexity_lmlab": ppl_ours,
-              "perplexity_kenlm": ppl_theirs, "perplexity_rel_diff": rel,
+              "perplexity_kenlm": ppl_theirs, "perplexity_rel_diff": rel, "cluster": cluster,
               "time_ratio": ours["wall_s"] / theirs["wall_s"],
               "rss_over_budget": ours["maxrss_kb"] / budget_kb,
               "model_bytes": model.stat().st_size, "arpa_bytes": arpa.stat().st_size,

@@ -39,6 +39,10 @@ def _add_streaming_options(p) -> None:
                    "compress; - for standard output)")
     p.add_argument("-j", "--jobs", type=int, default=1, metavar="N",
                    help="score with N processes (n-gram models and mixtures of them)")
+    p.add_argument("--cluster", metavar="SPEC",
+                   help="score on a Dask cluster: local:N (N worker processes here) or "
+                   "tcp://HOST:PORT (a running `dask scheduler`; its workers read the text and "
+                   "the model from the same paths). Needs lmlab[cluster]")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -203,7 +207,7 @@ def _report_text(args, model) -> int:
     from lmlab.metrics import evaluate_file
 
     result = evaluate_file(model, args.text, jobs=args.jobs, model_path=args.model,
-                           per_line=args.per_line)
+                           per_line=args.per_line, cluster=args.cluster)
     d = {"model": args.model, "text": args.text, **result.to_dict(),
          "normalised": getattr(model, "normalised", True),
          "tokenizer": model.vocab.tokenizer.describe()}
@@ -267,9 +271,9 @@ def cmd_score(args) -> int:
     if not args.sentence:
         raise LmlabError("nothing to score: give a sentence, or --text FILE to score a file "
                          "line by line")
-    if args.per_line is not None or args.jobs != 1:
-        raise LmlabError("--per-line and --jobs go with --text FILE (a sentence on the command "
-                         "line is scored token by token)")
+    if args.per_line is not None or args.jobs != 1 or args.cluster is not None:
+        raise LmlabError("--per-line, --jobs and --cluster go with --text FILE (a sentence on the "
+                         "command line is scored token by token)")
     _hint_file(args)
     model = load_model(args.model)
     rows = token_table(model, tokens_of(command_line_text(args.sentence), model.vocab.tokenizer))

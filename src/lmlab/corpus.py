@@ -11,11 +11,13 @@ This gives the standard counts: 82,430 predicted tokens on PTB test, 245,569 on 
 
 from __future__ import annotations
 
+import io
 import os
 import re
 from collections import Counter
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from typing import IO
 
 import numpy as np
 
@@ -36,8 +38,23 @@ STREAM_BYTES = 2**20
 STREAM_TOKENS = 2**16
 
 
+Span = tuple[int, int, int]  # (first byte, end byte, lines before): a piece of a file, whole lines
+
+
+def _open_span(path: str | os.PathLike, span: Span) -> IO[bytes]:
+    """The bytes ``span`` of a plain file (a piece of a corpus read by one worker)."""
+    start, end, _ = span
+    try:
+        with open(path, "rb") as f:
+            f.seek(start)
+            return io.BytesIO(f.read(end - start))
+    except OSError as err:
+        raise LmlabError(f"cannot read ({err.strerror or err})", path) from None
+
+
 def _line_chunks(path: str | os.PathLike, chunk_bytes: int = _CHUNK_BYTES, once: bool = False,
-                 errors: str = "strict") -> Iterator[tuple[int, list[str]]]:
+                 errors: str = "strict", span: Span | None = None
+                 ) -> Iterator[tuple[int, list[str]]]:
     """Yield ``(number of lines before, decoded lines)`` chunks of about ``chunk_bytes`` of
     ``path`` (plain or gzip; ``-`` is standard input). A leading UTF-8 byte-order mark is dropped;
     CRLF line ends split into whitespace like any other.
@@ -45,10 +62,11 @@ def _line_chunks(path: str | os.PathLike, chunk_bytes: int = _CHUNK_BYTES, once:
     Validates as it streams: binary data (NUL bytes), invalid UTF-8 and over-long lines raise
     :class:`LmlabError` naming the file and line. ``once``: this is the only pass over the text
     (standard input is then streamed, not held in memory). ``errors="surrogateescape"``: invalid
-    UTF-8 is kept as escaped bytes instead (the byte tokenizer reads any bytes).
+    UTF-8 is kept as escaped bytes instead (the byte tokenizer reads any bytes). ``span``: only
+    that piece of a plain file (:func:`line_spans`), its lines numbered as in the whole file.
     """
-    lineno = 0
-    with open_binary(path, once=once) as f:
+    lineno = 0 if span is None else span[2]
+    with open_binary(path, once=once) if span is None else _open_span(path, span) as f:
         while True:
             try:
                 chunk = f.readlines(chunk_bytes)
@@ -59,7 +77,7 @@ def _line_chunks(path: str | os.PathLike, chunk_bytes: int = _CHUNK_BYTES, once:
                                  good + 1) from None
             if not chunk:
                 return
-            if lineno == 0:
+            if lineno == 0 and (span is None or span[0] == 0):
                 chunk[0] = strip_bom(chunk[0])  # an encoding signature, not part of a word
             data = b"".join(chunk)
             if b"\0" in data:
@@ -80,6 +98,35 @@ def _line_chunks(path: str | os.PathLike, chunk_bytes: int = _CHUNK_BYTES, once:
                                  "one sentence per line", path, lineno + bad + 1)
             yield lineno, lines
             lineno += len(lines)
+
+
+def line_spans(path: str | os.PathLike, span_bytes: int) -> tuple[list[Span], int] | None:
+    """Cut a plain (uncompressed, seekable) text file into spans of whole lines of about
+    ``span_bytes`` each, in one pass; returns them and the number of lines. None for standard
+    input and gzip, which can only be read from the start."""
+    if is_stdin(path):
+        return None
+    with open_binary(path) as f:
+        if not isinstance(f, io.BufferedReader):
+            return None
+        spans: list[Span] = []
+        start = first = lines = pos = 0
+        cut, last = span_bytes, b"\n"
+        while block := f.read(2**24):
+            while cut < pos + len(block):
+                i = block.find(b"\n", max(cut - pos, 0))
+                if i < 0:
+                    break
+                end = pos + i + 1
+                spans.append((start, end, first))
+                start, first = end, lines + block.count(b"\n", 0, i + 1)
+                cut = end + span_bytes
+            lines += block.count(b"\n")
+            pos += len(block)
+            last = block[-1:]
+    if pos > start:
+        spans.append((start, pos, first))
+    return spans, lines + (last != b"\n")
 
 
 def _readable_lines(path: str | os.PathLike) -> int:
@@ -379,15 +426,16 @@ def read_corpus(path: str | os.PathLike, vocab: Vocabulary) -> TokenStream:
 
 
 def iter_corpus(path: str | os.PathLike, vocab: Vocabulary, chunk_tokens: int = STREAM_TOKENS,
-                chunk_bytes: int = STREAM_BYTES) -> Iterator[tuple[int, TokenStream]]:
+                chunk_bytes: int = STREAM_BYTES, span: Span | None = None
+                ) -> Iterator[tuple[int, TokenStream]]:
     """:func:`read_corpus` in pieces, for scoring in bounded memory: yield ``(number of lines
     before, stream of whole lines)``, each piece closed at the first line end at or past
     ``chunk_tokens`` predicted tokens (``chunk_tokens=1``: one line per piece). Concatenated, the
     pieces are exactly :func:`read_corpus`'s stream; a bad line raises as there, after the pieces
-    before it were yielded. An empty file is an error."""
+    before it were yielded. An empty file is an error. ``span``: only that piece of the file."""
     if chunk_tokens < 1:
         raise LmlabError(f"chunk size must be >= 1 token, got {chunk_tokens}")
-    for first, lines in iter_lines(path, chunk_bytes, vocab.tokenizer):
+    for first, lines in iter_lines(path, chunk_bytes, vocab.tokenizer, span):
         stream = encode_lines(lines, vocab, path, first)
         ends = stream.offsets[1:]
         start, line = 0, 0
@@ -399,17 +447,19 @@ def iter_corpus(path: str | os.PathLike, vocab: Vocabulary, chunk_tokens: int = 
 
 
 def iter_lines(path: str | os.PathLike, chunk_bytes: int = STREAM_BYTES,
-               tokenizer: Tokenizer = WHITESPACE) -> Iterator[tuple[int, list[str]]]:
+               tokenizer: Tokenizer = WHITESPACE, span: Span | None = None
+               ) -> Iterator[tuple[int, list[str]]]:
     """Yield ``(number of lines before, lines)`` of ``path`` (plain or gzip; ``-``: standard
     input), about ``chunk_bytes`` at a time, checked as :func:`read_corpus` checks them (for
     ``tokenizer``: the byte tokenizer takes invalid UTF-8); an empty file is an error.
     :func:`encode_lines` makes a chunk a stream."""
     empty = True
-    for first, lines in _line_chunks(path, chunk_bytes, once=True, errors=tokenizer.errors):
+    for first, lines in _line_chunks(path, chunk_bytes, once=True, errors=tokenizer.errors,
+                                     span=span):
         if lines:
             empty = False
             yield first, lines
-    if empty:
+    if empty and span is None:
         raise LmlabError("empty corpus (no lines)", path)
 
 
@@ -463,11 +513,11 @@ def _joined_tokens(path, first: int, lines: list[str], tokenizer: Tokenizer = WH
 
 
 def count_words(path: str | os.PathLike, tokenizer: Tokenizer = WHITESPACE,
-                chunk_bytes: int = _CHUNK_BYTES) -> Counter[str]:
-    """Token counts of a text file, streaming ``chunk_bytes`` at a time (``</s>`` not
-    counted)."""
+                chunk_bytes: int = _CHUNK_BYTES, span: Span | None = None) -> Counter[str]:
+    """Token counts of a text file (or of its ``span``), streaming ``chunk_bytes`` at a time
+    (``</s>`` not counted)."""
     counter: Counter[str] = Counter()
-    for first, lines in _line_chunks(path, chunk_bytes, errors=tokenizer.errors):
+    for first, lines in _line_chunks(path, chunk_bytes, errors=tokenizer.errors, span=span):
         counter.update(_joined_tokens(path, first, lines, tokenizer))
     counter.pop(EOS, None)
     return counter
@@ -500,16 +550,18 @@ def read_training_corpus(path: str | os.PathLike, vocab: Vocabulary | None = Non
 def training_vocabulary(path: str | os.PathLike, vocab: Vocabulary | None = None,
                         min_count: int = 1, max_size: int | None = None,
                         tokenizer: Tokenizer = WHITESPACE,
-                        chunk_bytes: int = _CHUNK_BYTES) -> Vocabulary:
+                        chunk_bytes: int = _CHUNK_BYTES,
+                        word_counts: Callable[[], Counter[str]] | None = None) -> Vocabulary:
     """The first, streaming pass of :func:`read_training_corpus`: ``vocab`` checked, or built
-    (reading ``chunk_bytes`` of text at a time)."""
+    (reading ``chunk_bytes`` of text at a time, or from ``word_counts()``: the same counts made
+    elsewhere, e.g. by workers each counting a span)."""
     if vocab is not None and vocab.tokenizer.trainable and vocab.tokenizer.model is None:
         raise LmlabError(f"a vocabulary file cannot go with the {vocab.tokenizer.name} "
                          "tokenizer: its vocabulary is the one it learns from the training text")
     if vocab is None:
         fit_tokenizer(tokenizer, path)
-        vocab = Vocabulary.from_counts(count_words(path, tokenizer, chunk_bytes),
-                                       min_count=min_count,
+        counts = word_counts() if word_counts else count_words(path, tokenizer, chunk_bytes)
+        vocab = Vocabulary.from_counts(counts, min_count=min_count,
                                        max_size=max_size, tokenizer=tokenizer)
     return vocab
 

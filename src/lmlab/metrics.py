@@ -65,6 +65,7 @@ from lmlab.corpus import (
     encode_lines,
     iter_corpus,
     iter_lines,
+    line_spans,
     read_corpus,
 )
 from lmlab.errors import LmlabError, LmlabWarning, file_label
@@ -307,7 +308,8 @@ def streams_by_sentence(model: LanguageModel) -> bool:
 
 def score_lines(model: LanguageModel, path: str | os.PathLike, *, jobs: int = 1,
                 model_path: str | os.PathLike | None = None, chunk_tokens: int = STREAM_TOKENS,
-                chunk_bytes: int = STREAM_BYTES) -> Iterator[LineScores]:
+                chunk_bytes: int = STREAM_BYTES, cluster: str | None = None
+                ) -> Iterator[LineScores]:
     """Score the text file ``path`` (``-``: standard input; gzip by content) and yield its
     :class:`LineScores` in input order.
 
@@ -315,27 +317,36 @@ def score_lines(model: LanguageModel, path: str | os.PathLike, *, jobs: int = 1,
     (rounded up to a line end) of ``chunk_bytes`` read at a time, so memory stays flat however
     long the text; with ``jobs`` > 1, by that many worker processes, each loading ``model_path``
     (the file ``model`` was loaded from) once with :func:`lmlab.models.load_model` and given
-    ``chunk_bytes`` of lines at a time. Any other model (neural: its state
+    ``chunk_bytes`` of lines at a time; with ``cluster`` (``local:N``, ``tcp://HOST:PORT``), by
+    a Dask cluster's workers, each reading spans of the file and the model from the paths given
+    (a file system they share). Any other model (neural: its state
     runs on from sentence to sentence) is scored whole, in this process: one :class:`LineScores`.
     A bad line raises :class:`LmlabError` naming the file and the line.
     """
     if jobs < 1:
         raise LmlabError(f"--jobs must be >= 1, got {jobs}")
     if not streams_by_sentence(model):
-        if jobs > 1:
+        if jobs > 1 or cluster is not None:
             raise LmlabError("--jobs N needs an n-gram model (or a mixture of them): a neural "
                              "model carries its state from sentence to sentence and is scored "
                              "in one process")
         stream = read_corpus(path, model.vocab)
         yield LineScores.of(model.logprobs(stream), stream)
         return
-    if jobs == 1:
+    if jobs == 1 and cluster is None:
         for first, stream in iter_corpus(path, model.vocab, chunk_tokens, chunk_bytes):
             yield LineScores.of(model.logprobs(stream), stream, first)
         return
     if model_path is None:
-        raise LmlabError("scoring with jobs > 1 needs the model's file (model_path): each worker "
-                         "process loads it")
+        raise LmlabError("scoring with jobs > 1 or a cluster needs the model's file "
+                         "(model_path): each worker process loads it")
+    if cluster is not None:
+        if jobs > 1:
+            raise LmlabError("give --jobs N or --cluster SPEC, not both (--cluster local:N "
+                             "scores with N processes too)")
+        yield from _score_on_cluster(cluster, os.path.abspath(model_path), path,
+                                     _fingerprint(model), chunk_tokens)
+        return
     yield from _score_in_processes(os.fspath(model_path), path, jobs, chunk_bytes,
                                    _fingerprint(model), model.vocab.tokenizer)
 
@@ -368,6 +379,41 @@ def _score_in_processes(model_path: str, path: str | os.PathLike, jobs: int, chu
         pool.shutdown(wait=True, cancel_futures=True)
 
 
+CLUSTER_SPAN_BYTES = 2**25  # a cluster scoring task's piece of the text
+
+
+def _score_on_cluster(spec: str, model_path: str, path: str | os.PathLike, fingerprint: str,
+                      chunk_tokens: int) -> Iterator[LineScores]:
+    """Spans of ``path`` scored by the cluster's workers (:func:`_span_scores`), yielded in
+    input order, a few spans per worker at a time so memory stays bounded."""
+    from lmlab.cluster import runner
+
+    spans = line_spans(path, CLUSTER_SPAN_BYTES)
+    if spans is None:
+        raise LmlabError("--cluster reads a plain text file in spans: give an uncompressed "
+                         "file (not gzip or standard input)", path)
+    with runner(spec) as run:
+        batch = 2 * run.workers
+        for i in range(0, len(spans[0]), batch):
+            for scores in run.map(_span_scores, spans[0][i:i + batch], path=os.path.abspath(path),
+                                  model_path=model_path, fingerprint=fingerprint,
+                                  chunk_tokens=chunk_tokens):
+                yield from scores
+
+
+def _span_scores(span, *, path: str, model_path: str, fingerprint: str,
+                 chunk_tokens: int) -> list[LineScores]:
+    """A cluster task: the scores of one span of the text (the model loaded once per worker)."""
+    if _worker_key != (model_path, fingerprint):
+        _worker_init(model_path, fingerprint)
+    if _worker_error is not None:
+        raise _worker_error
+    return [LineScores.of(_worker_model.logprobs(stream), stream, first)
+            for first, stream in iter_corpus(path, _worker_model.vocab, chunk_tokens,
+                                             STREAM_BYTES, span)]
+
+
+_worker_key: tuple[str, str] | None = None  # what _worker_init loaded, in a cluster worker
 _worker_model = None  # the model of a scoring worker process, loaded once by _worker_init
 _worker_error: LmlabError | None = None  # why it could not be, said by every task instead
 
@@ -384,9 +430,10 @@ def _fingerprint(model: LanguageModel) -> str:
 
 
 def _worker_init(model_path: str, fingerprint: str) -> None:
-    global _worker_model, _worker_error
+    global _worker_model, _worker_error, _worker_key
     from lmlab.models import load_model
 
+    _worker_key, _worker_model, _worker_error = (model_path, fingerprint), None, None
     try:
         model = load_model(model_path)
         if not streams_by_sentence(model) or _fingerprint(model) != fingerprint:
@@ -407,18 +454,20 @@ def _worker_score(path: str, first: int, lines: list[str]) -> LineScores:
 def evaluate_file(model: LanguageModel, path: str | os.PathLike, *, jobs: int = 1,
                   model_path: str | os.PathLike | None = None,
                   per_line: str | os.PathLike | None = None, chunk_tokens: int = STREAM_TOKENS,
-                  chunk_bytes: int = STREAM_BYTES) -> EvalResult:
+                  chunk_bytes: int = STREAM_BYTES, cluster: str | None = None) -> EvalResult:
     """Score the text file ``path`` as :func:`evaluate` does (the same :class:`EvalResult`, bit for
     bit), streaming where the model allows (:func:`score_lines`; ``jobs``, ``model_path``,
-    ``chunk_tokens``, ``chunk_bytes`` as there). ``per_line``: also write one JSON record per
-    input line, in input order (:meth:`LineScores.records`), atomically (``-``: standard output);
-    an error anywhere leaves no file. The text is checked by :func:`check_oov` once scored."""
+    ``chunk_tokens``, ``chunk_bytes``, ``cluster`` as there). ``per_line``: also write one JSON
+    record per input line, in input order (:meth:`LineScores.records`), atomically (``-``:
+    standard output); an error anywhere leaves no file. The text is checked by
+    :func:`check_oov` once scored."""
     if per_line is not None and os.fspath(per_line) != STDIN:
         check_output_path(per_line)
     totals = Totals()
     with _per_line_output(per_line) as out:
         for scores in score_lines(model, path, jobs=jobs, model_path=model_path,
-                                  chunk_tokens=chunk_tokens, chunk_bytes=chunk_bytes):
+                                  chunk_tokens=chunk_tokens, chunk_bytes=chunk_bytes,
+                                  cluster=cluster):
             totals.add(scores)
             if out is not None:
                 scores.write_jsonl(out)

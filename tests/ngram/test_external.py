@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import lmlab.ngram.build as build
 import lmlab.ngram.external as ext
 from lmlab.cli import main
 from lmlab.errors import LmlabError
@@ -65,7 +66,7 @@ def assert_same_model(ref, path: Path) -> None:
 def test_every_method_bit_for_bit(corpus, small_plan, tmp_path, method):
     ref = train_ngram(corpus, order=4, smoothing=method, verbose=False)
     write_arpa(ref, tmp_path / "ref.arpa")
-    meta = ext.train_external(corpus, 4, method, memory=MEMORY, temp=tmp_path, verbose=False,
+    meta = build.train_external(corpus, 4, method, memory=MEMORY, temp=tmp_path, verbose=False,
                               output=str(tmp_path / "m.lm"), arpa=str(tmp_path / "m.arpa"))
     plan = small_plan[0]
     assert plan.parts >= 4 and plan.buckets >= 4  # the test exercises many of each
@@ -79,7 +80,7 @@ def test_every_method_bit_for_bit(corpus, small_plan, tmp_path, method):
                                                ("stupid", [0, 1])])
 def test_pruned_bit_for_bit(corpus, small_plan, tmp_path, method, prune):
     ref = train_ngram(corpus, order=4, smoothing=method, prune=prune, verbose=False)
-    ext.train_external(corpus, 4, method, memory=MEMORY, prune=prune, verbose=False,
+    build.train_external(corpus, 4, method, memory=MEMORY, prune=prune, verbose=False,
                        output=str(tmp_path / "m.lm"))
     assert_same_model(ref, tmp_path / "m.lm")
 
@@ -87,7 +88,7 @@ def test_pruned_bit_for_bit(corpus, small_plan, tmp_path, method, prune):
 @pytest.mark.parametrize("order", [1, 2, 6])
 def test_orders(corpus, small_plan, tmp_path, order):
     ref = train_ngram(corpus, order=order, verbose=False)
-    ext.train_external(corpus, order, "mkn", memory=MEMORY, output=str(tmp_path / "m.lm"))
+    build.train_external(corpus, order, "mkn", memory=MEMORY, output=str(tmp_path / "m.lm"))
     assert_same_model(ref, tmp_path / "m.lm")
 
 
@@ -98,7 +99,7 @@ def test_char_tokenizer_and_arpa_companion(corpus, small_plan, tmp_path, monkeyp
 
     ref = train_ngram(corpus, order=5, tokenizer=tokenizer_from_spec({"name": "char"}))
     write_arpa(ref, tmp_path / "ref.arpa")
-    ext.train_external(corpus, 5, "mkn", memory=MEMORY, output=str(tmp_path / "m.lm"),
+    build.train_external(corpus, 5, "mkn", memory=MEMORY, output=str(tmp_path / "m.lm"),
                        arpa=str(tmp_path / "m.arpa"),
                        tokenizer=tokenizer_from_spec({"name": "char"}))
     assert_same_model(ref, tmp_path / "m.lm")
@@ -112,7 +113,7 @@ def test_ptb_five_gram_bit_for_bit(data_root, small_plan, tmp_path, monkeypatch)
     monkeypatch.setattr(ext, "PARTITION_BYTES_PER_ROW", MEMORY // 60_000)
     train = data_root / "ptb" / "train.txt"
     ref = train_ngram(train, order=5)
-    ext.train_external(train, 5, "mkn", memory=MEMORY, output=str(tmp_path / "m.lm"))
+    build.train_external(train, 5, "mkn", memory=MEMORY, output=str(tmp_path / "m.lm"))
     assert small_plan[0].parts > 10
     assert_same_model(ref, tmp_path / "m.lm")
 
@@ -129,8 +130,8 @@ def test_cli_memory_and_temp(corpus, capsys, tmp_path):
 
 def test_cli_goes_out_of_core_when_the_corpus_does_not_fit(corpus, capsys, tmp_path,
                                                             monkeypatch):
-    monkeypatch.setattr(ext, "available_memory", lambda: 300 * 2**20)
-    monkeypatch.setattr(ext, "in_memory_need", lambda path, order: 2**40)
+    monkeypatch.setattr(build, "available_memory", lambda: 300 * 2**20)
+    monkeypatch.setattr(build, "in_memory_need", lambda path, order: 2**40)
     assert main(["ngram", "train", str(corpus), "-n", "3", "-o", str(tmp_path / "m.lm")]) == 0
     assert "estimating out of core in 150M" in capsys.readouterr().err
     assert_same_model(train_ngram(corpus, order=3), tmp_path / "m.lm")
@@ -185,20 +186,20 @@ def test_interrupt_removes_the_scratch_folder(corpus, tmp_path, monkeypatch):
 
     monkeypatch.setattr(ext, "interpolate_partition", interrupted)
     with pytest.raises(KeyboardInterrupt):
-        ext.train_external(corpus, 3, "mkn", memory=200 * 2**20, temp=tmp_path,
+        build.train_external(corpus, 3, "mkn", memory=200 * 2**20, temp=tmp_path,
                            output=str(tmp_path / "m.lm"))
     assert list(tmp_path.iterdir()) == []
 
 
 def test_parse_memory():
-    assert ext.parse_memory("1G") == 2**30
-    assert ext.parse_memory("800M") == 800 * 2**20
-    assert ext.parse_memory("1.5g") == int(1.5 * 2**30)
-    assert ext.parse_memory("2GB") == 2 * 2**30
-    assert ext.parse_memory("50%") == ext.physical_memory() // 2
+    assert build.parse_memory("1G") == 2**30
+    assert build.parse_memory("800M") == 800 * 2**20
+    assert build.parse_memory("1.5g") == int(1.5 * 2**30)
+    assert build.parse_memory("2GB") == 2 * 2**30
+    assert build.parse_memory("50%") == build.physical_memory() // 2
     for bad in ("", "G", "-1G", "1X"):
         with pytest.raises(LmlabError):
-            ext.parse_memory(bad)
+            build.parse_memory(bad)
 
 
 def test_fold_keeps_lexicographic_order():

@@ -71,6 +71,13 @@ def add_parser(sub) -> None:
     t.add_argument("--temp", metavar="DIR",
                    help="folder for out-of-core scratch files (default: the system's temporary "
                    "folder); removed when training ends, fails or is interrupted")
+    t.add_argument("--cluster", metavar="SPEC",
+                   help="run the out-of-core stages on Dask: local:N (N worker processes here) "
+                   "or tcp://HOST:PORT (a running `dask scheduler`; --temp and the text must be "
+                   "on a file system its workers share); --memory is then per process. Needs "
+                   "lmlab[cluster]")
+    t.add_argument("-j", "--jobs", type=int, default=1, metavar="N",
+                   help="N > 1: the same as --cluster local:N")
     t.set_defaults(func=cmd_ngram_train)
 
     pr = add_command(nsub, "prune", "lmlab ngram prune ptb5.lm ptb5p.arpa.gz --entropy 1e-8",
@@ -155,12 +162,12 @@ def cmd_ngram_train(args) -> int:
     memory = out_of_core_memory(args)
     start = time.perf_counter()
     if memory is not None:
-        from lmlab.ngram.external import train_external
+        from lmlab.ngram.build import train_external
 
         meta = train_external(args.train, args.order, args.smoothing, memory=memory,
                               temp=args.temp, output=args.output, arpa=args.arpa, vocab=vocab,
                               min_count=args.min_count, max_vocab=args.max_vocab,
-                              prune=args.prune, tokenizer=tokenizer,
+                              prune=args.prune, tokenizer=tokenizer, cluster=args.cluster,
                               progress=sys.stderr.isatty(), **options)
         report_trained(args, meta, meta["vocab_size"],
                        meta["ngrams"], time.perf_counter() - start, tokenizer)
@@ -191,12 +198,27 @@ def out_of_core_memory(args) -> int | None:
     """The memory budget for out-of-core estimation, or None to estimate in memory: --memory
     if given, else half the available memory when the corpus looks too big to fit."""
     from lmlab.fileio import is_stdin
-    from lmlab.ngram.external import available_memory, in_memory_need, parse_memory
+    from lmlab.ngram.build import available_memory, in_memory_need, parse_memory
 
+    if args.jobs < 1:
+        raise LmlabError(f"--jobs must be >= 1, got {args.jobs}")
+    if args.jobs > 1:
+        if args.cluster is not None:
+            raise LmlabError("give --jobs N or --cluster SPEC, not both (--jobs N is --cluster "
+                             "local:N)")
+        args.cluster = f"local:{args.jobs}"
+    if args.cluster is not None:
+        from lmlab.cluster import parse_cluster
+
+        kind, workers = parse_cluster(args.cluster)
+        if args.memory is None:  # half of what is free, shared by the workers and this process
+            per_process = available_memory() // (2 * (workers + 1)) if kind == "local" \
+                else 2**30
+            args.memory = f"{max(per_process, 256 * 2**20) >> 20}M"
     if args.memory is not None:
         if args.smoothing == "addk":
-            raise LmlabError("--memory: addk has no backoff form, so it has no out-of-core "
-                             "estimator; use another smoothing method or leave --memory out")
+            raise LmlabError("--memory/--cluster: addk has no backoff form, so it has no "
+                             "out-of-core estimator; use another smoothing method")
         return parse_memory(args.memory)
     if args.temp is not None:
         raise LmlabError("--temp is for out-of-core estimation: give --memory SIZE too")

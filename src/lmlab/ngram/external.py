@@ -36,19 +36,19 @@ from the budget; the scratch directory is removed at the end, on error and on Ct
 from __future__ import annotations
 
 import os
-import re
 import shutil
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
 
-from lmlab.corpus import BOS_ID, EOS_ID, TokenStream
+from lmlab.corpus import BOS_ID, EOS_ID, Span, TokenStream, Vocabulary, iter_corpus
 from lmlab.errors import LmlabError
+from lmlab.ngram.arpa import ngram_lines
 from lmlab.ngram.counts import count_of_counts, sentence_positions
-from lmlab.ngram.estimate import interpolate_order, uniform_distribution
+from lmlab.ngram.estimate import interpolate_order
 from lmlab.ngram.smoothing import Smoothing
 
 # Bytes of working memory per unit, measured with tracemalloc on the benchmark's text (MKN 5-gram;
@@ -59,66 +59,7 @@ CHUNK_BYTES_PER_TOKEN = 160
 PARTITION_BYTES_PER_ROW = 170
 BUCKET_BYTES_PER_NGRAM = 60
 FIXED_OVERHEAD = 96 * 2**20
-VOCAB_CHUNK_BYTES = 2**20  # the vocabulary pass reads 1 MiB of text at a time (~100 MB at 8)
 MAX_PACK = 1 << 62  # codes stay below this: int64 with room for one more multiply check
-
-_UNITS = {"": 1, "b": 1, "k": 2**10, "m": 2**20, "g": 2**30, "t": 2**40}
-
-
-def parse_memory(text: str) -> int:
-    """``2G`` -> bytes (K, M, G, T in powers of 1024, as ``lmplz -S``; ``80%`` of this machine's
-    physical memory)."""
-    m = re.fullmatch(r"\s*(\d+(?:\.\d*)?)\s*(%|[kKmMgGtTbB]?)[bB]?\s*", str(text))
-    if m is None:
-        raise LmlabError(f"--memory must be a size such as 800M, 2G or 50%, got {text!r}")
-    value = float(m.group(1))
-    size = int(value / 100 * physical_memory()) if m.group(2) == "%" else \
-        int(value * _UNITS[m.group(2).lower()])
-    if size < 64 * 2**20:
-        raise LmlabError(f"--memory {text}: give at least 64M")
-    return size
-
-
-def in_memory_need(path: str | os.PathLike, order: int) -> int:
-    """Roughly the peak memory of the in-memory estimator on the text file ``path`` (measured:
-    ~36 bytes per byte of text for a 5-gram; gzip text counted as 3x its size)."""
-    from lmlab.fileio import GZIP_MAGIC
-
-    if not os.path.isfile(path):
-        return 0  # (the reader names what is wrong with it)
-    size = os.path.getsize(path)
-    with open(path, "rb") as f:
-        if f.read(2) == GZIP_MAGIC:
-            size *= 3
-    return size * 8 * max(order, 2)
-
-
-def count_lines(path: str | os.PathLike) -> int:
-    """Lines of a text file (plain, gzip or ``-``), by counting newlines a block at a time."""
-    from lmlab.fileio import open_binary
-
-    lines, last = 0, b"\n"
-    with open_binary(path) as f:
-        while block := f.read(2**24):
-            lines += block.count(b"\n")
-            last = block[-1:]
-    return lines + (last != b"\n")
-
-
-def physical_memory() -> int:
-    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-
-
-def available_memory() -> int:
-    """What the kernel says can be allocated without swapping (MemAvailable), else physical."""
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return physical_memory()
 
 
 # -- packing word tuples into sortable int64 codes ------------------------------------------------
@@ -243,9 +184,25 @@ def greedy_partition(weights: np.ndarray, parts: int) -> np.ndarray:
 
 
 # -- stage 1: count windows per chunk -------------------------------------------------------------
-def count_chunk(plan: Plan, index: int, stream: TokenStream) -> np.ndarray:
-    """Write the chunk's distinct windows, grouped by partition, to ``count-<index>``; return
-    the unigram counts (raw: each position's word) for the global reduce."""
+def count_span(item: tuple[int, Span | None], *, plan: Plan, path: str, vocab: Vocabulary
+               ) -> tuple[list[str], np.ndarray, int, int]:
+    """Stage 1 on span ``item = (index, span)`` of the corpus (None: the whole file): count each
+    piece of at most ``plan.chunk_tokens`` tokens (:func:`count_chunk`); return the pieces' names,
+    the unigram counts, the tokens and the words (tokens other than ``</s>``) read."""
+    index, span = item
+    names, unigrams, tokens, words = [], np.zeros(plan.vocab_size, dtype=np.int64), 0, 0
+    for k, (_, stream) in enumerate(iter_corpus(path, vocab, plan.chunk_tokens,
+                                                plan.chunk_tokens * 4, span)):
+        names.append(f"{index}.{k}")
+        unigrams += count_chunk(plan, names[-1], stream)
+        tokens += len(stream)
+        words += int(np.count_nonzero(stream.ids != EOS_ID))
+    return names, unigrams, tokens, words
+
+
+def count_chunk(plan: Plan, name: str, stream: TokenStream) -> np.ndarray:
+    """Write the distinct windows of ``stream``, grouped by partition, to ``count-<name>``;
+    return the unigram counts (raw: each position's word) for the global reduce."""
     N, V = plan.order, plan.vocab_size
     seq, dist = sentence_positions(stream)
     pos = np.flatnonzero(dist >= 1)
@@ -265,7 +222,7 @@ def count_chunk(plan: Plan, index: int, stream: TokenStream) -> np.ndarray:
     words = np.empty((len(first), N), dtype=np.int32)
     for j, col in enumerate(columns):
         words[:, j] = col[first]
-    save_grouped(plan, f"count-{index}", part[first], plan.parts, words=words, counts=counts)
+    save_grouped(plan, f"count-{name}", part[first], plan.parts, words=words, counts=counts)
     return unigrams
 
 
@@ -279,21 +236,29 @@ def save_grouped(plan: Plan, name: str, group: np.ndarray, groups: int,
         np.save(plan.path(name, "bounds.npy"), np.searchsorted(group, np.arange(groups + 1)))
 
 
-def read_group(plan: Plan, name: str, files: int, which: int, *cols: str) -> list[np.ndarray]:
-    """Group ``which`` of columns ``cols`` of files ``name-0 .. name-(files-1)``, concatenated.
-    The files are mapped, and only the group's pages read."""
+def read_group(plan: Plan, name: str, files: list[str], which: int, *cols: str
+               ) -> list[np.ndarray]:
+    """Group ``which`` of columns ``cols`` of files ``name-<f>`` for each ``f`` in ``files``,
+    concatenated. The files are mapped, and only the group's pages read."""
     out: list[list[np.ndarray]] = [[] for _ in cols]
-    for i in range(files):
-        bounds = np.load(plan.path(name, str(i), "bounds.npy"))
+    for f in files:
+        bounds = np.load(plan.path(name, f, "bounds.npy"))
         lo, hi = int(bounds[which]), int(bounds[which + 1])
         for parts, col in zip(out, cols, strict=True):
-            parts.append(np.array(np.load(plan.path(name, str(i), col + ".npy"),
-                                          mmap_mode="r")[lo:hi]))
+            parts.append(np.array(np.load(plan.path(name, f, col + ".npy"), mmap_mode="r")[lo:hi]))
     return [np.concatenate(parts) for parts in out]
 
 
+def group_sizes(plan: Plan, name: str, files: list[str], groups: int) -> np.ndarray:
+    """How many records each group has over files ``name-<f>`` (from their bounds alone)."""
+    sizes = np.zeros(groups, dtype=np.int64)
+    for f in files:
+        sizes += np.diff(np.load(plan.path(name, f, "bounds.npy")))
+    return sizes
+
+
 # -- stage 2: adjust, per partition ---------------------------------------------------------------
-def adjust_partition(plan: Plan, part: int, chunks: int, continuation: bool
+def adjust_partition(part: int, *, plan: Plan, chunks: list[str], continuation: bool
                      ) -> tuple[list[np.ndarray], np.ndarray]:
     """Build the partition's n-gram tables for orders 2..N and save them; return the
     count-of-counts of the counts the method uses (per order 2..N) and the partition's share of
@@ -341,8 +306,9 @@ def adjust_partition(plan: Plan, part: int, chunks: int, continuation: bool
 
 
 # -- stage 3: interpolate, per partition ----------------------------------------------------------
-def interpolate_partition(plan: Plan, part: int, unigram_p: np.ndarray, smoothing: Smoothing,
-                          prune: list[int] | None) -> tuple[np.ndarray, np.ndarray]:
+def interpolate_partition(part: int, *, plan: Plan, unigram_p: np.ndarray,
+                          smoothing: Smoothing, prune: list[int] | None
+                          ) -> tuple[np.ndarray, np.ndarray]:
     """Probabilities of the partition's n-grams and backoffs of their contexts, written per order
     grouped by bucket (``prob-<n>-<part>``, ``bow-<n-1>-<part>``) as log10; returns the backoffs
     of the unigram contexts here (word ids, log10 backoffs)."""
@@ -383,29 +349,31 @@ def write_grouped(plan: Plan, name: str, words: np.ndarray, values: np.ndarray) 
                  values=values[order])
 
 
-# -- stage 4: assemble the model in its global order, bucket by bucket ----------------------------
-@dataclass
-class Output:
-    """Where the model's arrays and ARPA sections accumulate (appended bucket by bucket)."""
-
-    plan: Plan
-    sizes: list[int]
-    arpa_lines: Callable[[int, np.ndarray, np.ndarray, np.ndarray | None], Iterator[str]] | None
-
-    def array(self, name: str, n: int) -> str:
-        return self.plan.path("out", name, str(n))
-
-    def arpa(self, n: int) -> str:
-        return self.plan.path("arpa", str(n))
+# -- stage 4: assemble the model in its global order, bucket by bucket -----------------------------
+def bucket_starts(plan: Plan, parts: list[str]) -> list[list[int]]:
+    """Per bucket, per order (1..N), the global index of its first n-gram: what the buckets
+    before it hold, known from the record counts alone, so buckets are assembled independently."""
+    starts = np.zeros((plan.buckets, plan.order), dtype=np.int64)
+    starts[:, 0] = plan.vocab_size
+    for n in range(2, plan.order + 1):
+        sizes = group_sizes(plan, f"prob-{n}", parts, plan.buckets)
+        starts[:, n - 1] = np.concatenate([[0], np.cumsum(sizes)[:-1]])
+    return starts.tolist()
 
 
-def assemble_bucket(out: Output, bucket: int, parts: int) -> None:
-    """Sort the bucket's n-grams of each order, find each one's context index in the global
-    table below and append keys, log10 probabilities and backoffs to the model's arrays."""
-    plan = out.plan
+def out_path(plan: Plan, what: str, n: int, bucket: int) -> str:
+    """Bucket ``bucket``'s piece of the model's order-n ``what`` (keys, logp, bow or arpa)."""
+    return plan.path("out", what, str(n), str(bucket))
+
+
+def assemble_bucket(item: tuple[int, list[int]], *, plan: Plan, parts: list[str],
+                    itos: list[str] | None) -> None:
+    """Sort bucket ``item = (bucket, its starts)``'s n-grams of each order, find each one's
+    context index in the global table below and write keys, log10 probabilities and backoffs
+    (and ARPA lines, given the vocabulary ``itos``) as the bucket's piece of the model."""
+    bucket, start = item
     N, V = plan.order, plan.vocab_size
     keys_below: list[np.ndarray] = [np.zeros(0)] * (N + 1)
-    start = list(out.sizes)  # global index of this bucket's first n-gram, per order
     for n in range(2, N + 1):
         words, logp = read_group(plan, f"prob-{n}", parts, bucket, "words", "values")
         key = global_keys(words, keys_below, start, V)
@@ -421,14 +389,12 @@ def assemble_bucket(out: Output, bucket: int, parts: int) -> None:
             bow[at[hit]] = bvalues[hit]  # a miss: the context itself was pruned
         keys_below[n] = key
         with spill_errors(plan):
-            for name, a in (("keys", key), ("logp", logp), ("bow", bow)):
-                with open(out.array(name, n), "ab") as f:
-                    a.tofile(f)
-            if out.arpa_lines is not None:
-                with open(out.arpa(n), "a", encoding="utf-8") as f:
-                    f.writelines(out.arpa_lines(n, words, logp, bow if n < N else None))
-        out.sizes[n - 1] += len(key)
-    del start
+            for what, a in (("keys", key), ("logp", logp), ("bow", bow)):
+                a.tofile(out_path(plan, what, n, bucket))
+            if itos is not None:
+                strings = [" ".join(itos[w] for w in row) for row in words.tolist()]
+                with open(out_path(plan, "arpa", n, bucket), "w", encoding="utf-8") as f:
+                    f.writelines(ngram_lines(strings, logp, bow if n < N else None))
 
 
 def global_keys(words: np.ndarray, keys_below: list[np.ndarray], start: list[int],
@@ -472,130 +438,3 @@ def scratch_directory(temp: str | os.PathLike | None) -> Iterator[str]:
         shutil.rmtree(path, ignore_errors=True)
 
 
-# -- the driver -----------------------------------------------------------------------------------
-@dataclass
-class Spilled:
-    """A 1-d array in a raw file, written into the model file in pieces (never loaded whole)."""
-
-    path: str
-    dtype: np.dtype
-    length: int
-
-    def __len__(self) -> int:
-        return self.length
-
-    def write_npy(self, out, piece: int = 2**22) -> None:
-        np.lib.format.write_array_header_1_0(
-            out, {"descr": np.lib.format.dtype_to_descr(self.dtype), "fortran_order": False,
-                  "shape": (self.length,)})
-        if self.length:
-            with open(self.path, "rb") as f:
-                shutil.copyfileobj(f, out, piece)
-
-
-def train_external(path: str | os.PathLike, order: int, smoothing: str, *, memory: int,
-                   temp: str | os.PathLike | None = None, output: str | None = None,
-                   arpa: str | None = None, vocab=None, min_count: int = 1,
-                   max_vocab: int | None = None, prune: list[int] | None = None,
-                   tokenizer=None, progress: bool = False, verbose: bool = True,
-                   **options) -> dict:
-    """Estimate a backoff-form n-gram model of the text file ``path`` within ``memory`` bytes
-    (plus a small fixed overhead), spilling to a scratch folder under ``temp``, and write it to
-    ``output`` (lmlab's format) and/or ``arpa``. The files are those :func:`train_ngram` and
-    ``write_arpa`` would write, array for array and byte for byte. Returns the model's meta
-    (with ``ngrams``, the count per order)."""
-    from tqdm.auto import tqdm
-
-    from lmlab.corpus import iter_corpus, training_vocabulary
-    from lmlab.ngram.arpa import ARPA_END, ngram_lines, section_title, write_companion, write_counts
-    from lmlab.ngram.estimate import check_order
-    from lmlab.ngram.model import fitted_meta, save_arrays, training_meta
-    from lmlab.ngram.prune import prune_thresholds
-    from lmlab.ngram.smoothing import make_smoothing
-    from lmlab.tokenizers import WHITESPACE
-
-    check_order(order)
-    if smoothing == "addk":
-        raise LmlabError("addk has no backoff form, so it has no out-of-core estimator (--memory);"
-                         " use another smoothing method or train it in memory")
-    thresholds = prune_thresholds(prune, order, smoothing)
-    method = make_smoothing(smoothing, **options)
-    method.verbose = verbose
-    vocab = training_vocabulary(path, vocab, min_count, max_vocab, tokenizer or WHITESPACE,
-                                VOCAB_CHUNK_BYTES)
-    V = len(vocab)
-    itos = vocab.itos
-    with scratch_directory(temp) as scratch:
-        plan = make_plan(order, np.asarray(vocab.counts, dtype=np.int64), memory, scratch,
-                         count_lines(path))
-        bar = tqdm(total=int(np.sum(vocab.counts)), unit="tok", unit_scale=True,
-                   desc=f"counting {order}-grams", disable=not progress, delay=0.5, leave=False)
-        unigrams, tokens, chunks, real = np.zeros(V, dtype=np.int64), 0, 0, 0
-        for _, stream in iter_corpus(path, vocab, plan.chunk_tokens, plan.chunk_tokens * 4):
-            unigrams += count_chunk(plan, chunks, stream)
-            tokens += len(stream)
-            real += int(np.count_nonzero(stream.ids != EOS_ID))
-            chunks += 1
-            bar.update(len(stream))
-        bar.close()
-        if not real:
-            raise LmlabError("training corpus contains no words", path)
-        stages = tqdm(total=2 * plan.parts + plan.buckets, unit="step", desc="estimating",
-                      disable=not progress, delay=0.5, leave=False)
-        coc = [np.zeros(11, dtype=np.int64) for _ in range(order - 1)]
-        unigram_left = np.zeros(V, dtype=np.int64)
-        for part in range(plan.parts if order > 1 else 0):
-            part_coc, left = adjust_partition(plan, part, chunks, method.continuation)
-            coc = [a + b for a, b in zip(coc, part_coc, strict=True)]
-            unigram_left += left
-            stages.update()
-        words = np.arange(V, dtype=np.int64)
-        used1 = np.where(words == BOS_ID, unigrams, unigram_left) \
-            if method.continuation and order > 1 else unigrams
-        method.fit([count_of_counts(used1), *coc])
-        p1, _ = interpolate_order(1, used1, np.zeros(V, dtype=np.int64), 1,
-                                  uniform_distribution(V), method)
-        bow1 = np.zeros(V)
-        for part in range(plan.parts if order > 1 else 0):
-            ids, logb = interpolate_partition(plan, part, p1, method, thresholds)
-            bow1[ids] = logb
-            stages.update()
-        with np.errstate(divide="ignore"):
-            logp1 = np.log10(p1)
-
-        def arpa_lines(n, ngram_words, logp, bow):
-            strings = [" ".join(itos[w] for w in row) for row in ngram_words.tolist()]
-            return ngram_lines(strings, logp, bow)
-
-        out = Output(plan, [V] + [0] * (order - 1), arpa_lines if arpa else None)
-        for bucket in range(plan.buckets if order > 1 else 0):
-            assemble_bucket(out, bucket, plan.parts)
-            stages.update()
-        stages.close()
-        meta = training_meta(str(path), tokens, order, smoothing, vocab, thresholds)
-        fitted_meta(meta, method)
-        if output:
-            arrays = {name: [first] + [Spilled(out.array(name, n), np.dtype(dt), out.sizes[n - 1])
-                                       for n in range(2, order + 1)]
-                      for name, first, dt in (("keys", words, "<i8"), ("logp", logp1, "<f8"),
-                                              ("bow", bow1 if order > 1 else np.zeros(V), "<f8"))}
-            with spill_errors(plan):
-                for spilled in arrays["keys"][1:] + arrays["logp"][1:] + arrays["bow"][1:]:
-                    if not os.path.exists(spilled.path):  # an order with no n-gram at all
-                        open(spilled.path, "wb").close()
-            save_arrays(output, vocab, meta, arrays)
-        if arpa:
-            from lmlab.fileio import atomic_output
-
-            with atomic_output(arpa, "w") as f:
-                write_counts(f, out.sizes)
-                f.write(section_title(1))
-                f.writelines(ngram_lines(itos, logp1, bow1 if order > 1 else None))
-                for n in range(2, order + 1):
-                    f.write(section_title(n))
-                    if os.path.exists(out.arpa(n)):
-                        with open(out.arpa(n), encoding="utf-8") as section:
-                            shutil.copyfileobj(section, f, 2**22)
-                f.write(ARPA_END)
-                write_companion(arpa, vocab.tokenizer)
-    return {**meta, "ngrams": list(out.sizes), "vocab_size": V}
