@@ -51,6 +51,14 @@ def small_plan(monkeypatch):
     return plans
 
 
+@pytest.fixture
+def sub_batches(small_plan, monkeypatch):
+    """As ``small_plan``, with partitions too small for their heaviest words: those are split
+    into sub-batches by the word before (orders >= 3)."""
+    monkeypatch.setattr(ext, "PARTITION_BYTES_PER_ROW", MEMORY // 600)
+    return small_plan
+
+
 def assert_same_model(ref, path: Path) -> None:
     got = load_ngram(path)
     assert got.meta == ref.meta
@@ -106,6 +114,30 @@ def test_char_tokenizer_and_arpa_companion(corpus, small_plan, tmp_path, monkeyp
     assert (tmp_path / "m.arpa").read_bytes() == (tmp_path / "ref.arpa").read_bytes()
     assert sorted(p.name for p in tmp_path.iterdir() if "m.arpa" in p.name) == \
         sorted(p.name.replace("ref", "m") for p in tmp_path.iterdir() if "ref.arpa" in p.name)
+
+
+@pytest.mark.parametrize("method", ["mkn", "katz"])
+def test_sub_batches_bit_for_bit(corpus, sub_batches, tmp_path, method):
+    ref = train_ngram(corpus, order=5, smoothing=method, verbose=False)
+    write_arpa(ref, tmp_path / "ref.arpa")
+    build.train_external(corpus, 5, method, memory=MEMORY, verbose=False,
+                         output=str(tmp_path / "m.lm"), arpa=str(tmp_path / "m.arpa"))
+    assert sub_batches[0].subs >= 3
+    assert_same_model(ref, tmp_path / "m.lm")
+    assert (tmp_path / "m.arpa").read_bytes() == (tmp_path / "ref.arpa").read_bytes()
+
+
+@pytest.mark.parametrize("method", ["mkn", "katz", "stupid"])
+def test_pruned_ptb_with_sub_batches(data_root, sub_batches, tmp_path, method, monkeypatch):
+    """Real text pruned: a pruned context's backoff must find no n-gram (an earlier version
+    looked it up by position and overwrote another context's backoff)."""
+    monkeypatch.setattr(ext, "PARTITION_BYTES_PER_ROW", MEMORY // 2000)
+    text = data_root / "ptb" / "valid.txt"
+    ref = train_ngram(text, order=5, smoothing=method, prune=[0, 1, 1, 2], verbose=False)
+    build.train_external(text, 5, method, memory=MEMORY, prune=[0, 1, 1, 2], verbose=False,
+                         output=str(tmp_path / "m.lm"))
+    assert sub_batches[0].subs > 1
+    assert_same_model(ref, tmp_path / "m.lm")
 
 
 def test_ptb_five_gram_bit_for_bit(data_root, small_plan, tmp_path, monkeypatch):

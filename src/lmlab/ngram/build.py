@@ -194,8 +194,8 @@ def train_external(path: str | os.PathLike, order: int, smoothing: str, *, memor
         tokens = sum(c[2] for c in counted)
         if sum(c[3] for c in counted) == 0:
             raise LmlabError("training corpus contains no words", path)
-        parts = [str(p) for p in range(plan.parts if order > 1 else 0)]
-        adjusted = run.map(ext.adjust_partition, range(len(parts)), plan=plan, chunks=chunks,
+        parts = range(plan.parts if order > 1 else 0)
+        adjusted = run.map(ext.adjust_partition, parts, plan=plan, chunks=chunks,
                            continuation=method.continuation)
         coc = [sum(a[0][n] for a in adjusted) for n in range(order - 1)]
         unigram_left = sum((a[1] for a in adjusted), np.zeros(V, dtype=np.int64))
@@ -206,17 +206,18 @@ def train_external(path: str | os.PathLike, order: int, smoothing: str, *, memor
         p1, _ = interpolate_order(1, used1, np.zeros(V, dtype=np.int64), 1,
                                   uniform_distribution(V), method)
         bow1 = np.zeros(V)
-        for ids, logb in run.map(ext.interpolate_partition, range(len(parts)), plan=plan,
-                                 unigram_p=p1, smoothing=method, prune=thresholds):
+        for ids, logb in run.map(ext.interpolate_partition, parts, plan=plan, unigram_p=p1,
+                                 smoothing=method, prune=thresholds):
             bow1[ids] = logb
-        starts = ext.bucket_starts(plan, parts) if order > 1 else []
-        run.map(ext.assemble_bucket, list(enumerate(starts)), plan=plan, parts=parts,
+        starts = ext.bucket_starts(plan) if order > 1 else []
+        run.map(ext.assemble_bucket, list(enumerate(starts)), plan=plan,
                 itos=vocab.itos if arpa else None)
         meta = training_meta(str(path), tokens, order, smoothing, vocab, thresholds)
         fitted_meta(meta, method)
         with np.errstate(divide="ignore"):
             unigram = {"keys": words, "logp": np.log10(p1), "bow": bow1}
         sizes = write_outputs(plan, vocab, meta, unigram, output, arpa)
+        ext._bounds.cache_clear()
     return {**meta, "ngrams": sizes, "vocab_size": V}
 
 

@@ -35,6 +35,7 @@ from the budget; the scratch directory is removed at the end, on error and on Ct
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 import tempfile
@@ -114,6 +115,10 @@ class Plan:
     memory: int
     chunk_tokens: int
     part_of: np.ndarray  # word id -> partition of the n-grams whose context ends in it
+    # word id (and V, the padding before a sentence start) -> sub-batch, by the word before the
+    # context's last one (orders >= 3): a partition too big for memory is adjusted and
+    # interpolated one sub-batch at a time
+    sub_of: np.ndarray
     bucket_of: np.ndarray  # word id -> bucket of the n-grams that start with it (ascending)
     scratch: str
 
@@ -122,8 +127,25 @@ class Plan:
         return int(self.part_of.max()) + 1
 
     @property
+    def subs(self) -> int:
+        return int(self.sub_of.max()) + 1
+
+    @property
     def buckets(self) -> int:
         return int(self.bucket_of.max()) + 1
+
+    def group(self, part: int, sub: int) -> int:
+        """The group of the count files that holds partition ``part``'s sub-batch ``sub``."""
+        return part * self.subs + sub
+
+    def pieces(self) -> list[str]:
+        """Names of every partition's sub-batches, where orders >= 3 are estimated."""
+        return [f"{p}.{s}" for p in range(self.parts) for s in range(self.subs)]
+
+    def prob_files(self, n: int) -> list[str]:
+        """Which files hold the order-n probabilities: bigrams are estimated per partition,
+        higher orders per sub-batch."""
+        return [str(p) for p in range(self.parts)] if n == 2 else self.pieces()
 
     def path(self, *name: str) -> str:
         return os.path.join(self.scratch, "-".join(name))
@@ -131,7 +153,8 @@ class Plan:
 
 def make_plan(order: int, word_counts: np.ndarray, memory: int, scratch: str,
               sentences: int = 0) -> Plan:
-    """Size chunks, partitions and buckets so each stage's working set fits ``memory``.
+    """Size chunks, partitions, sub-batches and buckets so each stage's working set fits
+    ``memory``.
 
     ``word_counts``: how often each vocabulary word occurs; a word's share of the text bounds
     its share of the windows (as their last context word) and of the n-grams (as first word);
@@ -147,18 +170,16 @@ def make_plan(order: int, word_counts: np.ndarray, memory: int, scratch: str,
                          f"{FIXED_OVERHEAD >> 20}M; give at least {(FIXED_OVERHEAD >> 20) + 32}M")
     chunk_tokens = max(10_000, budget // CHUNK_BYTES_PER_TOKEN)
     # Windows per partition <= tokens whose previous word is in it; greedy largest-first
-    # assignment to the lightest partition keeps them even (one word can never be split).
+    # assignment to the lightest partition keeps them even. One word's windows can only be
+    # split by the word before it: sub-batches, as many as the heaviest partition needs.
     rows_fit = budget // PARTITION_BYTES_PER_ROW
     parts = min(V, max(1, -(-tokens // rows_fit)))
     if parts > 1:
         parts = min(V, int(parts * 1.25) + 1)  # slack for the greedy's imbalance
-    heaviest = int(word_counts.max())
-    if heaviest > rows_fit:
-        raise LmlabError(f"--memory {memory >> 20}M is too small for this corpus: the n-grams "
-                         f"after its most frequent word ({heaviest:,} occurrences) are one "
-                         f"partition, which needs about "
-                         f"{(heaviest * PARTITION_BYTES_PER_ROW + FIXED_OVERHEAD) >> 20}M")
     part_of = greedy_partition(word_counts, parts)
+    heaviest = int(np.bincount(part_of, weights=word_counts).max())
+    subs = 1 if order < 3 or heaviest <= rows_fit else min(V, -(-2 * heaviest // rows_fit))
+    sub_of = greedy_partition(np.append(word_counts, sentences), subs)
     ngrams_fit = budget // BUCKET_BYTES_PER_NGRAM
     # an order-n bucket holds ~ its first words' share of all n-grams: at most order x tokens
     buckets = min(V, max(1, -(-order * tokens // ngrams_fit)))
@@ -166,8 +187,8 @@ def make_plan(order: int, word_counts: np.ndarray, memory: int, scratch: str,
     bucket_of = np.minimum((share * buckets).astype(np.int64), buckets - 1)
     bucket_of = np.maximum.accumulate(np.concatenate([[0], bucket_of[:-1]]))  # own word first
     _, bucket_of = np.unique(bucket_of, return_inverse=True)  # no empty buckets
-    return Plan(order, V, memory, int(chunk_tokens), part_of, bucket_of.astype(np.int64),
-                scratch)
+    return Plan(order, V, memory, int(chunk_tokens), part_of, sub_of,
+                bucket_of.astype(np.int64), scratch)
 
 
 def greedy_partition(weights: np.ndarray, parts: int) -> np.ndarray:
@@ -201,7 +222,8 @@ def count_span(item: tuple[int, Span | None], *, plan: Plan, path: str, vocab: V
 
 
 def count_chunk(plan: Plan, name: str, stream: TokenStream) -> np.ndarray:
-    """Write the distinct windows of ``stream``, grouped by partition, to ``count-<name>``;
+    """Write the distinct windows of ``stream``, grouped by partition and sub-batch
+    (:meth:`Plan.group`), to ``count-<name>``;
     return the unigram counts (raw: each position's word) for the global reduce."""
     N, V = plan.order, plan.vocab_size
     seq, dist = sentence_positions(stream)
@@ -215,14 +237,17 @@ def count_chunk(plan: Plan, name: str, stream: TokenStream) -> np.ndarray:
         col[ok] = seq[pos[ok] - back]
         columns.append(col)
     del seq, dist, pos
-    part = plan.part_of[columns[-2]] if N > 1 else np.zeros(len(columns[0]), dtype=np.int64)
-    code, _ = fold([part, *columns], V + 1)
+    group = plan.part_of[columns[-2]] * plan.subs if N > 1 else np.zeros_like(columns[0])
+    if N > 2:
+        group += plan.sub_of[columns[-3]]
+    groups = plan.parts * plan.subs
+    code, _ = fold([group, *columns], max(V + 1, groups))
     _, first, counts = np.unique(code, return_index=True, return_counts=True)
     del code
     words = np.empty((len(first), N), dtype=np.int32)
     for j, col in enumerate(columns):
         words[:, j] = col[first]
-    save_grouped(plan, f"count-{name}", part[first], plan.parts, words=words, counts=counts)
+    save_grouped(plan, f"count-{name}", group[first], groups, words=words, counts=counts)
     return unigrams
 
 
@@ -242,67 +267,103 @@ def read_group(plan: Plan, name: str, files: list[str], which: int, *cols: str
     concatenated. The files are mapped, and only the group's pages read."""
     out: list[list[np.ndarray]] = [[] for _ in cols]
     for f in files:
-        bounds = np.load(plan.path(name, f, "bounds.npy"))
+        bounds = _bounds(plan.path(name, f, "bounds.npy"))
         lo, hi = int(bounds[which]), int(bounds[which + 1])
         for parts, col in zip(out, cols, strict=True):
-            parts.append(np.array(np.load(plan.path(name, f, col + ".npy"), mmap_mode="r")[lo:hi]))
+            if hi > lo or not parts:  # (one empty slice keeps the dtype and shape)
+                data = np.load(plan.path(name, f, col + ".npy"), mmap_mode="r")
+                parts.append(np.array(data[lo:hi]))
     return [np.concatenate(parts) for parts in out]
+
+
+@functools.lru_cache(maxsize=4096)
+def _bounds(path: str) -> np.ndarray:
+    """Where each group of a grouped file starts (read once per process: a bucket reads one
+    group of every partition's file)."""
+    return np.load(path)
 
 
 def group_sizes(plan: Plan, name: str, files: list[str], groups: int) -> np.ndarray:
     """How many records each group has over files ``name-<f>`` (from their bounds alone)."""
     sizes = np.zeros(groups, dtype=np.int64)
     for f in files:
-        sizes += np.diff(np.load(plan.path(name, f, "bounds.npy")))
+        sizes += np.diff(_bounds(plan.path(name, f, "bounds.npy")))
     return sizes
 
 
 # -- stage 2: adjust, per partition ---------------------------------------------------------------
 def adjust_partition(part: int, *, plan: Plan, chunks: list[str], continuation: bool
                      ) -> tuple[list[np.ndarray], np.ndarray]:
-    """Build the partition's n-gram tables for orders 2..N and save them; return the
-    count-of-counts of the counts the method uses (per order 2..N) and the partition's share of
-    the unigrams' left-extension counts."""
+    """Build the partition's n-gram tables and save them: its bigrams whole, higher orders one
+    sub-batch at a time. Return the count-of-counts of the counts the method uses (per order
+    2..N) and the partition's share of the unigrams' left-extension counts."""
     N, V = plan.order, plan.vocab_size
-    words, weight = read_group(plan, "count", chunks, part, "words", "counts")
-    row_index = None  # per row: the index of its order n-1 n-gram (the suffix), -1 if none
-    coc: list[np.ndarray] = []
-    unigram_left = np.zeros(V, dtype=np.int64)
-    used = bos = None  # the order below's counts, and which of its n-grams start with <s>
+    base = V + 1
+    coc = [np.zeros(11, dtype=np.int64) for _ in range(2, N + 1)]
 
-    def save(n: int, **arrays: np.ndarray) -> None:
+    def save(piece: str, n: int, **arrays: np.ndarray) -> None:
         with spill_errors(plan):
             for name, a in arrays.items():
-                np.save(plan.path("table", str(part), f"{name}{n}.npy"), a)
+                np.save(plan.path("table", piece, f"{name}{n}.npy"), a)
 
-    for n in range(2, N + 1):
-        valid = np.flatnonzero(words[:, N - n] != V)
-        cols = [words[valid, j] for j in range(N - n, N)]
-        first, inverse, context, n_contexts = sorted_tuples(cols, V + 1)
-        counts = np.bincount(inverse, weights=weight[valid], minlength=len(first))
-        counts = counts.astype(np.int64)
-        rep = valid[first]  # one row holding each n-gram
-        suffix = cols[-1][first].astype(np.int64) if n == 2 else row_index[rep]
-        left = np.bincount(suffix, minlength=V if n == 2 else len(used))
-        if n == 2:
-            unigram_left += left
-        else:  # the order below is complete: its adjusted counts are known
-            if continuation:
-                used = np.where(bos, used, left)
-            coc.append(count_of_counts(used))
-            save(n - 1, used=used)
-        row_index = np.full(len(words), -1, dtype=np.int64)
-        row_index[valid] = inverse
-        bos = cols[0][first] == BOS_ID
-        del cols, first, inverse, valid, left
-        save(n, words=words[rep, N - n:], raw=counts, context=context, suffix=suffix,
-             ncontexts=np.array(n_contexts))
-        used = counts
-        del rep, context, suffix
-    if N > 1:
-        coc.append(count_of_counts(used))
-        save(N, used=used)
-    return coc, unigram_left
+    def rows(sub: int) -> tuple[np.ndarray, np.ndarray]:
+        return read_group(plan, "count", chunks, plan.group(part, sub), "words", "counts")
+
+    # Bigrams (context: one word of this partition) from every sub-batch: two columns each.
+    keys, weights = [], []
+    for sub in range(plan.subs):
+        words, weight = rows(sub)
+        uniq, inverse = np.unique(words[:, N - 2].astype(np.int64) * base + words[:, N - 1],
+                                  return_inverse=True)
+        keys.append(uniq)
+        weights.append(np.bincount(inverse, weights=weight, minlength=len(uniq)))
+        del words, weight, inverse
+    bigrams, inverse = np.unique(np.concatenate(keys), return_inverse=True)
+    counts2 = np.bincount(inverse, weights=np.concatenate(weights),
+                          minlength=len(bigrams)).astype(np.int64)
+    del keys, weights, inverse
+    left2 = np.zeros(len(bigrams), dtype=np.int64)
+    for sub in range(plan.subs if N > 2 else 0):
+        piece = f"{part}.{sub}"
+        words, weight = rows(sub)
+        row_index = np.searchsorted(bigrams, words[:, N - 2].astype(np.int64) * base
+                                    + words[:, N - 1])  # each row's bigram (all are stored)
+        used = bos = None  # the order below's counts, and which of its n-grams start with <s>
+        for n in range(3, N + 1):
+            valid = np.flatnonzero(words[:, N - n] != V)
+            cols = [words[valid, j] for j in range(N - n, N)]
+            first, inverse, context, n_contexts = sorted_tuples(cols, base)
+            counts = np.bincount(inverse, weights=weight[valid], minlength=len(first))
+            counts = counts.astype(np.int64)
+            rep = valid[first]  # one row holding each n-gram
+            suffix = row_index[rep]
+            if n == 3:
+                left2 += np.bincount(suffix, minlength=len(bigrams))
+            else:  # the order below is complete: its adjusted counts are known
+                if continuation:
+                    used = np.where(bos, used, np.bincount(suffix, minlength=len(used)))
+                coc[n - 3] += count_of_counts(used)
+                save(piece, n - 1, used=used)
+            row_index = np.full(len(words), -1, dtype=np.int64)
+            row_index[valid] = inverse
+            bos = cols[0][first] == BOS_ID
+            del cols, first, inverse, valid
+            save(piece, n, words=words[rep, N - n:], raw=counts, context=context, suffix=suffix,
+                 ncontexts=np.array(n_contexts))
+            used = counts
+            del rep, context, suffix
+        coc[N - 2] += count_of_counts(used)
+        save(piece, N, used=used)
+        del words, weight, row_index
+    first_words = bigrams // base
+    context, n_contexts = dense_groups(first_words)
+    used2 = np.where(first_words == BOS_ID, counts2, left2) if continuation and N > 2 \
+        else counts2
+    coc[0] += count_of_counts(used2)
+    save(str(part), 2, words=np.stack([first_words, bigrams % base], axis=1).astype(np.int32),
+         raw=counts2, context=context, suffix=bigrams % base, ncontexts=np.array(n_contexts),
+         used=used2)
+    return coc, np.bincount(bigrams % base, minlength=V)
 
 
 # -- stage 3: interpolate, per partition ----------------------------------------------------------
@@ -310,35 +371,39 @@ def interpolate_partition(part: int, *, plan: Plan, unigram_p: np.ndarray,
                           smoothing: Smoothing, prune: list[int] | None
                           ) -> tuple[np.ndarray, np.ndarray]:
     """Probabilities of the partition's n-grams and backoffs of their contexts, written per order
-    grouped by bucket (``prob-<n>-<part>``, ``bow-<n-1>-<part>``) as log10; returns the backoffs
-    of the unigram contexts here (word ids, log10 backoffs)."""
+    grouped by bucket (``prob-<n>-<piece>``, ``bow-<n-1>-<piece>``) as log10; returns the
+    backoffs of the unigram contexts here (word ids, log10 backoffs)."""
     N = plan.order
-    def table(name: str) -> np.ndarray:
-        path = plan.path("table", str(part), name + ".npy")
+
+    def table(piece: str, name: str) -> np.ndarray:
+        path = plan.path("table", piece, name + ".npy")
         a = np.load(path)
         os.remove(path)
         return a
 
-    lower = unigram_p
-    unigram_bow = (np.zeros(0, dtype=np.int64), np.zeros(0))
-    for n in range(2, N + 1):
-        words, context, raw = table(f"words{n}"), table(f"context{n}"), table(f"raw{n}")
+    def order(piece: str, n: int, lower: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Order n of ``piece``: its probabilities, and its contexts' words and log10 backoffs
+        (its n-grams' log10 probabilities are written here)."""
+        words, context = table(piece, f"words{n}"), table(piece, f"context{n}")
+        raw = table(piece, f"raw{n}")
         kept = raw > prune[n - 1] if prune else None
-        p, bow = interpolate_order(n, table(f"used{n}"), context, int(table(f"ncontexts{n}")),
-                                   lower[table(f"suffix{n}")], smoothing, kept)
-        lower = p
-        first_of_context = np.flatnonzero(np.diff(context, prepend=-1))
+        p, bow = interpolate_order(n, table(piece, f"used{n}"), context,
+                                   int(table(piece, f"ncontexts{n}")),
+                                   lower[table(piece, f"suffix{n}")], smoothing, kept)
         with np.errstate(divide="ignore"):
             logp, logb = np.log10(p), np.log10(bow)
-        ctx_words = words[first_of_context, :-1]
-        if n == 2:
-            unigram_bow = (ctx_words[:, 0].astype(np.int64), logb)
-        else:
-            write_grouped(plan, f"bow-{n - 1}-{part}", ctx_words, logb)
-        if kept is not None:
-            words, logp = words[kept], logp[kept]
-        write_grouped(plan, f"prob-{n}-{part}", words, logp)
-    return unigram_bow
+        first_of_context = np.flatnonzero(np.diff(context, prepend=-1))
+        write_grouped(plan, f"prob-{n}-{piece}", words if kept is None else words[kept],
+                      logp if kept is None else logp[kept])
+        return p, words[first_of_context, :-1], logb
+
+    p2, ctx_words, logb = order(str(part), 2, unigram_p)
+    for sub in range(plan.subs if N > 2 else 0):
+        piece, lower = f"{part}.{sub}", p2
+        for n in range(3, N + 1):
+            lower, bow_words, bow_values = order(piece, n, lower)
+            write_grouped(plan, f"bow-{n - 1}-{piece}", bow_words, bow_values)
+    return ctx_words[:, 0].astype(np.int64), logb
 
 
 def write_grouped(plan: Plan, name: str, words: np.ndarray, values: np.ndarray) -> None:
@@ -350,13 +415,13 @@ def write_grouped(plan: Plan, name: str, words: np.ndarray, values: np.ndarray) 
 
 
 # -- stage 4: assemble the model in its global order, bucket by bucket -----------------------------
-def bucket_starts(plan: Plan, parts: list[str]) -> list[list[int]]:
+def bucket_starts(plan: Plan) -> list[list[int]]:
     """Per bucket, per order (1..N), the global index of its first n-gram: what the buckets
     before it hold, known from the record counts alone, so buckets are assembled independently."""
     starts = np.zeros((plan.buckets, plan.order), dtype=np.int64)
     starts[:, 0] = plan.vocab_size
     for n in range(2, plan.order + 1):
-        sizes = group_sizes(plan, f"prob-{n}", parts, plan.buckets)
+        sizes = group_sizes(plan, f"prob-{n}", plan.prob_files(n), plan.buckets)
         starts[:, n - 1] = np.concatenate([[0], np.cumsum(sizes)[:-1]])
     return starts.tolist()
 
@@ -366,8 +431,7 @@ def out_path(plan: Plan, what: str, n: int, bucket: int) -> str:
     return plan.path("out", what, str(n), str(bucket))
 
 
-def assemble_bucket(item: tuple[int, list[int]], *, plan: Plan, parts: list[str],
-                    itos: list[str] | None) -> None:
+def assemble_bucket(item: tuple[int, list[int]], *, plan: Plan, itos: list[str] | None) -> None:
     """Sort bucket ``item = (bucket, its starts)``'s n-grams of each order, find each one's
     context index in the global table below and write keys, log10 probabilities and backoffs
     (and ARPA lines, given the vocabulary ``itos``) as the bucket's piece of the model."""
@@ -375,17 +439,19 @@ def assemble_bucket(item: tuple[int, list[int]], *, plan: Plan, parts: list[str]
     N, V = plan.order, plan.vocab_size
     keys_below: list[np.ndarray] = [np.zeros(0)] * (N + 1)
     for n in range(2, N + 1):
-        words, logp = read_group(plan, f"prob-{n}", parts, bucket, "words", "values")
+        words, logp = read_group(plan, f"prob-{n}", plan.prob_files(n), bucket, "words",
+                                 "values")
         key = global_keys(words, keys_below, start, V)
         order = np.argsort(key, kind="stable")
         key, words, logp = key[order], words[order], logp[order]
         del order
         bow = np.zeros(len(key))
         if n < N:
-            bwords, bvalues = read_group(plan, f"bow-{n}", parts, bucket, "words", "values")
+            bwords, bvalues = read_group(plan, f"bow-{n}", plan.pieces(), bucket, "words",
+                                         "values")
             bkey = global_keys(bwords, keys_below, start, V)
             at = np.minimum(np.searchsorted(key, bkey), max(len(key) - 1, 0))
-            hit = key[at] == bkey if len(key) else np.zeros(0, dtype=bool)
+            hit = (bkey >= 0) & (key[at] == bkey) if len(key) else np.zeros(0, dtype=bool)
             bow[at[hit]] = bvalues[hit]  # a miss: the context itself was pruned
         keys_below[n] = key
         with spill_errors(plan):
@@ -400,12 +466,21 @@ def assemble_bucket(item: tuple[int, list[int]], *, plan: Plan, parts: list[str]
 def global_keys(words: np.ndarray, keys_below: list[np.ndarray], start: list[int],
                 V: int) -> np.ndarray:
     """``context index * V + last word`` for n-grams ``words`` of one bucket: the context's index
-    is found order by order in the bucket's sorted keys below (every context is stored)."""
+    is found order by order in the bucket's sorted keys below; -1 where a context is not stored
+    (a backoff weight whose context was pruned)."""
     n = words.shape[1]
     index = words[:, 0].astype(np.int64)  # unigram index = word id
+    stored = np.ones(len(words), dtype=bool)
     for k in range(2, n):
-        index = start[k - 1] + np.searchsorted(keys_below[k], index * V + words[:, k - 1])
-    return index * V + words[:, n - 1]
+        query = index * V + words[:, k - 1]
+        at = np.searchsorted(keys_below[k], query)
+        found = at < len(keys_below[k])
+        found[found] = keys_below[k][at[found]] == query[found]
+        stored &= found
+        index = start[k - 1] + at
+    key = index * V + words[:, n - 1]
+    key[~stored] = -1
+    return key
 
 
 # -- errors and the scratch directory -------------------------------------------------------------
