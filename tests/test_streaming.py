@@ -196,7 +196,7 @@ def test_a_stateful_model_is_scored_whole(files):
     assert len(list(score_lines(wrapped, files["text"], chunk_tokens=1))) == 1
     assert evaluate_file(wrapped, files["text"], chunk_tokens=1) == \
         evaluate(model, files["text"])[0]
-    with pytest.raises(Exception, match="--jobs N needs an n-gram model"):
+    with pytest.raises(Exception, match="--jobs N and --cluster need an n-gram model"):
         evaluate_file(wrapped, files["text"], jobs=2, model_path=files["model"])
 
 

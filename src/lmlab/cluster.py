@@ -33,8 +33,15 @@ class Runner:
         """``[fn(item, **constants) for item in items]``, in order."""
         return [fn(item, **constants) for item in items]
 
-    def check_sees(self, folder: str) -> None:
-        """Raise if a worker cannot see ``folder`` (here: it always can)."""
+    def map_reduce(self, fn: Callable, items: Iterable, combine: Callable, start, **constants):
+        """``combine(... combine(start, fn(item0)) ..., fn(itemN))``, each result folded in as
+        it comes (in any order), so only one is held at a time: ``combine`` must not care."""
+        for item in items:
+            start = combine(start, fn(item, **constants))
+        return start
+
+    def check_sees(self, *paths: str) -> None:
+        """Raise if a worker cannot see ``paths`` (here: it always can)."""
 
 
 class DaskRunner(Runner):
@@ -42,31 +49,51 @@ class DaskRunner(Runner):
 
     distributed = True
 
-    def __init__(self, client, address: str) -> None:
+    def __init__(self, client) -> None:
         self.client = client
-        self.address = address
         self.workers = max(1, len(client.scheduler_info().get("workers", {})))
 
     def map(self, fn: Callable, items: Iterable, **constants) -> list:
-        items = list(items)
-        if not items:
-            return []
-        task = partial(fn, **constants)
-        # pure=False: every call is its own task (they write files); results come back in order
-        futures = self.client.map(task, items, pure=False)
-        try:
+        with self._tasks(fn, items, constants) as futures:
             return self.client.gather(futures)
-        finally:
-            for f in futures:
-                f.release()
 
-    def check_sees(self, folder: str) -> None:
-        seen = self.client.run(os.path.isdir, folder)
-        blind = sorted(worker for worker, ok in seen.items() if not ok)
-        if blind:
-            raise LmlabError(f"{len(blind)} of the cluster's {len(seen)} workers (e.g. "
-                             f"{blind[0]}) cannot see the scratch folder {folder}: give --temp "
-                             "a folder on a file system every worker shares")
+    def map_reduce(self, fn: Callable, items: Iterable, combine: Callable, start, **constants):
+        from distributed import as_completed
+
+        with self._tasks(fn, items, constants) as futures:
+            for future in as_completed(futures):
+                start = combine(start, future.result())
+                future.release()
+        return start
+
+    @contextmanager
+    def _tasks(self, fn: Callable, items: Iterable, constants: dict) -> Iterator[list]:
+        """One task per item (pure=False: they write files), cancelled if the caller stops
+        early; Dask's own failures become one line."""
+        from distributed import CancelledError
+        from distributed.comm import CommClosedError
+        from distributed.scheduler import KilledWorker
+
+        futures = self.client.map(partial(fn, **constants), list(items), pure=False)
+        try:
+            yield futures
+        except KilledWorker as err:
+            raise LmlabError(f"a Dask worker died running {fn.__name__} again and again ({err}); "
+                             "out of memory? lower --memory or give the workers more") from None
+        except (CommClosedError, CancelledError, OSError) as err:
+            raise LmlabError(f"lost the Dask cluster while running {fn.__name__} ({err})"
+                             ) from None
+        finally:
+            self.client.cancel([f for f in futures if not f.done()], force=True)
+
+    def check_sees(self, *paths: str) -> None:
+        for path in paths:
+            seen = self.client.run(os.path.exists, path)
+            blind = sorted(worker for worker, ok in seen.items() if not ok)
+            if blind:
+                raise LmlabError(f"{len(blind)} of the cluster's {len(seen)} workers (e.g. "
+                                 f"{blind[0]}) cannot see {path}: the text and --temp must be on "
+                                 "a file system every worker shares, at the same path")
 
 
 def parse_cluster(spec: str) -> tuple[str, int | str]:
@@ -76,8 +103,8 @@ def parse_cluster(spec: str) -> tuple[str, int | str]:
         return "local", int(m.group(1))
     if re.fullmatch(r"(tcp|tls)://[^\s:/]+:\d+/?", spec):
         return "tcp", spec.rstrip("/")
-    raise LmlabError(f"--cluster must be local:N (N worker processes here) or tcp://HOST:PORT (a "
-                     f"running Dask scheduler), got {spec!r}")
+    raise LmlabError(f"--cluster must be local:N (N worker processes here) or tcp://HOST:PORT "
+                     f"(or tls://: a running Dask scheduler), got {spec!r}")
 
 
 @contextmanager
@@ -114,8 +141,12 @@ def runner(spec: str | None) -> Iterator[Runner]:
                     raise LmlabError(f"cannot reach the Dask scheduler at {where} ({err}); is "
                                      "`dask scheduler` running there?") from None
                 if not client.scheduler_info().get("workers"):
-                    client.wait_for_workers(1, timeout=CONNECT_TIMEOUT)
-            yield DaskRunner(client, str(where))
+                    try:
+                        client.wait_for_workers(1, timeout=CONNECT_TIMEOUT)
+                    except TimeoutError:
+                        raise LmlabError(f"the Dask scheduler at {where} has no workers: start "
+                                         f"some with `dask worker {where}`") from None
+            yield DaskRunner(client)
     finally:
         if client is not None:
             client.close()

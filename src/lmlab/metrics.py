@@ -327,7 +327,8 @@ def score_lines(model: LanguageModel, path: str | os.PathLike, *, jobs: int = 1,
         raise LmlabError(f"--jobs must be >= 1, got {jobs}")
     if not streams_by_sentence(model):
         if jobs > 1 or cluster is not None:
-            raise LmlabError("--jobs N needs an n-gram model (or a mixture of them): a neural "
+            raise LmlabError("--jobs N and --cluster need an n-gram model (or a mixture of "
+                             "them): a neural "
                              "model carries its state from sentence to sentence and is scored "
                              "in one process")
         stream = read_corpus(path, model.vocab)

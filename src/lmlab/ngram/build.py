@@ -9,18 +9,19 @@ import re
 import shutil
 from collections import Counter
 from dataclasses import dataclass
-from functools import reduce
 
 import numpy as np
 
 from lmlab.corpus import BOS_ID, count_words, line_spans, training_vocabulary
 from lmlab.errors import LmlabError
+from lmlab.fileio import is_stdin
 from lmlab.ngram import external as ext
 from lmlab.ngram.counts import count_of_counts
 from lmlab.ngram.estimate import interpolate_order, uniform_distribution
 
 _UNITS = {"": 1, "b": 1, "k": 2**10, "m": 2**20, "g": 2**30, "t": 2**40}
 VOCAB_CHUNK_BYTES = 2**20  # the vocabulary pass reads 1 MiB of text at a time (~100 MB at 8)
+MIN_MEMORY = ext.FIXED_OVERHEAD + 32 * 2**20  # what the plan needs at least
 
 
 # -- memory ---------------------------------------------------------------------------------------
@@ -33,8 +34,8 @@ def parse_memory(text: str) -> int:
     value = float(m.group(1))
     size = int(value / 100 * physical_memory()) if m.group(2) == "%" else \
         int(value * _UNITS[m.group(2).lower()])
-    if size < 64 * 2**20:
-        raise LmlabError(f"--memory {text}: give at least 64M")
+    if size < MIN_MEMORY:
+        raise LmlabError(f"--memory {text}: give at least {MIN_MEMORY >> 20}M")
     return size
 
 
@@ -147,11 +148,8 @@ def train_external(path: str | os.PathLike, order: int, smoothing: str, *, memor
     Dask (``local:N`` or ``tcp://HOST:PORT``; the scratch folder must be on a file system every
     worker sees). Returns the model's meta, with ``ngrams`` (the count per order) and
     ``vocab_size``."""
-    from tqdm.auto import tqdm
-
     from lmlab.cluster import runner
     from lmlab.ngram.estimate import check_order
-    from lmlab.ngram.model import fitted_meta, training_meta
     from lmlab.ngram.prune import prune_thresholds
     from lmlab.ngram.smoothing import make_smoothing
     from lmlab.tokenizers import WHITESPACE
@@ -164,61 +162,108 @@ def train_external(path: str | os.PathLike, order: int, smoothing: str, *, memor
     method = make_smoothing(smoothing, **options)
     method.verbose = verbose
     tokenizer = tokenizer or WHITESPACE
-    with runner(cluster) as run, ext.scratch_directory(temp) as scratch:
-        run.check_sees(scratch)
-        # A plain file is cut into spans that workers read themselves; gzip and standard input
-        # can only be read from the start, here, in one span.
-        probe = line_spans(path, 2**26) if run.distributed else None
-        vocab = training_vocabulary(
-            path, vocab, min_count, max_vocab, tokenizer, VOCAB_CHUNK_BYTES,
-            word_counts=(lambda: reduce(Counter.__iadd__, run.map(
-                span_words, probe[0], path=os.fspath(path), tokenizer=tokenizer), Counter()))
-            if probe else None)
-        V = len(vocab)
-        word_counts = np.asarray(vocab.counts, dtype=np.int64)
-        lines = probe[1] if probe else count_lines(path)
-        plan = ext.make_plan(order, word_counts, memory, scratch, lines)
-        tokens_guess = int(word_counts.sum()) + lines
-        spans = line_spans(path, max(2**16, plan.chunk_tokens * os.path.getsize(path)
-                                     // max(tokens_guess, 1))) if os.path.isfile(path) else None
-        if spans is None:  # (standard input exists only here)
-            counted = [ext.count_span((0, None), plan=plan, path=path, vocab=vocab)]
-        else:
-            with tqdm(total=len(spans[0]), desc=f"counting {order}-grams", unit="span",
-                      disable=not progress, delay=0.5, leave=False) as bar:
-                count = ext.count_span if run.distributed else count_and_tick(bar)
-                counted = run.map(count, list(enumerate(spans[0])), plan=plan,
-                                  path=os.fspath(path), vocab=vocab)
-        chunks = [name for names, *_ in counted for name in names]
-        unigrams = sum(c[1] for c in counted)
-        tokens = sum(c[2] for c in counted)
-        if sum(c[3] for c in counted) == 0:
-            raise LmlabError("training corpus contains no words", path)
-        parts = range(plan.parts if order > 1 else 0)
-        adjusted = run.map(ext.adjust_partition, parts, plan=plan, chunks=chunks,
-                           continuation=method.continuation)
-        coc = [sum(a[0][n] for a in adjusted) for n in range(order - 1)]
-        unigram_left = sum((a[1] for a in adjusted), np.zeros(V, dtype=np.int64))
-        words = np.arange(V, dtype=np.int64)
-        used1 = np.where(words == BOS_ID, unigrams, unigram_left) \
-            if method.continuation and order > 1 else unigrams
-        method.fit([count_of_counts(used1), *coc])
-        p1, _ = interpolate_order(1, used1, np.zeros(V, dtype=np.int64), 1,
-                                  uniform_distribution(V), method)
-        bow1 = np.zeros(V)
-        for ids, logb in run.map(ext.interpolate_partition, parts, plan=plan, unigram_p=p1,
-                                 smoothing=method, prune=thresholds):
-            bow1[ids] = logb
-        starts = ext.bucket_starts(plan) if order > 1 else []
-        run.map(ext.assemble_bucket, list(enumerate(starts)), plan=plan,
-                itos=vocab.itos if arpa else None)
-        meta = training_meta(str(path), tokens, order, smoothing, vocab, thresholds)
-        fitted_meta(meta, method)
-        with np.errstate(divide="ignore"):
-            unigram = {"keys": words, "logp": np.log10(p1), "bow": bow1}
-        sizes = write_outputs(plan, vocab, meta, unigram, output, arpa)
-        ext._bounds.cache_clear()
+    if is_stdin(path):
+        raise LmlabError("out-of-core estimation reads its text more than once: give a file, "
+                         "not standard input (-)")
+    source = os.path.abspath(path)  # (workers may run elsewhere, in another folder)
+    # The runner closes first: no task of it still writes when the scratch folder goes.
+    with ext.scratch_directory(temp) as scratch, runner(cluster) as run:
+        try:
+            run.check_sees(source, scratch)
+            # A plain file is cut into spans that workers read themselves; gzip only from the
+            # start, here, in one span.
+            probe = line_spans(source, 2**26)
+            given = vocab is not None
+            vocab = training_vocabulary(
+                path, vocab, min_count, max_vocab, tokenizer, VOCAB_CHUNK_BYTES,
+                word_counts=(lambda: count_spans(run, probe, source, tokenizer))
+                if probe and run.distributed else None)
+            lines = probe[1] if probe else count_lines(source)
+            word_counts = np.asarray(vocab.counts, dtype=np.int64)
+            if given:  # a vocabulary file's counts (if any) are not this text's: count them
+                counted = count_spans(run, probe, source, vocab.tokenizer)
+                word_counts = np.zeros(len(vocab), dtype=np.int64)
+                for word, count in counted.items():
+                    word_counts[max(vocab.id(word), 0)] += count  # (-1: not in it, <unk>)
+            plan = ext.make_plan(order, word_counts, memory, scratch, lines)
+            return _estimate(run, plan, source, str(path), vocab, method, thresholds, output,
+                             arpa, lines, progress)
+        finally:
+            ext._bounds.cache_clear()
+
+
+def _estimate(run, plan: ext.Plan, source: str, name: str, vocab, method, thresholds,
+              output: str | None, arpa: str | None, lines: int, progress: bool) -> dict:
+    """The stages, then the files; each stage's inputs are removed once it is done."""
+    from tqdm.auto import tqdm
+
+    from lmlab.ngram.model import fitted_meta, training_meta
+
+    order, V = plan.order, plan.vocab_size
+    tokens_guess = int(np.sum(vocab.counts)) + lines
+    spans = line_spans(source, max(2**16, plan.chunk_tokens * os.path.getsize(source)
+                                   // max(tokens_guess, 1)))
+    items = list(enumerate(spans[0])) if spans else [(0, None)]
+    with tqdm(total=len(items), desc=f"counting {order}-grams", unit="span",
+              disable=not progress or run.distributed, delay=0.5, leave=False) as bar:
+        chunks, unigrams, tokens, words = run.map_reduce(
+            ext.count_span if run.distributed else count_and_tick(bar), items, add_counted,
+            ([], np.zeros(V, dtype=np.int64), 0, 0), plan=plan, path=source, vocab=vocab)
+    if words == 0:
+        raise LmlabError("training corpus contains no words", name)
+    parts = range(plan.parts if order > 1 else 0)
+    coc, unigram_left = run.map_reduce(
+        ext.adjust_partition, parts, add_adjusted,
+        ([np.zeros(11, dtype=np.int64)] * (order - 1), np.zeros(V, dtype=np.int64)),
+        plan=plan, chunks=chunks, continuation=method.continuation)
+    remove(plan, "count-")
+    ids = np.arange(V, dtype=np.int64)
+    used1 = np.where(ids == BOS_ID, unigrams, unigram_left) \
+        if method.continuation and order > 1 else unigrams
+    method.fit([count_of_counts(used1), *coc])
+    p1, _ = interpolate_order(1, used1, np.zeros(V, dtype=np.int64), 1,
+                              uniform_distribution(V), method)
+    bow1 = np.zeros(V)
+    for got, logb in run.map(ext.interpolate_partition, parts, plan=plan, unigram_p=p1,
+                             smoothing=method, prune=thresholds):
+        bow1[got] = logb
+    remove(plan, "table-")
+    starts = ext.bucket_starts(plan) if order > 1 else []
+    run.map(ext.assemble_bucket, list(enumerate(starts)), plan=plan,
+            itos=vocab.itos if arpa else None)
+    remove(plan, "prob-", "bow-")
+    meta = training_meta(name, tokens, order, method.name, vocab, thresholds)
+    fitted_meta(meta, method)
+    with np.errstate(divide="ignore"):
+        unigram = {"keys": ids, "logp": np.log10(p1), "bow": bow1}
+    sizes = write_outputs(plan, vocab, meta, unigram, output, arpa)
     return {**meta, "ngrams": sizes, "vocab_size": V}
+
+
+def add_counted(total: tuple, one: tuple) -> tuple:
+    """Fold one span's count-stage result (chunk names, unigrams, tokens, words) into the total."""
+    return (total[0] + one[0], total[1] + one[1], total[2] + one[2], total[3] + one[3])
+
+
+def add_adjusted(total: tuple, one: tuple) -> tuple:
+    """Fold one partition's count-of-counts (per order 2..N) and unigram left counts in."""
+    return [a + b for a, b in zip(total[0], one[0], strict=True)], total[1] + one[1]
+
+
+def remove(plan: ext.Plan, *prefixes: str) -> None:
+    """Delete a finished stage's inputs from the scratch folder (disk is freed as it goes)."""
+    for entry in os.scandir(plan.scratch):
+        if entry.name.startswith(prefixes):
+            os.remove(entry.path)
+
+
+def count_spans(run, probe, path: str, tokenizer) -> Counter:
+    """The text's word counts: its spans counted by the runner's workers (or, without spans,
+    one pass here)."""
+    if probe is None:
+        return count_words(path, tokenizer, VOCAB_CHUNK_BYTES)
+    return run.map_reduce(span_words, probe[0], Counter.__iadd__, Counter(), path=path,
+                          tokenizer=tokenizer)
 
 
 def span_words(span, *, path: str, tokenizer) -> Counter:

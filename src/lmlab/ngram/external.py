@@ -11,26 +11,31 @@ values summed in the same order. What makes partitions possible: for an n-gram `
 - its left extensions ``v w1 .. wn``, whose number is its Kneser-Ney adjusted count.
 
 So n-grams are hash-partitioned by that word (words assigned greedily by frequency to balance the
-partitions). Only the unigrams are global: they are a dense array over the vocabulary, reduced by
-summing what each partition contributes. The stages, KenLM-style, each over sorted streams:
+partitions). A partition too big for memory is split into *sub-batches* by the word before,
+``w(n-2)``, which the three share too for orders >= 3; its bigrams are estimated whole. Only the
+unigrams are global: a dense array over the vocabulary, summed from what each partition
+contributes. The stages, KenLM-style, each over sorted streams:
 
-1. **count** (:func:`count_chunk`): the corpus is read in chunks; each position's *window* (the
-   ``order`` words ending there, sentence start padded) is the sufficient statistic for every
-   n-gram ending there. Distinct windows and their counts go to one file per chunk, grouped by
-   partition.
-2. **adjust** (:func:`adjust_partition`): per partition, windows from every chunk become the
-   sorted n-gram tables of each order, with counts, suffixes and adjusted counts; the
-   count-of-counts are summed over partitions, then the discounts are fitted once.
-3. **interpolate** (:func:`interpolate_partition`): per partition, probabilities and backoffs,
-   written out grouped by the n-gram's *first* word (a backoff belongs to the context, which
-   lives in another partition).
+1. **count** (:func:`count_span`, :func:`count_chunk`): the corpus is read in spans; each
+   position's *window* (the ``order`` words ending there, sentence start padded) is the
+   sufficient statistic for every n-gram ending there. Distinct windows and their counts go to
+   one file per chunk, grouped by partition and sub-batch.
+2. **adjust** (:func:`adjust_partition`): per partition (bigrams) and sub-batch (higher orders),
+   the windows from every chunk become the sorted n-gram tables of each order, with counts,
+   suffixes and adjusted counts; the count-of-counts are summed, then the discounts fitted once.
+3. **interpolate** (:func:`interpolate_partition`): probabilities and backoffs, written out
+   grouped by the n-gram's *first* word (a backoff belongs to the context, which lives in
+   another partition).
 4. **write** (:func:`assemble_bucket`): buckets of first words, in vocabulary order, give the
    model's global sort order; each bucket's n-grams are sorted, get their context's global index
-   and are appended to the model's arrays (and ARPA text), which are copied into the model file.
+   and are written as the bucket's piece of the model's arrays (and ARPA text).
 
-Every stage is a function of files in a scratch directory, so partitions can run anywhere that
-sees the directory. Peak memory is the largest partition's or bucket's, which the plan sizes
-from the budget; the scratch directory is removed at the end, on error and on Ctrl-C.
+Every stage is a function of files in a scratch directory that only reads its inputs, so a task
+can run anywhere that sees the directory, and run again. The plan sizes spans, partitions,
+sub-batches and buckets from the budget and the vocabulary's word counts; what it cannot split
+is one first word's n-grams (a bucket) or one pair of context words' (a sub-batch), so a word
+far more frequent than the budget allows can take a process past it. The scratch directory is
+removed at the end, on error and on Ctrl-C.
 """
 
 from __future__ import annotations
@@ -59,7 +64,9 @@ from lmlab.ngram.smoothing import Smoothing
 CHUNK_BYTES_PER_TOKEN = 160
 PARTITION_BYTES_PER_ROW = 170
 BUCKET_BYTES_PER_NGRAM = 60
+ORDER_BYTES = 16  # a window holds `order` words: per row or token, this much more per order above 5
 FIXED_OVERHEAD = 96 * 2**20
+ARPA_SLICE = 2**18  # ARPA lines are formatted this many n-grams at a time
 MAX_PACK = 1 << 62  # codes stay below this: int64 with room for one more multiply check
 
 
@@ -112,27 +119,28 @@ def sorted_tuples(columns: list[np.ndarray], base: int) -> tuple[np.ndarray, np.
 class Plan:
     order: int
     vocab_size: int
-    memory: int
     chunk_tokens: int
     part_of: np.ndarray  # word id -> partition of the n-grams whose context ends in it
     # word id (and V, the padding before a sentence start) -> sub-batch, by the word before the
     # context's last one (orders >= 3): a partition too big for memory is adjusted and
     # interpolated one sub-batch at a time
     sub_of: np.ndarray
-    bucket_of: np.ndarray  # word id -> bucket of the n-grams that start with it (ascending)
+    # word id -> first bucket of the n-grams that start with it (ascending), and how many: a word
+    # whose n-grams a bucket cannot hold has several, by ranges of the second word
+    bucket_of: np.ndarray
+    bucket_span: np.ndarray
+    second_share: np.ndarray  # word id -> share of the text's words before it (cuts the ranges)
     scratch: str
+    parts: int
+    subs: int
+    buckets: int
 
-    @property
-    def parts(self) -> int:
-        return int(self.part_of.max()) + 1
-
-    @property
-    def subs(self) -> int:
-        return int(self.sub_of.max()) + 1
-
-    @property
-    def buckets(self) -> int:
-        return int(self.bucket_of.max()) + 1
+    def bucket(self, words: np.ndarray) -> np.ndarray:
+        """The bucket of each n-gram (rows of ``words``, order >= 2): its first word's, or one
+        of them by its second word. Buckets in order are the n-grams in the model's order."""
+        first, span = self.bucket_of[words[:, 0]], self.bucket_span[words[:, 0]]
+        within = (self.second_share[words[:, 1]] * span).astype(np.int64)
+        return first + np.minimum(within, span - 1)
 
     def group(self, part: int, sub: int) -> int:
         """The group of the count files that holds partition ``part``'s sub-batch ``sub``."""
@@ -168,11 +176,12 @@ def make_plan(order: int, word_counts: np.ndarray, memory: int, scratch: str,
     if budget < 32 * 2**20:
         raise LmlabError(f"--memory {memory >> 20}M is too small: the fixed overhead alone is "
                          f"{FIXED_OVERHEAD >> 20}M; give at least {(FIXED_OVERHEAD >> 20) + 32}M")
-    chunk_tokens = max(10_000, budget // CHUNK_BYTES_PER_TOKEN)
+    wider = ORDER_BYTES * max(order - 5, 0)
+    chunk_tokens = max(10_000, budget // (CHUNK_BYTES_PER_TOKEN + wider))
     # Windows per partition <= tokens whose previous word is in it; greedy largest-first
     # assignment to the lightest partition keeps them even. One word's windows can only be
     # split by the word before it: sub-batches, as many as the heaviest partition needs.
-    rows_fit = budget // PARTITION_BYTES_PER_ROW
+    rows_fit = budget // (PARTITION_BYTES_PER_ROW + wider)
     parts = min(V, max(1, -(-tokens // rows_fit)))
     if parts > 1:
         parts = min(V, int(parts * 1.25) + 1)  # slack for the greedy's imbalance
@@ -180,15 +189,30 @@ def make_plan(order: int, word_counts: np.ndarray, memory: int, scratch: str,
     heaviest = int(np.bincount(part_of, weights=word_counts).max())
     subs = 1 if order < 3 or heaviest <= rows_fit else min(V, -(-2 * heaviest // rows_fit))
     sub_of = greedy_partition(np.append(word_counts, sentences), subs)
-    ngrams_fit = budget // BUCKET_BYTES_PER_NGRAM
-    # an order-n bucket holds ~ its first words' share of all n-grams: at most order x tokens
-    buckets = min(V, max(1, -(-order * tokens // ngrams_fit)))
-    share = np.cumsum(word_counts) / tokens
-    bucket_of = np.minimum((share * buckets).astype(np.int64), buckets - 1)
-    bucket_of = np.maximum.accumulate(np.concatenate([[0], bucket_of[:-1]]))  # own word first
-    _, bucket_of = np.unique(bucket_of, return_inverse=True)  # no empty buckets
-    return Plan(order, V, memory, int(chunk_tokens), part_of, sub_of,
-                bucket_of.astype(np.int64), scratch)
+    bucket_of, bucket_span, buckets = first_word_buckets(
+        word_counts * order, budget // BUCKET_BYTES_PER_NGRAM)
+    second_share = (np.cumsum(word_counts) - word_counts) / tokens
+    return Plan(order, V, int(chunk_tokens), part_of, sub_of, bucket_of, bucket_span,
+                second_share, scratch, int(part_of.max()) + 1, int(sub_of.max()) + 1, buckets)
+
+
+def first_word_buckets(load: np.ndarray, fit: int) -> tuple[np.ndarray, np.ndarray, int]:
+    """Cut the vocabulary, in id order, into buckets of about ``fit`` n-grams (``load``: a
+    word's expected n-grams as first word, at most order x its count): light words share one,
+    a heavy word gets ``ceil(load / fit)`` of its own. Returns each word's first bucket, its
+    number of buckets and the total."""
+    span = np.maximum(1, -(-load // max(fit, 1))).astype(np.int64)
+    first = np.empty(len(load), dtype=np.int64)
+    bucket, filled = 0, 0
+    for w, (weight, n) in enumerate(zip(load.tolist(), span.tolist(), strict=True)):
+        if filled and (n > 1 or filled + weight > fit):
+            bucket, filled = bucket + 1, 0
+        first[w] = bucket
+        if n > 1:
+            bucket += n
+        else:
+            filled += weight
+    return first, span, bucket + (filled > 0)
 
 
 def greedy_partition(weights: np.ndarray, parts: int) -> np.ndarray:
@@ -348,8 +372,8 @@ def adjust_partition(part: int, *, plan: Plan, chunks: list[str], continuation: 
             row_index[valid] = inverse
             bos = cols[0][first] == BOS_ID
             del cols, first, inverse, valid
-            save(piece, n, words=words[rep, N - n:], raw=counts, context=context, suffix=suffix,
-                 ncontexts=np.array(n_contexts))
+            save(piece, n, words=words[rep, N - n:], raw=counts, context=context.astype(np.int32),
+                 suffix=suffix.astype(np.int32), ncontexts=np.array(n_contexts))
             used = counts
             del rep, context, suffix
         coc[N - 2] += count_of_counts(used)
@@ -361,7 +385,8 @@ def adjust_partition(part: int, *, plan: Plan, chunks: list[str], continuation: 
         else counts2
     coc[0] += count_of_counts(used2)
     save(str(part), 2, words=np.stack([first_words, bigrams % base], axis=1).astype(np.int32),
-         raw=counts2, context=context, suffix=bigrams % base, ncontexts=np.array(n_contexts),
+         raw=counts2, context=context.astype(np.int32), suffix=(bigrams % base).astype(np.int32),
+         ncontexts=np.array(n_contexts),
          used=used2)
     return coc, np.bincount(bigrams % base, minlength=V)
 
@@ -376,10 +401,9 @@ def interpolate_partition(part: int, *, plan: Plan, unigram_p: np.ndarray,
     N = plan.order
 
     def table(piece: str, name: str) -> np.ndarray:
-        path = plan.path("table", piece, name + ".npy")
-        a = np.load(path)
-        os.remove(path)
-        return a
+        # (not deleted here: a task that Dask retries must find its inputs; the driver removes
+        # a stage's inputs once the stage is done)
+        return np.load(plan.path("table", piece, name + ".npy"))
 
     def order(piece: str, n: int, lower: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Order n of ``piece``: its probabilities, and its contexts' words and log10 backoffs
@@ -408,7 +432,7 @@ def interpolate_partition(part: int, *, plan: Plan, unigram_p: np.ndarray,
 
 def write_grouped(plan: Plan, name: str, words: np.ndarray, values: np.ndarray) -> None:
     """Records (words, value) grouped by the bucket of their first word."""
-    bucket = plan.bucket_of[words[:, 0]]
+    bucket = plan.bucket(words)
     order = np.argsort(bucket, kind="stable")
     save_grouped(plan, name, bucket[order], plan.buckets, words=words[order],
                  values=values[order])
@@ -418,8 +442,7 @@ def write_grouped(plan: Plan, name: str, words: np.ndarray, values: np.ndarray) 
 def bucket_starts(plan: Plan) -> list[list[int]]:
     """Per bucket, per order (1..N), the global index of its first n-gram: what the buckets
     before it hold, known from the record counts alone, so buckets are assembled independently."""
-    starts = np.zeros((plan.buckets, plan.order), dtype=np.int64)
-    starts[:, 0] = plan.vocab_size
+    starts = np.zeros((plan.buckets, plan.order), dtype=np.int64)  # (order 1: unused)
     for n in range(2, plan.order + 1):
         sizes = group_sizes(plan, f"prob-{n}", plan.prob_files(n), plan.buckets)
         starts[:, n - 1] = np.concatenate([[0], np.cumsum(sizes)[:-1]])
@@ -451,16 +474,19 @@ def assemble_bucket(item: tuple[int, list[int]], *, plan: Plan, itos: list[str] 
                                          "values")
             bkey = global_keys(bwords, keys_below, start, V)
             at = np.minimum(np.searchsorted(key, bkey), max(len(key) - 1, 0))
-            hit = (bkey >= 0) & (key[at] == bkey) if len(key) else np.zeros(0, dtype=bool)
+            hit = (bkey >= 0) & (key[at] == bkey) if len(key) else np.zeros(len(bkey), bool)
             bow[at[hit]] = bvalues[hit]  # a miss: the context itself was pruned
         keys_below[n] = key
         with spill_errors(plan):
             for what, a in (("keys", key), ("logp", logp), ("bow", bow)):
                 a.tofile(out_path(plan, what, n, bucket))
-            if itos is not None:
-                strings = [" ".join(itos[w] for w in row) for row in words.tolist()]
+            if itos is not None:  # (Python strings cost ~100 bytes each: a slice at a time)
                 with open(out_path(plan, "arpa", n, bucket), "w", encoding="utf-8") as f:
-                    f.writelines(ngram_lines(strings, logp, bow if n < N else None))
+                    for lo in range(0, len(key), ARPA_SLICE):
+                        hi = lo + ARPA_SLICE
+                        strings = [" ".join(itos[w] for w in row) for row in words[lo:hi].tolist()]
+                        f.writelines(ngram_lines(strings, logp[lo:hi],
+                                                 bow[lo:hi] if n < N else None))
 
 
 def global_keys(words: np.ndarray, keys_below: list[np.ndarray], start: list[int],
@@ -492,7 +518,7 @@ def spill_errors(plan: Plan):
     except OSError as err:
         why = "is full" if err.errno == 28 else f"cannot be written ({err.strerror or err})"
         raise LmlabError(f"the temporary directory {why}; give --temp a folder with more room "
-                         "(the scratch files are about 30 bytes per token)",
+                         "(the scratch files take about 100 bytes per token of a 5-gram)",
                          os.path.dirname(plan.scratch)) from None
 
 
