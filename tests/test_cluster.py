@@ -21,7 +21,7 @@ import pytest
 pytest.importorskip("distributed")
 
 import lmlab.cluster as cluster  # noqa: E402
-import lmlab.ngram.external as ext  # noqa: E402
+import lmlab.ngram.partition as planning  # noqa: E402
 from lmlab.cli import main  # noqa: E402
 from lmlab.ngram.model import load_ngram, train_ngram  # noqa: E402
 from tests.cli_helpers import fails, ok  # noqa: E402
@@ -42,10 +42,10 @@ def many_partitions(monkeypatch):
     """Plans of a dozen partitions and buckets and a few spans for the small corpus (the stages
     themselves read only the plan, so this holds on every worker)."""
     budget = 200 * 2**20
-    monkeypatch.setattr(ext, "FIXED_OVERHEAD", 0)
-    monkeypatch.setattr(ext, "CHUNK_BYTES_PER_TOKEN", budget // 15_000)
-    monkeypatch.setattr(ext, "PARTITION_BYTES_PER_ROW", budget // 8_000)
-    monkeypatch.setattr(ext, "BUCKET_BYTES_PER_NGRAM", budget // 20_000)
+    monkeypatch.setattr(planning, "FIXED_OVERHEAD", 0)
+    monkeypatch.setattr(planning, "CHUNK_BYTES_PER_TOKEN", budget // 15_000)
+    monkeypatch.setattr(planning, "PARTITION_BYTES_PER_ROW", budget // 8_000)
+    monkeypatch.setattr(planning, "BUCKET_BYTES_PER_NGRAM", budget // 20_000)
 
 
 def same_arrays(a, b) -> bool:

@@ -13,6 +13,7 @@ import pytest
 
 import lmlab.ngram.build as build
 import lmlab.ngram.external as ext
+import lmlab.ngram.partition as planning
 from lmlab.cli import main
 from lmlab.errors import LmlabError
 from lmlab.ngram.arpa import write_arpa
@@ -36,18 +37,18 @@ def corpus(tmp_path_factory) -> Path:
 def small_plan(monkeypatch):
     """Size chunks, partitions and buckets as if memory were tiny (64M budget: ~2k-token
     chunks, ~4k windows per partition, ~4k n-grams per bucket); records every plan made."""
-    monkeypatch.setattr(ext, "FIXED_OVERHEAD", 0)
-    monkeypatch.setattr(ext, "CHUNK_BYTES_PER_TOKEN", MEMORY // 2000)
-    monkeypatch.setattr(ext, "PARTITION_BYTES_PER_ROW", MEMORY // 4000)
-    monkeypatch.setattr(ext, "BUCKET_BYTES_PER_NGRAM", MEMORY // 4000)
+    monkeypatch.setattr(planning, "FIXED_OVERHEAD", 0)
+    monkeypatch.setattr(planning, "CHUNK_BYTES_PER_TOKEN", MEMORY // 2000)
+    monkeypatch.setattr(planning, "PARTITION_BYTES_PER_ROW", MEMORY // 4000)
+    monkeypatch.setattr(planning, "BUCKET_BYTES_PER_NGRAM", MEMORY // 4000)
     plans = []
-    make_plan = ext.make_plan
+    make_plan = planning.make_plan
 
     def spy(*args, **kwargs):
         plans.append(make_plan(*args, **kwargs))
         return plans[-1]
 
-    monkeypatch.setattr(ext, "make_plan", spy)
+    monkeypatch.setattr(planning, "make_plan", spy)
     return plans
 
 
@@ -55,7 +56,7 @@ def small_plan(monkeypatch):
 def sub_batches(small_plan, monkeypatch):
     """As ``small_plan``, with partitions too small for their heaviest words: those are split
     into sub-batches by the word before (orders >= 3)."""
-    monkeypatch.setattr(ext, "PARTITION_BYTES_PER_ROW", MEMORY // 600)
+    monkeypatch.setattr(planning, "PARTITION_BYTES_PER_ROW", MEMORY // 600)
     return small_plan
 
 
@@ -103,7 +104,8 @@ def test_orders(corpus, small_plan, tmp_path, order):
 def test_char_tokenizer_and_arpa_companion(corpus, small_plan, tmp_path, monkeypatch):
     from lmlab.tokenizers import tokenizer_from_spec
 
-    monkeypatch.setattr(ext, "PARTITION_BYTES_PER_ROW", MEMORY // 30_000)  # 'v' is in every word
+    # (the letter 'v' is in every word: one heavy partition)
+    monkeypatch.setattr(planning, "PARTITION_BYTES_PER_ROW", MEMORY // 30_000)
 
     ref = train_ngram(corpus, order=5, tokenizer=tokenizer_from_spec({"name": "char"}))
     write_arpa(ref, tmp_path / "ref.arpa")
@@ -131,7 +133,7 @@ def test_sub_batches_bit_for_bit(corpus, sub_batches, tmp_path, method):
 def test_pruned_ptb_with_sub_batches(data_root, sub_batches, tmp_path, method, monkeypatch):
     """Real text pruned: a pruned context's backoff must find no n-gram (an earlier version
     looked it up by position and overwrote another context's backoff)."""
-    monkeypatch.setattr(ext, "PARTITION_BYTES_PER_ROW", MEMORY // 2000)
+    monkeypatch.setattr(planning, "PARTITION_BYTES_PER_ROW", MEMORY // 2000)
     text = data_root / "ptb" / "valid.txt"
     ref = train_ngram(text, order=5, smoothing=method, prune=[0, 1, 1, 2], verbose=False)
     build.train_external(text, 5, method, memory=MEMORY, prune=[0, 1, 1, 2], verbose=False,
@@ -142,7 +144,7 @@ def test_pruned_ptb_with_sub_batches(data_root, sub_batches, tmp_path, method, m
 
 def test_ptb_five_gram_bit_for_bit(data_root, small_plan, tmp_path, monkeypatch):
     """Real text, the benchmark's method: MKN 5-gram of PTB in ~60 partitions."""
-    monkeypatch.setattr(ext, "PARTITION_BYTES_PER_ROW", MEMORY // 60_000)
+    monkeypatch.setattr(planning, "PARTITION_BYTES_PER_ROW", MEMORY // 60_000)
     train = data_root / "ptb" / "train.txt"
     ref = train_ngram(train, order=5)
     build.train_external(train, 5, "mkn", memory=MEMORY, output=str(tmp_path / "m.lm"))
@@ -239,7 +241,7 @@ def test_fold_keeps_lexicographic_order():
     base = 5000  # 5 columns overflow one int64: ranks replace the prefix on the way
     rows = rng.integers(0, base, size=(2000, 6))
     rows[1000:] = rows[:1000]  # duplicates
-    code, _ = ext.fold([rows[:, j] for j in range(6)], base)
+    code, _ = planning.fold([rows[:, j] for j in range(6)], base)
     by_code = np.argsort(code, kind="stable")
     by_rows = np.lexsort(rows.T[::-1])
     assert np.array_equal(rows[by_code], rows[by_rows])
@@ -247,7 +249,7 @@ def test_fold_keeps_lexicographic_order():
 
 
 def test_heavy_first_words_get_several_buckets(corpus, small_plan, tmp_path, monkeypatch):
-    monkeypatch.setattr(ext, "BUCKET_BYTES_PER_NGRAM", MEMORY // 300)
+    monkeypatch.setattr(planning, "BUCKET_BYTES_PER_NGRAM", MEMORY // 300)
     ref = train_ngram(corpus, order=4, prune=[0, 0, 1], verbose=False)
     write_arpa(ref, tmp_path / "ref.arpa")
     build.train_external(corpus, 4, "mkn", memory=MEMORY, prune=[0, 0, 1], verbose=False,
@@ -259,14 +261,14 @@ def test_heavy_first_words_get_several_buckets(corpus, small_plan, tmp_path, mon
 
 
 def test_first_word_buckets():
-    first, span, total = ext.first_word_buckets(np.array([50, 3, 3, 3, 30, 1, 1]), 10)
+    first, span, total = planning.first_word_buckets(np.array([50, 3, 3, 3, 30, 1, 1]), 10)
     assert span.tolist() == [5, 1, 1, 1, 3, 1, 1]
     assert first.tolist() == [0, 5, 5, 5, 6, 9, 9] and total == 10
 
 
 def test_partitions_are_balanced():
     weights = np.array([100, 90, 50, 40, 30, 20, 10, 5, 5, 1])
-    part_of = ext.greedy_partition(weights, 3)
+    part_of = planning.greedy_partition(weights, 3)
     loads = np.bincount(part_of, weights=weights)
     assert loads.max() - loads.min() <= 10
 

@@ -16,12 +16,13 @@ from lmlab.corpus import BOS_ID, count_words, line_spans, training_vocabulary
 from lmlab.errors import LmlabError
 from lmlab.fileio import is_stdin
 from lmlab.ngram import external as ext
+from lmlab.ngram import partition as planning
 from lmlab.ngram.counts import count_of_counts
 from lmlab.ngram.estimate import interpolate_order, uniform_distribution
 
 _UNITS = {"": 1, "b": 1, "k": 2**10, "m": 2**20, "g": 2**30, "t": 2**40}
 VOCAB_CHUNK_BYTES = 2**20  # the vocabulary pass reads 1 MiB of text at a time (~100 MB at 8)
-MIN_MEMORY = ext.FIXED_OVERHEAD + 32 * 2**20  # what the plan needs at least
+MIN_MEMORY = planning.FIXED_OVERHEAD + 32 * 2**20  # what the plan needs at least
 
 
 # -- memory ---------------------------------------------------------------------------------------
@@ -102,7 +103,7 @@ class Spilled:
                 shutil.copyfileobj(f, out, piece)
 
 
-def write_outputs(plan: ext.Plan, vocab, meta: dict, unigram: dict[str, np.ndarray],
+def write_outputs(plan: planning.Plan, vocab, meta: dict, unigram: dict[str, np.ndarray],
                   output: str | None, arpa: str | None) -> list[int]:
     """The model file and/or ARPA file from the unigrams and the buckets' pieces; returns the
     number of n-grams per order."""
@@ -185,14 +186,14 @@ def train_external(path: str | os.PathLike, order: int, smoothing: str, *, memor
                 word_counts = np.zeros(len(vocab), dtype=np.int64)
                 for word, count in counted.items():
                     word_counts[max(vocab.id(word), 0)] += count  # (-1: not in it, <unk>)
-            plan = ext.make_plan(order, word_counts, memory, scratch, lines)
+            plan = planning.make_plan(order, word_counts, memory, scratch, lines)
             return _estimate(run, plan, source, str(path), vocab, method, thresholds, output,
                              arpa, lines, progress)
         finally:
             ext._bounds.cache_clear()
 
 
-def _estimate(run, plan: ext.Plan, source: str, name: str, vocab, method, thresholds,
+def _estimate(run, plan: planning.Plan, source: str, name: str, vocab, method, thresholds,
               output: str | None, arpa: str | None, lines: int, progress: bool) -> dict:
     """The stages, then the files; each stage's inputs are removed once it is done."""
     from tqdm.auto import tqdm
@@ -250,7 +251,7 @@ def add_adjusted(total: tuple, one: tuple) -> tuple:
     return [a + b for a, b in zip(total[0], one[0], strict=True)], total[1] + one[1]
 
 
-def remove(plan: ext.Plan, *prefixes: str) -> None:
+def remove(plan: planning.Plan, *prefixes: str) -> None:
     """Delete a finished stage's inputs from the scratch folder (disk is freed as it goes)."""
     for entry in os.scandir(plan.scratch):
         if entry.name.startswith(prefixes):
