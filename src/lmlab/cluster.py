@@ -20,7 +20,7 @@ from functools import partial
 
 from lmlab.errors import LmlabError
 
-CONNECT_TIMEOUT = "20s"
+CONNECT_TIMEOUT = "10s"
 
 
 class Runner:
@@ -108,8 +108,27 @@ def parse_cluster(spec: str) -> tuple[str, int | str]:
 
 
 @contextmanager
-def runner(spec: str | None) -> Iterator[Runner]:
-    """The runner for ``--cluster spec`` (None: this process), shut down when the work ends."""
+def _ignoring_ctrl_c() -> Iterator[None]:
+    """Worker processes started in here ignore SIGINT (they inherit it): a Ctrl-C reaches this
+    process alone, which stops the work and closes the cluster, instead of every worker
+    printing its own traceback."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+@contextmanager
+def runner(spec: str | None, local_directory: str | None = None) -> Iterator[Runner]:
+    """The runner for ``--cluster spec`` (None: this process), shut down when the work ends.
+    ``local_directory``: where a ``local:N`` cluster's workers keep their own files."""
     if spec is None:
         yield Runner()
         return
@@ -122,17 +141,21 @@ def runner(spec: str | None) -> Iterator[Runner]:
                          ) from None
     import logging
 
-    # Dask logs every worker start and stop at INFO; lmlab says what matters itself.
-    quiet = [logging.getLogger(n) for n in ("distributed", "tornado")]
+    # Dask logs every worker start and stop at INFO, and its shutdown after an interrupt at
+    # ERROR; lmlab says what matters itself.
+    quiet = [logging.getLogger(n) for n in ("distributed", "tornado", "asyncio")]
     levels = [q.level for q in quiet]
     for q in quiet:
-        q.setLevel(logging.ERROR)
+        q.setLevel(logging.CRITICAL)
     cluster = client = None
     try:
-        with dask.config.set({"distributed.worker.daemon": False}):
+        # (workers read their logging level from the config they are started with)
+        with dask.config.set({"distributed.worker.daemon": False, "logging.distributed": "error"}):
             if kind == "local":
-                cluster = LocalCluster(n_workers=where, threads_per_worker=1, processes=True,
-                                       dashboard_address=None)
+                with _ignoring_ctrl_c():
+                    cluster = LocalCluster(n_workers=where, threads_per_worker=1,
+                                           processes=True, dashboard_address=None,
+                                           local_directory=local_directory)
                 client = Client(cluster)
             else:
                 try:
@@ -148,9 +171,13 @@ def runner(spec: str | None) -> Iterator[Runner]:
                                          f"some with `dask worker {where}`") from None
             yield DaskRunner(client)
     finally:
-        if client is not None:
-            client.close()
-        if cluster is not None:
-            cluster.close()
+        import warnings
+
+        with warnings.catch_warnings():  # (tasks cancelled by an interrupt warn as they go)
+            warnings.simplefilter("ignore")
+            if client is not None:
+                client.close()
+            if cluster is not None:
+                cluster.close()
         for q, level in zip(quiet, levels, strict=True):
             q.setLevel(level)

@@ -136,19 +136,19 @@ def write_outputs(plan: planning.Plan, vocab, meta: dict, unigram: dict[str, np.
 
 
 # -- the driver -----------------------------------------------------------------------------------
-def train_external(path: str | os.PathLike, order: int, smoothing: str, *, memory: int,
+def train_external(path: str | os.PathLike, order: int, smoothing: str, *, memory: int | str,
                    temp: str | os.PathLike | None = None, output: str | None = None,
                    arpa: str | None = None, cluster: str | None = None, vocab=None,
                    min_count: int = 1, max_vocab: int | None = None,
                    prune: list[int] | None = None, tokenizer=None, progress: bool = False,
                    verbose: bool = True, **options) -> dict:
     """Estimate a backoff-form n-gram model of the text file ``path`` within ``memory`` bytes
-    per process (plus a small fixed overhead), spilling to a scratch folder under ``temp``, and
-    write it to ``output`` (lmlab's format) and/or ``arpa``: the files :func:`train_ngram` and
-    ``write_arpa`` would write, array for array and byte for byte. ``cluster``: run the stages on
-    Dask (``local:N`` or ``tcp://HOST:PORT``; the scratch folder must be on a file system every
-    worker sees). Returns the model's meta, with ``ngrams`` (the count per order) and
-    ``vocab_size``."""
+    (or a size such as ``"1G"``) per process, plus a small fixed overhead, spilling to a scratch
+    folder under ``temp``, and write it to ``output`` (lmlab's format) and/or ``arpa``: the
+    files :func:`train_ngram` and ``write_arpa`` would write, array for array and byte for byte.
+    ``cluster``: run the stages on Dask (``local:N`` or ``tcp://HOST:PORT``; the text and the
+    scratch folder must be on a file system every worker sees). Returns the model's meta, with
+    ``ngrams`` (the count per order) and ``vocab_size``."""
     from lmlab.cluster import runner
     from lmlab.ngram.estimate import check_order
     from lmlab.ngram.prune import prune_thresholds
@@ -168,7 +168,9 @@ def train_external(path: str | os.PathLike, order: int, smoothing: str, *, memor
                          "not standard input (-)")
     source = os.path.abspath(path)  # (workers may run elsewhere, in another folder)
     # The runner closes first: no task of it still writes when the scratch folder goes.
-    with ext.scratch_directory(temp) as scratch, runner(cluster) as run:
+    if isinstance(memory, str):
+        memory = parse_memory(memory)
+    with ext.scratch_directory(temp) as scratch, runner(cluster, scratch) as run:
         try:
             run.check_sees(source, scratch)
             # A plain file is cut into spans that workers read themselves; gzip only from the
