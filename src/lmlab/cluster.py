@@ -80,7 +80,7 @@ class DaskRunner(Runner):
         except KilledWorker as err:
             raise LmlabError(f"a Dask worker died running {fn.__name__} again and again ({err}); "
                              "out of memory? lower --memory or give the workers more") from None
-        except (CommClosedError, CancelledError, OSError) as err:
+        except (CommClosedError, CancelledError) as err:  # (a task's own errors pass through)
             raise LmlabError(f"lost the Dask cluster while running {fn.__name__} ({err})"
                              ) from None
         finally:
