@@ -22,7 +22,6 @@ from lmlab.ngram.estimate import interpolate_order, uniform_distribution
 
 _UNITS = {"": 1, "b": 1, "k": 2**10, "m": 2**20, "g": 2**30, "t": 2**40}
 VOCAB_CHUNK_BYTES = 2**20  # the vocabulary pass reads 1 MiB of text at a time (~100 MB at 8)
-MIN_MEMORY = planning.FIXED_OVERHEAD + 32 * 2**20  # what the plan needs at least
 
 
 # -- memory ---------------------------------------------------------------------------------------
@@ -35,14 +34,14 @@ def parse_memory(text: str) -> int:
     value = float(m.group(1))
     size = int(value / 100 * physical_memory()) if m.group(2) == "%" else \
         int(value * _UNITS[m.group(2).lower()])
-    if size < MIN_MEMORY:
-        raise LmlabError(f"--memory {text}: give at least {MIN_MEMORY >> 20}M")
+    if size < planning.min_memory():
+        raise LmlabError(f"--memory {text}: give at least {planning.min_memory() >> 20}M")
     return size
 
 
 def in_memory_need(path: str | os.PathLike, order: int) -> int:
-    """Roughly the peak memory of the in-memory estimator on the text file ``path`` (measured:
-    ~36 bytes per byte of text for a 5-gram; gzip text counted as 3x its size)."""
+    """Roughly the peak memory of the in-memory estimator on the text file ``path``: 8 x order
+    bytes per byte of text (measured: ~36 for a 5-gram), gzip text counted as 3x its size."""
     from lmlab.fileio import GZIP_MAGIC
 
     if not os.path.isfile(path):
@@ -218,7 +217,7 @@ def _estimate(run, plan: planning.Plan, source: str, name: str, vocab, method, t
     coc, unigram_left = run.map_reduce(
         ext.adjust_partition, parts, add_adjusted,
         ([np.zeros(11, dtype=np.int64)] * (order - 1), np.zeros(V, dtype=np.int64)),
-        plan=plan, chunks=chunks, continuation=method.continuation)
+        plan=plan, chunks=chunks, continuation=method.continuation, pruned=bool(thresholds))
     remove(plan, "count-")
     ids = np.arange(V, dtype=np.int64)
     used1 = np.where(ids == BOS_ID, unigrams, unigram_left) \

@@ -40,6 +40,7 @@ removed at the end, on error and on Ctrl-C.
 
 from __future__ import annotations
 
+import errno
 import functools
 import os
 import shutil
@@ -148,11 +149,12 @@ def group_sizes(plan: Plan, name: str, files: list[str], groups: int) -> np.ndar
 
 
 # -- stage 2: adjust, per partition ---------------------------------------------------------------
-def adjust_partition(part: int, *, plan: Plan, chunks: list[str], continuation: bool
-                     ) -> tuple[list[np.ndarray], np.ndarray]:
+def adjust_partition(part: int, *, plan: Plan, chunks: list[str], continuation: bool,
+                     pruned: bool = False) -> tuple[list[np.ndarray], np.ndarray]:
     """Build the partition's n-gram tables and save them: its bigrams whole, higher orders one
-    sub-batch at a time. Return the count-of-counts of the counts the method uses (per order
-    2..N) and the partition's share of the unigrams' left-extension counts."""
+    sub-batch at a time (with the raw counts too when the model is ``pruned``: pruning reads
+    them). Return the count-of-counts of the counts the method uses (per order 2..N) and the
+    partition's share of the unigrams' left-extension counts."""
     N, V = plan.order, plan.vocab_size
     base = V + 1
     coc = [np.zeros(11, dtype=np.int64) for _ in range(2, N + 1)]
@@ -160,10 +162,14 @@ def adjust_partition(part: int, *, plan: Plan, chunks: list[str], continuation: 
     def save(piece: str, n: int, **arrays: np.ndarray) -> None:
         with spill_errors(plan):
             for name, a in arrays.items():
-                np.save(plan.path("table", piece, f"{name}{n}.npy"), a)
+                if name != "raw" or pruned:
+                    np.save(plan.path("table", piece, f"{name}{n}.npy"), a)
+
+    held = None  # one sub-batch's rows are read once, not once per pass
 
     def rows(sub: int) -> tuple[np.ndarray, np.ndarray]:
-        return read_group(plan, "count", chunks, plan.group(part, sub), "words", "counts")
+        return held or read_group(plan, "count", chunks, plan.group(part, sub), "words",
+                                  "counts")
 
     # Bigrams (context: one word of this partition) from every sub-batch: two columns each.
     keys, weights = [], []
@@ -173,6 +179,8 @@ def adjust_partition(part: int, *, plan: Plan, chunks: list[str], continuation: 
                                   return_inverse=True)
         keys.append(uniq)
         weights.append(np.bincount(inverse, weights=weight, minlength=len(uniq)))
+        if plan.subs == 1:
+            held = words, weight
         del words, weight, inverse
     bigrams, inverse = np.unique(np.concatenate(keys), return_inverse=True)
     counts2 = np.bincount(inverse, weights=np.concatenate(weights),
@@ -211,6 +219,7 @@ def adjust_partition(part: int, *, plan: Plan, chunks: list[str], continuation: 
         coc[N - 2] += count_of_counts(used)
         save(piece, N, used=used)
         del words, weight, row_index
+    held = None
     first_words = bigrams // base
     context, n_contexts = dense_groups(first_words)
     used2 = np.where(first_words == BOS_ID, counts2, left2) if continuation and N > 2 \
@@ -241,8 +250,7 @@ def interpolate_partition(part: int, *, plan: Plan, unigram_p: np.ndarray,
         """Order n of ``piece``: its probabilities, and its contexts' words and log10 backoffs
         (its n-grams' log10 probabilities are written here)."""
         words, context = table(piece, f"words{n}"), table(piece, f"context{n}")
-        raw = table(piece, f"raw{n}")
-        kept = raw > prune[n - 1] if prune else None
+        kept = table(piece, f"raw{n}") > prune[n - 1] if prune else None
         p, bow = interpolate_order(n, table(piece, f"used{n}"), context,
                                    int(table(piece, f"ncontexts{n}")),
                                    lower[table(piece, f"suffix{n}")], smoothing, kept)
@@ -348,7 +356,8 @@ def spill_errors(plan: Plan):
     try:
         yield
     except OSError as err:
-        why = "is full" if err.errno == 28 else f"cannot be written ({err.strerror or err})"
+        why = "is full" if err.errno == errno.ENOSPC else \
+            f"cannot be written ({err.strerror or err})"
         raise LmlabError(f"the temporary directory {why}; give --temp a folder with more room "
                          "(the scratch files take about 100 bytes per token of a 5-gram)",
                          os.path.dirname(plan.scratch)) from None

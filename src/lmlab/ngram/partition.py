@@ -22,7 +22,12 @@ BUCKET_BYTES_PER_NGRAM = 60
 ORDER_BYTES = 16  # a window holds `order` words: per row or token, this much more per order above 5
 FIXED_OVERHEAD = 96 * 2**20
 MAX_PACK = 1 << 62  # codes stay below this: int64 with room for one more multiply check
+MIN_BUDGET = 32 * 2**20  # the least working memory a plan is made for, beyond the overhead
 
+
+def min_memory() -> int:
+    """The smallest ``--memory`` a plan can be made for."""
+    return FIXED_OVERHEAD + MIN_BUDGET
 
 
 # -- packing word tuples into sortable int64 codes ------------------------------------------------
@@ -54,16 +59,12 @@ def dense_groups(sorted_codes: np.ndarray) -> tuple[np.ndarray, int]:
 
 def sorted_tuples(columns: list[np.ndarray], base: int) -> tuple[np.ndarray, np.ndarray,
                                                                   np.ndarray, int]:
-    """The distinct rows of ``columns`` in lexicographic order (the model's order): returns the
-    first row of each, the inverse (row -> distinct index), each distinct row's context id (its
-    first ``len(columns) - 1`` words, dense in that order) and the number of contexts."""
-    if len(columns) == 1:
-        ctx, bound = np.zeros(len(columns[0]), dtype=np.int64), 1
-    else:
-        ctx, bound = fold(columns[:-1], base)
-        if bound * base >= MAX_PACK:
-            _, ctx = np.unique(ctx, return_inverse=True)
-    key = ctx * base + columns[-1]
+    """The distinct rows of ``columns`` (two or more) in lexicographic order (the model's order):
+    returns the first row of each, the inverse (row -> distinct index), each distinct row's
+    context id (its first ``len(columns) - 1`` words, dense in that order) and the number of
+    contexts. (:func:`fold`'s last step is ``prefix code * base + last column``, so a key's
+    quotient by ``base`` is its context's code.)"""
+    key, _ = fold(columns, base)
     uniq, first, inverse = np.unique(key, return_index=True, return_inverse=True)
     context, n_contexts = dense_groups(uniq // base)
     return first, inverse, context, n_contexts
@@ -128,9 +129,9 @@ def make_plan(order: int, word_counts: np.ndarray, memory: int, scratch: str,
     V = len(word_counts)
     budget = memory - FIXED_OVERHEAD
     tokens = max(int(word_counts.sum()), 1)
-    if budget < 32 * 2**20:
-        raise LmlabError(f"--memory {memory >> 20}M is too small: the fixed overhead alone is "
-                         f"{FIXED_OVERHEAD >> 20}M; give at least {(FIXED_OVERHEAD >> 20) + 32}M")
+    if memory < min_memory():
+        raise LmlabError(f"--memory {memory >> 20}M is too small: give at least "
+                         f"{min_memory() >> 20}M")
     wider = ORDER_BYTES * max(order - 5, 0)
     chunk_tokens = max(10_000, budget // (CHUNK_BYTES_PER_TOKEN + wider))
     # Windows per partition <= tokens whose previous word is in it; greedy largest-first
