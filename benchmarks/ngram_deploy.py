@@ -1,7 +1,8 @@
 #!/usr/bin/env python
 """Benchmark deploying lmlab n-gram models against KenLM's deployment tools (issue 19 targets).
 
-MKN 5-grams, lmlab's binary format (``lmlab ngram build-binary``, exact and 8-bit) next to KenLM
+MKN 5-grams, lmlab's binary format (``lmlab ngram build-binary``: the probing layout exact and
+8-bit, the trie layout float32 and 8-bit) next to KenLM
 built from source in the same run (``benchmarks/setup_kenlm.sh``: ``lmplz``, then ``build_binary``
 probing / trie / ``-q 8 -b 8`` trie, and ``query``), reported as RATIOS lmlab / KenLM because the
 machines are shared and noisy: (1) load from Python; (2) ``lmlab eval`` (one process and
@@ -122,7 +123,8 @@ def repeat_file(src: Path, dst: Path, times: int) -> Path:
 
 # -- models ------------------------------------------------------------------------------------
 def build_models(name: str, folder: Path, tmp: Path, bins: dict) -> dict:
-    """lmlab MKN-5 (.lm, binary, 8-bit binary) and KenLM's (ARPA, probing, trie, q8 trie)."""
+    """lmlab MKN-5 (.lm; binary: probing exact and 8-bit, trie float32 and 8-bit) and KenLM's
+    (ARPA, probing, trie, q8 trie)."""
     say(f"  {name}: building lmlab and KenLM 5-grams ...")
     m: dict = {"dir": tmp}
     model = train_ngram(folder / "train.txt", order=5, smoothing="mkn", verbose=False)
@@ -130,6 +132,8 @@ def build_models(name: str, folder: Path, tmp: Path, bins: dict) -> dict:
     model.save(tmp / "lmlab.lm")
     write_binary(model, tmp / "lmlab.bin")
     write_binary(model, tmp / "lmlab.q8.bin", quantize_bits=8)
+    write_binary(model, tmp / "lmlab.trie", layout="trie")
+    write_binary(model, tmp / "lmlab.q8.trie", layout="trie", quantize_bits=8)
     del model
     m["train_unk"] = unk_copy(folder / "train.txt", tmp / "train.unk.txt")
     m["test_unk"] = unk_copy(folder / "test.txt", tmp / "test.unk.txt")
@@ -150,7 +154,8 @@ def bench_load(models: dict, bins: dict, args, rep: Report) -> dict:
     spec = []
     for name, m in models.items():
         spec.append((f"{name}/lmlab.bin", "lmlab", str(m["dir"] / "lmlab.bin")))
-        spec.append((f"{name}/lmlab.q8.bin", "lmlab", str(m["dir"] / "lmlab.q8.bin")))
+        for f in ("lmlab.q8.bin", "lmlab.trie", "lmlab.q8.trie"):
+            spec.append((f"{name}/{f}", "lmlab", str(m["dir"] / f)))
         spec.append((f"{name}/lmlab.kenlm.Model", "lmlab.kenlm", str(m["dir"] / "lmlab.bin")))
         if bins and import_kenlm() is not None:
             for tag in ("probing", "trie", "q8trie"):
@@ -167,11 +172,13 @@ def bench_load(models: dict, bins: dict, args, rep: Report) -> dict:
             peer = best[f"{name}/kenlm.{tag}"]
             rep.row(name, "load MKN-5 binary from Python", f"kenlm.Model ({tag})", peer, mine,
                     mine / peer, f"<= {TARGET_LOAD_MS:g} ms", mine * 1e3 <= TARGET_LOAD_MS, ms)
-        q8 = best[f"{name}/lmlab.q8.bin"]
-        peer = best.get(f"{name}/kenlm.q8trie")
-        rep.row(name, "load 8-bit binary from Python", "kenlm.Model (q8 trie)", peer, q8,
-                q8 / peer if peer else None, f"<= {TARGET_LOAD_MS:g} ms",
-                q8 * 1e3 <= TARGET_LOAD_MS, ms)
+        for what, f, tag in (("8-bit binary", "lmlab.q8.bin", "q8trie"),
+                             ("trie binary", "lmlab.trie", "trie"),
+                             ("8-bit trie binary", "lmlab.q8.trie", "q8trie")):
+            mine, peer = best[f"{name}/{f}"], best.get(f"{name}/kenlm.{tag}")
+            rep.row(name, f"load {what} from Python", f"kenlm.Model ({tag})", peer, mine,
+                    mine / peer if peer else None, f"<= {TARGET_LOAD_MS:g} ms",
+                    mine * 1e3 <= TARGET_LOAD_MS, ms)
         api, peer = best[f"{name}/lmlab.kenlm.Model"], best.get(f"{name}/kenlm.probing")
         rep.row(name, "load binary as lmlab.kenlm.Model (query API)", "kenlm.Model (probing)",
                 peer, api, api / peer if peer else None, "info", None, ms)
@@ -286,29 +293,37 @@ def bench_flat(name, folder, m, bins, args, best, rep: Report) -> dict:
 def bench_sizes(name: str, folder: Path, m: dict, bins: dict, rep: Report) -> dict:
     say(f"\n== {name}: sizes and 8-bit perplexity ==")
     tmp = m["dir"]
-    files = ["lmlab.lm", "lmlab.bin", "lmlab.q8.bin"]
+    files = ["lmlab.lm", "lmlab.bin", "lmlab.q8.bin", "lmlab.trie", "lmlab.q8.trie"]
     if bins:
         files += ["kenlm.arpa", "kenlm.probing", "kenlm.trie", "kenlm.q8trie"]
     size = {f: (tmp / f).stat().st_size for f in files}
     ppl = {}
-    for f in ("lmlab.bin", "lmlab.q8.bin"):
+    for f in ("lmlab.bin", "lmlab.q8.bin", "lmlab.trie", "lmlab.q8.trie"):
         ppl[f] = evaluate(load_model(tmp / f), folder / "test.txt")[0].perplexity
     if bins:
-        for f in ("kenlm.probing", "kenlm.q8trie"):
+        for f in ("kenlm.probing", "kenlm.trie", "kenlm.q8trie"):
             ppl[f] = run_query(bins["query"], tmp / f, m["test_unk"], tmp)["perplexity"]
     for f in files:
         say(f"  {f:15s} {mb(size[f]):>10s}  ppl {human_ppl(ppl.get(f))}")
-    rows = [("binary, exact", "lmlab.bin", "probing", "kenlm.probing"),
-            ("binary, exact", "lmlab.bin", "trie", "kenlm.trie"),
-            ("binary, 8-bit", "lmlab.q8.bin", "-q 8 -b 8 trie", "kenlm.q8trie")]
-    for what, mine, peer_name, peer in rows:
-        r = size[mine] / size[peer] if bins else None
-        rep.row(name, f"size, {what}", f"KenLM {peer_name}", size.get(peer), size[mine], r,
-                "<= 1", None if r is None else r <= 1, mb)
-    d = ppl["lmlab.q8.bin"] / ppl["lmlab.bin"] - 1
-    rep.row(name, "test ppl, 8-bit vs exact (rel. change)", "lmlab exact binary",
-            ppl["lmlab.bin"], ppl["lmlab.q8.bin"], d, f"|d| <= {100 * TARGET_Q8_PPL:g} %",
-            abs(d) <= TARGET_Q8_PPL, human_ppl, pct)
+    # (what, lmlab file, KenLM's, target or None: info)
+    rows = [("probing layout, exact float64", "lmlab.bin", "probing", None),
+            ("trie layout, float32 (unquantised)", "lmlab.trie", "probing", "<= 1"),
+            ("trie layout, float32 (compact)", "lmlab.trie", "trie", "<= 1"),
+            ("trie layout, 8-bit", "lmlab.q8.trie", "q8trie", "<= 1"),
+            ("probing layout, 8-bit", "lmlab.q8.bin", "q8trie", None)]
+    for what, mine, peer, target in rows:
+        r = size[mine] / size[f"kenlm.{peer}"] if bins else None
+        rep.row(name, f"size, {what}", f"KenLM {peer.replace('q8', '-q 8 -b 8 ')}",
+                size.get(f"kenlm.{peer}"), size[mine], r, target or "info",
+                None if r is None or target is None else r <= 1, mb)
+    for f, what, target in (("lmlab.trie", "trie float32", None),
+                            ("lmlab.q8.trie", "trie 8-bit", TARGET_Q8_PPL),
+                            ("lmlab.q8.bin", "probing 8-bit", TARGET_Q8_PPL)):
+        d = ppl[f] / ppl["lmlab.bin"] - 1
+        rep.row(name, f"test ppl, {what} vs exact (rel. change)", "lmlab exact binary",
+                ppl["lmlab.bin"], ppl[f], d,
+                "info" if target is None else f"|d| <= {100 * target:g} %",
+                None if target is None else abs(d) <= target, human_ppl, pct)
     if bins:
         kd = ppl["kenlm.q8trie"] / ppl["kenlm.probing"] - 1
         rep.row(name, "test ppl, KenLM q8 trie vs probing (rel.)", "KenLM probing",

@@ -19,6 +19,7 @@ from lmlab.ngram.arpa import read_arpa, write_arpa
 from lmlab.ngram.binary import (
     ALIGN,
     PREFIX,
+    VERSION,
     BinaryNGramModel,
     QuantizedArray,
     load_binary,
@@ -309,8 +310,9 @@ def test_foreign_and_future_files(files, capsys):
     data = (files / "m.bin").read_bytes()
     broken(files, capsys, b"LMLABBIX" + data[8:], "not a model lmlab can read")
     magic, version, hlen, size, digest = PREFIX.unpack(data[:ALIGN])
-    future = PREFIX.pack(magic, 3, hlen, size, digest) + data[ALIGN:]
-    broken(files, capsys, future, "format version 3 is newer than this lmlab supports")
+    future = PREFIX.pack(magic, VERSION + 1, hlen, size, digest) + data[ALIGN:]
+    broken(files, capsys, future,
+           f"format version {VERSION + 1} is newer than this lmlab supports")
     broken(files, capsys, data + b"\0" * 64, "corrupt binary model")
     broken(files, capsys, data[:ALIGN] + b"{not json" + data[ALIGN + 9:], "unreadable header")
     broken(files, capsys, gzip.compress(data), "gzip-compressed")

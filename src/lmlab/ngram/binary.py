@@ -54,16 +54,21 @@ from lmlab.fileio import GZIP_MAGIC, atomic_output, check_output_path
 from lmlab.models import BINARY_MAGIC
 from lmlab.ngram.keyindex import GOLDEN, place
 from lmlab.ngram.model import NGramModel, require_backoff_form
+from lmlab.ngram.packed import QuantizedArray, quantize
+from lmlab.ngram.trie import assemble_trie, trie_sections
 from lmlab.tokenizers import tokenizer_from_spec, tokenizer_record
 
 MAGIC = BINARY_MAGIC  # defined where every format is told apart (lmlab.models)
-VERSION = 2  # 2: the header holds a tokenizer; a whitespace model is still written as 1
+# 2: the header holds a tokenizer; 3: the trie layout (a probing whitespace model is still 1)
+VERSION = 3
 ALIGN = 64
 PREFIX = struct.Struct("<8sIIQ32s8x")  # magic, version, header length, file size, sha256
 assert PREFIX.size == ALIGN
-_DTYPES = {"u1": np.uint8, "<i4": np.int32, "<i8": np.int64, "<f8": np.float64}
+_DTYPES = {"u1": np.uint8, "<i4": np.int32, "<i8": np.int64, "<u8": np.uint64,
+           "<f8": np.float64}
 _CODES = {t: code for code, t in _DTYPES.items()}  # the section table's name of each type
 QUANTIZE_BITS = (8,)
+LAYOUTS = ("probing", "trie")
 
 
 # -- the hash index ----------------------------------------------------------------------------
@@ -112,86 +117,16 @@ class StoredIndex:
         return out
 
 
-# -- quantisation --------------------------------------------------------------------------------
-class QuantizedArray(np.lib.mixins.NDArrayOperatorsMixin):
-    """A read-only float64 array stored as uint8 codes into 256 values: indexing and slicing
-    decode only what they touch; arithmetic, numpy functions, ``copy`` and ``tolist`` decode the
-    whole array."""
-
-    def __init__(self, codes: np.ndarray, bins: np.ndarray) -> None:
-        self.codes, self.bins = codes, bins
-
-    def __len__(self) -> int:
-        return len(self.codes)
-
-    @property
-    def shape(self) -> tuple[int]:
-        return (len(self.codes),)
-
-    @property
-    def dtype(self) -> np.dtype:
-        return np.dtype(np.float64)
-
-    def __getitem__(self, index):
-        return self.bins[self.codes[index]]
-
-    def __array__(self, dtype=None, copy=None):
-        out = self.bins[self.codes]
-        return out if dtype is None else out.astype(dtype, copy=False)
-
-    def __array_ufunc__(self, ufunc, method, *inputs, **kwargs):
-        inputs = tuple(np.asarray(x) if isinstance(x, QuantizedArray) else x for x in inputs)
-        return getattr(ufunc, method)(*inputs, **kwargs)
-
-    def copy(self) -> np.ndarray:
-        return self.bins[self.codes]
-
-    def astype(self, dtype, copy: bool = True) -> np.ndarray:
-        return self.bins[self.codes].astype(dtype)
-
-    def tolist(self) -> list[float]:
-        return self.bins[self.codes].tolist()
-
-
-def quantize(values: np.ndarray, exact: tuple[float, ...]) -> tuple[np.ndarray, np.ndarray]:
-    """8-bit codes and 256 bin values for ``values``: each value in ``exact`` (e.g. 0, -inf)
-    present gets a code of its own, the others equal-count bins whose value is their mean."""
-    values = np.asarray(values, dtype=np.float64)
-    codes = np.zeros(len(values), dtype=np.uint8)
-    bins = np.zeros(256, dtype=np.float64)
-    rest = np.ones(len(values), dtype=bool)
-    next_code = 0
-    for x in exact:
-        is_x = values == x
-        if is_x.any():
-            codes[is_x], bins[next_code] = next_code, x
-            rest &= ~is_x
-            next_code += 1
-    free = 256 - next_code
-    v = values[rest]
-    if len(v):
-        order = np.argsort(v, kind="stable")
-        chunk = np.minimum(np.arange(len(v)) * free // len(v), free - 1)
-        local = np.empty(len(v), dtype=np.int64)
-        local[order] = chunk
-        sums = np.bincount(local, weights=v, minlength=free)
-        n = np.bincount(local, minlength=free)
-        centers = np.where(n > 0, sums / np.maximum(n, 1), np.nan)
-        centers = np.fmax.accumulate(centers)  # an empty bin repeats the previous value
-        centers[np.isnan(centers)] = centers[~np.isnan(centers)][0]
-        bins[next_code:] = centers
-        # each value to its nearest bin value (KenLM's encoding), not to its own bin
-        nearest = np.searchsorted((centers[1:] + centers[:-1]) / 2, v)
-        codes[rest] = (nearest + next_code).astype(np.uint8)
-    return codes, bins
-
-
 # -- writing -------------------------------------------------------------------------------------
-def _sections(model, quantize_bits: int | None) -> tuple[list[tuple[str, np.ndarray]], dict]:
+def _vocab_sections(model) -> list[tuple[str, np.ndarray]]:
     words = "\n".join(model.vocab.itos).encode("utf-8", "surrogateescape")
-    arrays: list[tuple[str, np.ndarray]] = [
-        ("vocab", np.frombuffer(words, dtype=np.uint8)),
-        ("vocab_counts", np.asarray(model.vocab.counts, dtype=np.int64))]
+    return [("vocab", np.frombuffer(words, dtype=np.uint8)),
+            ("vocab_counts", np.asarray(model.vocab.counts, dtype=np.int64))]
+
+
+def _probing_sections(model, quantize_bits: int | None
+                      ) -> tuple[list[tuple[str, np.ndarray]], dict]:
+    arrays: list[tuple[str, np.ndarray]] = []
     probes = {}
     N = model.order
     for n in range(1, N + 1):
@@ -211,7 +146,7 @@ def _sections(model, quantize_bits: int | None) -> tuple[list[tuple[str, np.ndar
         if n >= 2:
             table, probes[str(n)] = build_index(keys)
             arrays.append((f"index{n}", table))
-    return arrays, probes
+    return arrays, {"probes": probes}
 
 
 def check_quantize_bits(bits: int | None) -> None:
@@ -220,11 +155,22 @@ def check_quantize_bits(bits: int | None) -> None:
                          f"{bits}")
 
 
-def write_binary(model, path: str | os.PathLike, quantize_bits: int | None = None) -> None:
+def check_layout(layout: str) -> None:
+    if layout not in LAYOUTS:
+        raise LmlabError(f"unknown binary layout {layout!r}; choose from {', '.join(LAYOUTS)}")
+
+
+def write_binary(model, path: str | os.PathLike, quantize_bits: int | None = None,
+                 layout: str = "probing") -> None:
     """Write a backoff-form n-gram model (an :class:`~lmlab.ngram.model.NGramModel`, e.g. a
-    ``.lm`` model or an ARPA file loaded) as a binary model, atomically. ``quantize_bits``: None
-    (exact float64) or 8."""
+    ``.lm`` model or an ARPA file loaded) as a binary model, atomically.
+
+    ``layout``: ``"probing"`` (hash tables, float64: the fastest lookups, scores exactly as
+    ``model``) or ``"trie"`` (bit-packed sorted tables, float32 as KenLM stores: the smallest
+    file, lookups by binary search). ``quantize_bits``: None or 8 (8-bit codes with bins per
+    order for probabilities and backoffs of orders >= 2)."""
     check_quantize_bits(quantize_bits)
+    check_layout(layout)
     require_backoff_form(model, "it cannot be written as a binary model")
     if os.fspath(path) == "-":
         raise LmlabError("a binary model is memory-mapped from a file: give an output file, "
@@ -233,11 +179,13 @@ def write_binary(model, path: str | os.PathLike, quantize_bits: int | None = Non
         raise LmlabError("a binary model is memory-mapped and cannot be compressed: give a "
                          "name not ending in .gz", path)
     check_output_path(path)
-    arrays, probes = _sections(model, quantize_bits)
+    arrays, fields = (trie_sections if layout == "trie" else _probing_sections)(
+        model, quantize_bits)
+    arrays = _vocab_sections(model) + arrays
     table = []
     header = {"format": "lmlab-ngram-binary", "meta": model.meta, "order": model.order,
-              "vocab_size": len(model.vocab), "quantize": quantize_bits or 0, "probes": probes,
-              "sections": table}
+              "vocab_size": len(model.vocab), "quantize": quantize_bits or 0,
+              "layout": layout, **fields, "sections": table}
     header.update(tokenizer_record(model.vocab))
     # The section offsets depend on the header's length, which depends on the offsets: lay out
     # with a generous guess for the header, then fix it.
@@ -270,7 +218,7 @@ def write_binary(model, path: str | os.PathLike, quantize_bits: int | None = Non
         f.write(pad)
         digest.update(pad)
         f.seek(0)
-        version = VERSION if "tokenizer" in header else 1
+        version = 3 if layout == "trie" else 2 if "tokenizer" in header else 1
         f.write(PREFIX.pack(MAGIC, version, len(text), size, digest.digest()))
         f.seek(size)
 
@@ -315,8 +263,10 @@ def _read_header(path, f, hlen: int) -> dict:
         raise LmlabError("corrupt binary model: unreadable header", path) from None
     ok = isinstance(header, dict) and isinstance(header.get("meta"), dict) and \
         isinstance(header.get("sections"), list) and isinstance(header.get("order"), int) and \
-        isinstance(header.get("vocab_size"), int) and isinstance(header.get("probes"), dict) \
-        and header.get("quantize") in (0, *QUANTIZE_BITS) and header["order"] >= 1
+        isinstance(header.get("vocab_size"), int) and header["order"] >= 1 and \
+        header.get("quantize") in (0, *QUANTIZE_BITS) and \
+        header.setdefault("layout", "probing") in LAYOUTS and \
+        (header["layout"] == "trie" or isinstance(header.get("probes"), dict))
     if not ok:
         raise LmlabError("corrupt binary model: header lacks its fields", path)
     return header
@@ -380,22 +330,30 @@ def _assemble(path, mm, header: dict, sections: dict[str, np.ndarray]):
         return QuantizedArray(get(f"{name}{n}", length, ("u1",)),
                               get(f"{name}_bins{n}", 256, ("<f8",)))
 
-    keys, logp, bow, indexes = [], [], [], {}
-    for n in range(1, N + 1):
-        k = get(f"keys{n}", V if n == 1 else None, ("<i8",))
-        keys.append(k)
-        logp.append(values("logp", n, len(k)))
-        if n < N or f"bow{n}" in sections:
-            bow.append(values("bow", n, len(k)))
-        else:
-            bow.append(np.broadcast_to(np.float64(0.0), (len(k),)))
-        if n >= 2:
-            table = get(f"index{n}", None, ("<i4", "<i8"))
-            probes = header["probes"].get(str(n))
-            if len(table) <= len(k) or not isinstance(probes, int) or \
-                    not 1 <= probes <= len(table):  # a crafted count must not loop for ever
-                raise LmlabError(f"corrupt binary model: bad index of the {n}-grams", path)
-            indexes[n] = StoredIndex(k, table, probes)
+    def probing() -> tuple[list, list, list, dict]:
+        keys, logp, bow, indexes = [], [], [], {}
+        for n in range(1, N + 1):
+            k = get(f"keys{n}", V if n == 1 else None, ("<i8",))
+            keys.append(k)
+            logp.append(values("logp", n, len(k)))
+            if n < N or f"bow{n}" in sections:
+                bow.append(values("bow", n, len(k)))
+            else:
+                bow.append(np.broadcast_to(np.float64(0.0), (len(k),)))
+            if n >= 2:
+                table = get(f"index{n}", None, ("<i4", "<i8"))
+                probes = header["probes"].get(str(n))
+                if len(table) <= len(k) or not isinstance(probes, int) or \
+                        not 1 <= probes <= len(table):  # a crafted count must not loop for ever
+                    raise LmlabError(f"corrupt binary model: bad index of the {n}-grams", path)
+                indexes[n] = StoredIndex(k, table, probes)
+        return keys, logp, bow, indexes
+
+    if header["layout"] == "trie":
+        keys, logp, bow, indexes = assemble_trie(
+            header, sections, get, lambda what: LmlabError(f"corrupt binary model: {what}", path))
+    else:
+        keys, logp, bow, indexes = probing()
     raw = get("vocab", None, ("u1",))
     tokenizer = tokenizer_from_spec(header.get("tokenizer"), path)  # its own errors, not corrupt
     try:
@@ -405,7 +363,8 @@ def _assemble(path, mm, header: dict, sections: dict[str, np.ndarray]):
         raise LmlabError(f"corrupt binary model: {err}", path) from None
     if len(vocab) != V or words[:3] != vocab.itos[:3]:  # (Vocabulary puts specials first)
         raise LmlabError("corrupt binary model: vocabulary does not match its size", path)
-    return BinaryNGramModel(vocab, keys, logp, bow, header["meta"], indexes, path, mm, q)
+    return BinaryNGramModel(vocab, keys, logp, bow, header["meta"], indexes, path, mm, q,
+                            header["layout"])
 
 
 def verify_binary(path: str | os.PathLike) -> dict:
@@ -422,25 +381,33 @@ def verify_binary(path: str | os.PathLike) -> dict:
         raise LmlabError("corrupt binary model: checksum mismatch (the file was damaged)", path)
     return {"path": os.fspath(path), "bytes": size, "order": model.order,
             "vocab_size": len(model.vocab), "ngrams": [len(k) for k in model.keys],
-            "quantize": model.quantize_bits, "sha256": digest.hex()}
+            "quantize": model.quantize_bits, "layout": model.layout, "sha256": digest.hex()}
 
 
 class BinaryNGramModel(NGramModel):
     """An :class:`~lmlab.ngram.model.NGramModel` mapped from a binary file: its arrays are
     read-only views of the mapping and its hash indexes come from the file."""
 
-    def __init__(self, vocab, keys, logp, bow, meta, indexes, path, mm, quantize_bits=0):
+    def __init__(self, vocab, keys, logp, bow, meta, indexes, path, mm, quantize_bits=0,
+                 layout="probing"):
         super().__init__(vocab, keys, logp, bow, meta)
         self._indexes = indexes
         self._mmap = mm
         self.path = os.fspath(path)
         self.quantize_bits = quantize_bits
+        self.layout = layout
 
     def key_index(self, n: int):
         return self._indexes[n]
 
+    def children(self, n: int, context: int) -> tuple[np.ndarray, slice]:
+        if self.layout == "trie":  # the run of the context, without rebuilding the keys
+            return self._indexes[n].children(context)
+        return super().children(n, context)
+
     def describe(self) -> dict:
-        return {**super().describe(), "binary": True, "quantize": self.quantize_bits}
+        return {**super().describe(), "binary": True, "quantize": self.quantize_bits,
+                "layout": self.layout}
 
     def __reduce__(self):  # to another process: map the file there too, sharing its pages
         return load_binary, (self.path,)

@@ -93,20 +93,26 @@ def add_parser(sub) -> None:
                     "0 prunes nothing)")
     pr.set_defaults(func=cmd_ngram_prune)
 
-    bb = add_command(nsub, "build-binary", "lmlab ngram build-binary ptb5.lm ptb5.bin",
+    bb = add_command(nsub, "build-binary", "lmlab ngram build-binary ptb5.lm ptb5.bin "
+                     "[--layout trie] [--quantize 8]",
                      help="convert an n-gram model to the binary format made for querying",
                      description="Write an lmlab n-gram model or ARPA file in lmlab's binary "
-                     "format: memory-mapped, loads in milliseconds whatever its size, scores "
-                     "exactly as its source; every command reads it as a model. With --verify "
+                     "format: memory-mapped, loads in milliseconds whatever its size; every "
+                     "command reads it as a model. The default layout scores exactly as its "
+                     "source. With --verify "
                      "alone (one FILE), check a binary model's every byte against its checksum.")
     bb.add_argument("input", metavar="IN",
                     help="lmlab n-gram model or ARPA file (.gz ok; `-` for an ARPA file on "
                     "standard input); with --verify alone, the binary model to check")
     bb.add_argument("output", nargs="?", metavar="OUT",
                     help="binary model file to write (not .gz)")
+    bb.add_argument("--layout", choices=("probing", "trie"), default="probing",
+                    help="probing (default): hash tables and exact float64 values, the fastest "
+                    "lookups; trie: sorted, bit-packed tables and float32 values (KenLM's "
+                    "trie), the smallest file, lookups by binary search")
     bb.add_argument("--quantize", type=int, metavar="BITS",
                     help="store log-probabilities and backoffs as BITS-bit codes with bins per "
-                    "order (8: KenLM's -q 8 -b 8; default: exact float64)")
+                    "order (8: KenLM's -q 8 -b 8; default: unquantised)")
     bb.add_argument("--verify", action="store_true",
                     help="check the checksum of the binary model written (or of FILE alone)")
     bb.set_defaults(func=cmd_ngram_build_binary)
@@ -261,9 +267,9 @@ def cmd_ngram_build_binary(args) -> int:
         if not args.verify:
             raise LmlabError("give the binary model to write: lmlab ngram build-binary IN OUT "
                              "(or --verify FILE to check one)")
-        if args.quantize is not None:
-            raise LmlabError("--quantize needs an output: lmlab ngram build-binary IN OUT "
-                             "--quantize 8")
+        if args.quantize is not None or args.layout != "probing":
+            raise LmlabError("--quantize and --layout need an output: lmlab ngram build-binary "
+                             "IN OUT --layout trie --quantize 8")
         info = verify_binary(args.input)
         print(f"ok {file_label(args.input)}: {info['bytes']} bytes, checksum {info['sha256']}")
         return 0
@@ -275,13 +281,13 @@ def cmd_ngram_build_binary(args) -> int:
     check_output_path(args.output)
     start = time.perf_counter()
     model = read_arpa(args.input) if args.input == "-" else load_model(args.input)
-    write_binary(model, args.output, args.quantize)
+    write_binary(model, args.output, args.quantize, args.layout)
     if args.verify:
         verify_binary(args.output)
     size = os.path.getsize(args.output)
     sizes = " ".join(f"{n}:{len(k)}" for n, k in enumerate(model.keys, 1))
     print(f"wrote {args.output}: {size} bytes, n-grams {sizes}"
-          f"{f', {args.quantize}-bit' if args.quantize else ''} in "
+          f", {args.layout}{f', {args.quantize}-bit' if args.quantize else ''} in "
           f"{time.perf_counter() - start:.2f}s", file=sys.stderr)
     return 0
 

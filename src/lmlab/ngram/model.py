@@ -75,6 +75,13 @@ class _Tables(Scoring):
             cache[n] = KeyIndex(self.keys[n - 1])
         return cache[n]
 
+    def children(self, n: int, context: int) -> tuple[np.ndarray, slice]:
+        """The words stored after the (n-1)-gram of index ``context`` at order n, and the slice
+        of their rows in the order-n tables (keys are sorted: the rows are one run)."""
+        V, keys = len(self.vocab), self.keys[n - 1]
+        lo, hi = np.searchsorted(keys, [context * V, (context + 1) * V])
+        return keys[lo:hi] - context * V, slice(lo, hi)
+
     def context_index(self, context: list[str]) -> list[int]:
         """Per order n (1..N-1), the index of the last n words of ``<s> context`` (-1 if absent)."""
         seq = np.array([BOS_ID] + [self.vocab.id(w) for w in context], dtype=np.int64)
@@ -135,17 +142,15 @@ class NGramModel(_Tables):
         """log10 P(. | h) over the vocabulary (``<s>`` included) at ``order`` (default: the
         model's), the context given as table indices: ``ctx[k]`` the index of its last k + 1
         words in the order-(k+1) table, -1 where not stored (:meth:`context_index`)."""
-        V = len(self.vocab)
         result = self.logp[0].astype(np.float64)
         for n in range(2, (order or self.order) + 1):
             c = ctx[n - 2]
             if c < 0:
                 continue  # (a longer context may still be stored: a pruned model's)
-            keys = self.keys[n - 1]
-            lo, hi = np.searchsorted(keys, [c * V, (c + 1) * V])
+            words, rows = self.children(n, c)
             # Words not stored after this context: back off; stored ones replace the lower score.
             result += self.bow[n - 2][c]
-            result[keys[lo:hi] - c * V] = self.logp[n - 1][lo:hi]
+            result[words] = self.logp[n - 1][rows]
         return result
 
     # -- persistence -----------------------------------------------------------------------
@@ -209,9 +214,8 @@ class AddKModel(_Tables):
         else:
             c = self.context_index(context[-(self.order - 1):])[m - 1]
             if c >= 0:
-                keys = self.keys[m]
-                lo, hi = np.searchsorted(keys, [c * V, (c + 1) * V])
-                count[keys[lo:hi] - c * V] = self.counts[m][lo:hi]
+                words, rows = self.children(m + 1, c)
+                count[words] = self.counts[m][rows]
                 total = self.context_totals[m][c]
         result = self._logprob(count, total)
         result[BOS_ID] = -np.inf
