@@ -128,6 +128,8 @@ def pack(values: np.ndarray, bits: int) -> np.ndarray:
 
 def unpack(packed: np.ndarray, bits: int, index: np.ndarray) -> np.ndarray:
     """The values at positions ``index`` (non-negative, in range) of a :func:`pack` result."""
+    if bits in (8, 16, 32):  # whole bytes: value i is element i of the little-endian words
+        return packed.view(f"<u{bits // 8}")[index]
     pos = np.asarray(index, dtype=U64) * U64(bits)
     word, shift = (pos >> U64(6)).astype(np.intp), pos & U64(63)
     # numpy defines a shift by 64 as 0 (shift == 0: the next word adds nothing)
@@ -162,7 +164,11 @@ class PackedInts(DecodedArray):
         return self.count
 
     def _decode(self, index) -> np.ndarray:
-        return unpack(self.packed, self.bits, _positions(index, self.count)).astype(np.int64)
+        return self.take(_positions(index, self.count))
+
+    def take(self, positions: np.ndarray) -> np.ndarray:
+        """The values at ``positions``, known to be in range (no checks: the fast path)."""
+        return unpack(self.packed, self.bits, positions).astype(np.int64)
 
 
 def float_bits(values: np.ndarray) -> tuple[np.ndarray, int]:

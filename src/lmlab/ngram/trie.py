@@ -113,8 +113,8 @@ class TrieIndex:
         """Where each context's run begins and ends, clipped to the table (a crafted file then
         gives wrong answers, never a read out of bounds or a long loop)."""
         count = len(self.words)
-        end = np.minimum(self.starts[contexts + 1], count)
-        return np.minimum(self.starts[contexts], end), end
+        end = np.minimum(self.starts.take(contexts + 1), count)
+        return np.minimum(self.starts.take(contexts), end), end
 
     def find(self, query: np.ndarray) -> np.ndarray:
         """Position of each query key ``context * V + word``, -1 where absent."""
@@ -124,19 +124,26 @@ class TrieIndex:
         known = np.flatnonzero((context >= 0) & (context < len(self.starts) - 1))
         if not len(known) or not len(self.words):
             return out
-        context, word = context[known], word[known]
-        lo, end = self.runs(context)
-        hi = end.copy()
-        todo = np.flatnonzero(lo < hi)
-        while len(todo):  # lower bound of the word in its run; every round halves the runs
-            mid = (lo[todo] + hi[todo]) >> 1
-            below = self.words[mid] < word[todo]
-            lo[todo[below]] = mid[below] + 1
-            hi[todo[~below]] = mid[~below]
-            todo = todo[lo[todo] < hi[todo]]
-        inside = np.flatnonzero(lo < end)
-        hit = inside[self.words[lo[inside]] == word[inside]]
-        out[known[hit]] = lo[hit]
+        lo, end = self.runs(context[known])
+        word = word[known]
+        # Per query, the last position of its run holding a word <= its own: halve the part of
+        # the run left (n) each round. A finished query (n == 1) probes its own position again
+        # and stays put, so the active set is compacted only now and then, not every round.
+        base, n = lo, end - lo
+        rows = np.flatnonzero(n > 1)
+        b, m, w = base[rows], n[rows], word[rows]
+        while len(rows):
+            half = m >> 1
+            probe = b + half
+            b = np.where(self.words.take(probe) <= w, probe, b)
+            m -= half
+            going = m > 1
+            if going.sum() <= len(rows) // 2:
+                base[rows] = b
+                rows, b, m, w = rows[going], b[going], m[going], w[going]
+        inside = np.flatnonzero(n > 0)
+        hit = inside[self.words.take(base[inside]) == word[inside]]
+        out[known[hit]] = base[hit]
         return out
 
     def children(self, context: int) -> tuple[np.ndarray, slice]:
