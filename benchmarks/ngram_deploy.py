@@ -11,7 +11,7 @@ on a 10x longer text; (3) file sizes and the 8-bit perplexity change; (4) count 
 pruning for MKN and Katz: perplexity vs size (PNG plot), ``lmplz --prune`` beside lmlab's.
 Method details: benchmarks/README.md. Usage::
 
-    python benchmarks/ngram_deploy.py --data $LMLAB_DATA        # everything (~6 min on 2 cores)
+    python benchmarks/ngram_deploy.py --data $LMLAB_DATA        # everything (~7 min on 2 cores)
     python benchmarks/ngram_deploy.py --quick                   # 1 repeat, no 10x text, PTB prune
 
 Output: a table on stdout, ``benchmarks/results/ngram_deploy.json`` and ``ngram_deploy.png``.
@@ -258,6 +258,17 @@ def bench_eval(name: str, folder: Path, m: dict, bins: dict, args, rep: Report) 
         d = rel_diff(ppl["lmlab_j1"], ppl["query"])
         rep.row(name, f"eval {label}: perplexity", "query (probing)", ppl["query"],
                 ppl["lmlab_j1"], d, "info", None, human_ppl, pct)
+    # the trie layouts, beside KenLM's trie: one process each (info, no target)
+    trie = {"lmlab_trie": (lmlab_eval(tmp / "lmlab.trie", big, 1), None)}
+    if bins:
+        trie["query_trie"] = (query_cmd(bins, tmp / "kenlm.trie"), big_unk)
+    _, trie_best = timed_runs(trie, args.repeats, tmp, "trie")
+    out["trie_best"] = trie_best
+    for key, what in (("wall_s", "wall"), ("maxrss_kb", "peak RSS")):
+        mine, peer = trie_best["lmlab_trie"][key], trie_best.get("query_trie", {}).get(key)
+        rep.row(name, f"lmlab eval {label}, trie layout, one process, {what}", "query (trie)",
+                peer, mine, mine / peer if peer else None, "info", None,
+                human_s if key == "wall_s" else human_mib)
     big.unlink()
     big_unk.unlink()
     if args.flat_scale > 1:

@@ -6,7 +6,9 @@ once at conversion, laid out so that loading maps the file into memory (``mmap``
 its header and vocabulary: O(1) in the number of n-grams, and every process scoring with one
 model shares its pages through the page cache. The loaded model is an
 :class:`~lmlab.ngram.model.NGramModel` whose arrays are read-only views of the mapping, so every
-command and method works on it unchanged, and scores exactly as the model it was built from.
+command and method works on it unchanged. Two layouts: ``probing`` (the default, described
+here) scores exactly as the model it was built from; ``trie`` (:mod:`lmlab.ngram.trie`) is about
+a third of its size, float32, and looks n-grams up by binary search.
 
 Layout (all numbers little-endian)::
 
@@ -17,8 +19,8 @@ Layout (all numbers little-endian)::
     16      8     total file size in bytes (uint64)
     24      32    SHA-256 of bytes 64 .. end (checked only by verify_binary)
     56      8     zero
-    64      H     JSON header: meta, order, vocab_size, quantize and the section table,
-                  a list of [name, dtype, offset, count]
+    64      H     JSON header: meta, order, vocab_size, quantize, layout and the section
+                  table, a list of [name, dtype, offset, count]
     ...           sections, each starting at a multiple of 64 bytes
 
 Sections: ``vocab`` (the words, UTF-8, joined by newlines), ``vocab_counts`` (int64), per order
@@ -30,7 +32,9 @@ open-addressing hash table of int32 (int64 for tables past 2^31 n-grams) positio
 (wrapping), at most ``probes[n]`` (in the header) of them. With ``--quantize 8``, ``logp{n}`` and
 ``bow{n}`` are uint8 codes into ``logp_bins{n}`` / ``bow_bins{n}`` (256 float64 values per
 order, for orders n >= 2: KenLM's ``-q 8 -b 8`` idea; a zero backoff and log10(0) keep codes of
-their own, exact; unigrams stay float64).
+their own, exact; unigrams stay float64). A trie file (format version 3) holds instead
+``words{n}``, ``next{n}`` and bit-packed values, with ``counts`` and ``bits`` in the header
+(:mod:`lmlab.ngram.trie`).
 
 Loading checks the magic, the version, the header and that every section lies inside the file
 and has the size the n-gram counts imply, so a truncated or foreign file is one
