@@ -228,6 +228,30 @@ def test_bad_line_in_the_middle(capsys, files, tmp_path, jobs):
             assert not (tmp_path / "out").exists()  # no file, no temporary, no folder
 
 
+def test_worker_processes_decode_and_check_what_they_get(capsys, files, tmp_path):
+    """With --jobs the main process only reads bytes: the workers decode and check them, with the
+    same line numbers, the same byte-order-mark rule and the same empty-text error."""
+    lines = files["text"].read_bytes().splitlines(keepends=True)
+    bom = tmp_path / "bom.txt"
+    bom.write_bytes(b"\xef\xbb\xbf" + b"".join(lines))
+    want = evaluate_file(load_model(files["model"]), files["text"])
+    for chunk in (40, 2**20):
+        got = evaluate_file(load_model(files["model"]), bom, jobs=2, model_path=files["model"],
+                            chunk_bytes=chunk)
+        assert got == want
+    nul = tmp_path / "nul.txt"
+    nul.write_bytes(b"".join(lines[:120]) + b"w1 \0 w2\n" + b"".join(lines[120:]))
+    only_bom = tmp_path / "only-bom.txt"
+    only_bom.write_bytes(b"\xef\xbb\xbf")
+    empty = tmp_path / "empty.txt"
+    empty.write_bytes(b"")
+    for path, what in ((nul, f"{nul}:121: binary data (NUL byte)"),
+                       (only_bom, f"{only_bom}: empty corpus"), (empty, f"{empty}: empty corpus")):
+        for jobs in (1, 2):
+            rc, _, err = run(capsys, "eval", files["model"], path, "--jobs", jobs)
+            assert rc == 2 and what in err, err
+
+
 def test_empty_and_all_oov_texts_write_nothing(capsys, files, tmp_path):
     empty = tmp_path / "empty.txt"
     empty.write_text("")

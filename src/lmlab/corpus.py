@@ -65,39 +65,58 @@ def _line_chunks(path: str | os.PathLike, chunk_bytes: int = _CHUNK_BYTES, once:
     UTF-8 is kept as escaped bytes instead (the byte tokenizer reads any bytes). ``span``: only
     that piece of a plain file (:func:`line_spans`), its lines numbered as in the whole file.
     """
+    for lineno, data in raw_chunks(path, chunk_bytes, once, span):
+        yield lineno, decode_chunk(data, path, lineno, errors, lineno == 0 and
+                                   (span is None or span[0] == 0))
+
+
+def raw_chunks(path: str | os.PathLike, chunk_bytes: int = _CHUNK_BYTES, once: bool = False,
+               span: Span | None = None) -> Iterator[tuple[int, bytes]]:
+    """Yield ``(number of lines before, bytes)``: about ``chunk_bytes`` of whole lines of ``path``
+    at a time, not yet decoded or checked (:func:`decode_chunk` does both, wherever it runs)."""
     lineno = 0 if span is None else span[2]
     with open_binary(path, once=once) if span is None else _open_span(path, span) as f:
         while True:
             try:
-                chunk = f.readlines(chunk_bytes)
+                data = f.read(chunk_bytes)
+                if data and not data.endswith(b"\n"):  # to the line's end (a bounded read: a
+                    data += f.readline(MAX_LINE_BYTES + 2)  # longer line is an error anyway)
             except (OSError, EOFError) as err:
                 # standard input streamed once cannot be read again: count what was read
                 good = lineno if once and is_stdin(path) else _readable_lines(path)
                 raise LmlabError(f"truncated or corrupt data after line {good} ({err})", path,
                                  good + 1) from None
-            if not chunk:
+            if not data:
                 return
-            if lineno == 0 and (span is None or span[0] == 0):
-                chunk[0] = strip_bom(chunk[0])  # an encoding signature, not part of a word
-            data = b"".join(chunk)
-            if b"\0" in data:
-                bad = next(i for i, line in enumerate(chunk) if b"\0" in line)
-                raise LmlabError("binary data (NUL byte); expected UTF-8 text, one sentence per "
-                                 "line", path, lineno + bad + 1)
-            try:
-                text = data.decode("utf-8", errors)
-            except UnicodeDecodeError:
-                bad = next(i for i, line in enumerate(chunk) if not _is_utf8(line))
-                raise LmlabError("not valid UTF-8 text", path, lineno + bad + 1) from None
-            lines = text.split("\n")
-            if lines[-1] == "":
-                lines.pop()
-            if max(map(len, lines), default=0) > MAX_LINE_BYTES:
-                bad = next(i for i, line in enumerate(lines) if len(line) > MAX_LINE_BYTES)
-                raise LmlabError(f"line longer than {MAX_LINE_BYTES // 2**20} MiB; expected "
-                                 "one sentence per line", path, lineno + bad + 1)
-            yield lineno, lines
-            lineno += len(lines)
+            yield lineno, data
+            lineno += data.count(b"\n") + (not data.endswith(b"\n"))
+
+
+def decode_chunk(data: bytes, path: str | os.PathLike, lineno: int, errors: str = "strict",
+                 first: bool = False) -> list[str]:
+    """The lines of a :func:`raw_chunks` chunk (lines ``lineno + 1 ...`` of ``path``), checked:
+    NUL bytes, invalid UTF-8 (unless ``errors="surrogateescape"``) and over-long lines raise
+    :class:`LmlabError` naming the line. ``first``: the file's first chunk (a byte-order mark
+    there is an encoding signature, not part of a word, and is dropped)."""
+    if first:
+        data = strip_bom(data)
+    nul = data.find(b"\0")
+    if nul >= 0:
+        raise LmlabError("binary data (NUL byte); expected UTF-8 text, one sentence per line",
+                         path, lineno + data.count(b"\n", 0, nul) + 1)
+    try:
+        text = data.decode("utf-8", errors)
+    except UnicodeDecodeError as err:
+        raise LmlabError("not valid UTF-8 text", path,
+                         lineno + data.count(b"\n", 0, err.start) + 1) from None
+    lines = text.split("\n")
+    if lines[-1] == "":
+        lines.pop()
+    if max(map(len, lines), default=0) > MAX_LINE_BYTES:
+        bad = next(i for i, line in enumerate(lines) if len(line) > MAX_LINE_BYTES)
+        raise LmlabError(f"line longer than {MAX_LINE_BYTES // 2**20} MiB; expected "
+                         "one sentence per line", path, lineno + bad + 1)
+    return lines
 
 
 def line_spans(path: str | os.PathLike, span_bytes: int) -> tuple[list[Span], int] | None:
@@ -168,14 +187,6 @@ def iter_sentences(path: str | os.PathLike, tokenizer: Tokenizer = WHITESPACE
             if RESERVED.intersection(tokens):
                 check_words(tokens, path, first + i + 1)
             yield tokens
-
-
-def _is_utf8(line: bytes) -> bool:
-    try:
-        line.decode("utf-8")
-    except UnicodeDecodeError:
-        return False
-    return True
 
 
 class _MissingIsMinusOne(dict):

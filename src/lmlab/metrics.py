@@ -62,15 +62,15 @@ from lmlab.corpus import (
     TokenStream,
     Vocabulary,
     check_words,
+    decode_chunk,
     encode_lines,
     iter_corpus,
-    iter_lines,
     line_spans,
+    raw_chunks,
     read_corpus,
 )
 from lmlab.errors import LmlabError, LmlabWarning, file_label
-from lmlab.fileio import STDIN, atomic_output, check_output_path, json_safe
-from lmlab.tokenizers import Tokenizer
+from lmlab.fileio import STDIN, atomic_output, check_output_path, json_safe, strip_bom
 
 OOV_WARN_RATE = 0.2  # warn above this share of OOV words (a model of another corpus)
 
@@ -349,14 +349,14 @@ def score_lines(model: LanguageModel, path: str | os.PathLike, *, jobs: int = 1,
                                      _fingerprint(model), chunk_tokens)
         return
     yield from _score_in_processes(os.fspath(model_path), path, jobs, chunk_bytes,
-                                   _fingerprint(model), model.vocab.tokenizer)
+                                   _fingerprint(model))
 
 
 def _score_in_processes(model_path: str, path: str | os.PathLike, jobs: int, chunk_bytes: int,
-                        fingerprint: str, tokenizer: Tokenizer) -> Iterator[LineScores]:
-    """The lines of ``path`` read here (``chunk_bytes`` at a time), encoded and scored by
-    ``jobs`` worker processes, yielded in input order; at most ``2 * jobs`` chunks in flight, so
-    memory stays bounded."""
+                        fingerprint: str) -> Iterator[LineScores]:
+    """The lines of ``path`` read here (``chunk_bytes`` at a time), decoded, checked, encoded and
+    scored by ``jobs`` worker processes, yielded in input order; at most ``2 * jobs`` chunks in
+    flight, so memory stays bounded. This process only reads: the workers get bytes."""
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
     from concurrent.futures.process import BrokenProcessPool
@@ -367,17 +367,28 @@ def _score_in_processes(model_path: str, path: str | os.PathLike, jobs: int, chu
                                initializer=_worker_init,
                                initargs=(model_path, fingerprint))
     pending: deque = deque()
+    lines = 0
     try:
-        for first, lines in iter_lines(path, chunk_bytes, tokenizer):
-            pending.append(pool.submit(_worker_score, os.fspath(path), first, lines))
+        for first, data in raw_chunks(path, chunk_bytes, once=True):
+            if first == 0:
+                data = strip_bom(data)  # (what decode_chunk does with a file's first chunk)
+                if not data:
+                    continue
+            pending.append(pool.submit(_worker_score, os.fspath(path), first, data))
             if len(pending) >= 2 * jobs:
-                yield pending.popleft().result()
+                scores = pending.popleft().result()
+                lines += len(scores.tokens)
+                yield scores
         while pending:
-            yield pending.popleft().result()
+            scores = pending.popleft().result()
+            lines += len(scores.tokens)
+            yield scores
     except BrokenProcessPool:
         raise LmlabError("a scoring worker process died (out of memory?)", model_path) from None
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
+    if not lines:
+        raise LmlabError("empty corpus (no lines)", path)
 
 
 CLUSTER_SPAN_BYTES = 2**25  # a cluster scoring task's piece of the text
@@ -445,10 +456,12 @@ def _worker_init(model_path: str, fingerprint: str) -> None:
         _worker_error = err
 
 
-def _worker_score(path: str, first: int, lines: list[str]) -> LineScores:
+def _worker_score(path: str, first: int, data: bytes) -> LineScores:
     if _worker_error is not None:
         raise _worker_error
-    stream = encode_lines(lines, _worker_model.vocab, path, first)
+    vocab = _worker_model.vocab
+    lines = decode_chunk(data, path, first, vocab.tokenizer.errors)
+    stream = encode_lines(lines, vocab, path, first)
     return LineScores.of(_worker_model.logprobs(stream), stream, first)
 
 
