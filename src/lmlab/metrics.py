@@ -352,6 +352,11 @@ def score_lines(model: LanguageModel, path: str | os.PathLike, *, jobs: int = 1,
                                    _fingerprint(model))
 
 
+# A worker's piece of text: about STREAM_TOKENS words, so that a worker's memory is what one
+# process scoring STREAM_TOKENS at a time needs.
+JOB_BYTES = 2**18
+
+
 def _score_in_processes(model_path: str, path: str | os.PathLike, jobs: int, chunk_bytes: int,
                         fingerprint: str) -> Iterator[LineScores]:
     """The lines of ``path`` read here (``chunk_bytes`` at a time), decoded, checked, encoded and
@@ -369,7 +374,7 @@ def _score_in_processes(model_path: str, path: str | os.PathLike, jobs: int, chu
     pending: deque = deque()
     lines = 0
     try:
-        for first, data in raw_chunks(path, chunk_bytes, once=True):
+        for first, data in raw_chunks(path, min(chunk_bytes, JOB_BYTES), once=True):
             if first == 0:
                 data = strip_bom(data)  # (what decode_chunk does with a file's first chunk)
                 if not data:
