@@ -341,3 +341,21 @@ def test_corrupt_gzip(tmp_path):
         with pytest.raises(LmlabError) as e:
             read()
         check_error(e, p)
+
+
+@pytest.mark.parametrize("chunk", [1, 10, 11, 64, 4096])
+def test_line_length_limit_is_in_bytes(tmp_path, monkeypatch, chunk):
+    """A line over the limit in bytes is an error however the text is cut, even when it has
+    fewer characters than the limit (multi-byte UTF-8), and is never split into two lines."""
+    import lmlab.corpus
+
+    monkeypatch.setattr(lmlab.corpus, "MAX_LINE_BYTES", 100)
+    ok = tmp_path / "ok.txt"
+    ok.write_text("a b\n" + "x" * 100 + "\n" + "€" * 33 + "\nc d", encoding="utf-8")
+    assert [line for _, lines in lmlab.corpus.iter_lines(ok, chunk) for line in lines] == \
+        ["a b", "x" * 100, "€" * 33, "c d"]
+    for long in ("€" * 60, "y" * 101, "€" * 400):  # 180 bytes in 60 characters; 101; 1,200
+        path = tmp_path / "long.txt"
+        path.write_text(f"a b\n{long}\nc d\n", encoding="utf-8")
+        with pytest.raises(LmlabError, match=r"long\.txt:2: line longer than"):
+            list(lmlab.corpus.iter_lines(path, chunk))

@@ -79,8 +79,11 @@ def raw_chunks(path: str | os.PathLike, chunk_bytes: int = _CHUNK_BYTES, once: b
         while True:
             try:
                 data = f.read(chunk_bytes)
-                if data and not data.endswith(b"\n"):  # to the line's end (a bounded read: a
-                    data += f.readline(MAX_LINE_BYTES + 2)  # longer line is an error anyway)
+                if data and not data.endswith(b"\n"):  # on to the line's end, but no further
+                    tail = f.readline(MAX_LINE_BYTES + 1)  # than a line may be long
+                    data += tail
+                    if len(tail) > MAX_LINE_BYTES and not tail.endswith(b"\n"):
+                        raise _long_line(path, lineno + data.count(b"\n") + 1)
             except (OSError, EOFError) as err:
                 # standard input streamed once cannot be read again: count what was read
                 good = lineno if once and is_stdin(path) else _readable_lines(path)
@@ -104,6 +107,11 @@ def decode_chunk(data: bytes, path: str | os.PathLike, lineno: int, errors: str 
     if nul >= 0:
         raise LmlabError("binary data (NUL byte); expected UTF-8 text, one sentence per line",
                          path, lineno + data.count(b"\n", 0, nul) + 1)
+    if len(data) > MAX_LINE_BYTES:  # (else no line can be too long)
+        ends = np.flatnonzero(np.frombuffer(data, dtype=np.uint8) == ord("\n"))
+        lengths = np.diff(np.concatenate(([-1], ends, [len(data)]))) - 1  # in bytes
+        if lengths.max() > MAX_LINE_BYTES:
+            raise _long_line(path, lineno + int(np.argmax(lengths > MAX_LINE_BYTES)) + 1)
     try:
         text = data.decode("utf-8", errors)
     except UnicodeDecodeError as err:
@@ -112,11 +120,12 @@ def decode_chunk(data: bytes, path: str | os.PathLike, lineno: int, errors: str 
     lines = text.split("\n")
     if lines[-1] == "":
         lines.pop()
-    if max(map(len, lines), default=0) > MAX_LINE_BYTES:
-        bad = next(i for i, line in enumerate(lines) if len(line) > MAX_LINE_BYTES)
-        raise LmlabError(f"line longer than {MAX_LINE_BYTES // 2**20} MiB; expected "
-                         "one sentence per line", path, lineno + bad + 1)
     return lines
+
+
+def _long_line(path: str | os.PathLike, line: int) -> LmlabError:
+    return LmlabError(f"line longer than {MAX_LINE_BYTES // 2**20} MiB; expected one sentence per "
+                      "line", path, line)
 
 
 def line_spans(path: str | os.PathLike, span_bytes: int) -> tuple[list[Span], int] | None:

@@ -359,9 +359,10 @@ JOB_BYTES = 2**18
 
 def _score_in_processes(model_path: str, path: str | os.PathLike, jobs: int, chunk_bytes: int,
                         fingerprint: str) -> Iterator[LineScores]:
-    """The lines of ``path`` read here (``chunk_bytes`` at a time), decoded, checked, encoded and
-    scored by ``jobs`` worker processes, yielded in input order; at most ``2 * jobs`` chunks in
-    flight, so memory stays bounded. This process only reads: the workers get bytes."""
+    """The lines of ``path`` read here (``chunk_bytes``, at most ``JOB_BYTES``, at a time),
+    decoded, checked, encoded and scored by ``jobs`` worker processes, yielded in input order; at
+    most ``2 * jobs`` chunks in flight, so memory stays bounded. This process only reads: the
+    workers get bytes."""
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
     from concurrent.futures.process import BrokenProcessPool

@@ -21,13 +21,12 @@ from lmlab.ngram.binary import (
     PREFIX,
     VERSION,
     BinaryNGramModel,
-    QuantizedArray,
     load_binary,
-    quantize,
     verify_binary,
     write_binary,
 )
 from lmlab.ngram.model import train_ngram
+from lmlab.ngram.packed import QuantizedArray, quantize
 from tests.cli_helpers import fails, ok
 
 TRAIN = [s.split() for s in [

@@ -205,13 +205,17 @@ def test_broken_trie_is_one_line(tries, capsys):
         assert what in fails(capsys, "eval", path, tries / "test.txt")
 
     broken(lambda h: h.pop("counts"), "lacks the trie's n-gram counts")
-    broken(lambda h: h["bits"].pop("words2"), "no bit width for section words2")
-    broken(lambda h: h["bits"].update(words2=40), "no bit width for section words2")
+    broken(lambda h: h["bits"].pop("words2"), "bad bit width None for section words2")
+    broken(lambda h: h["bits"].update(words2=40), "bad bit width 40 for section words2")
+    # word ids wider than the vocabulary's: a word >= V could be read
+    broken(lambda h: h["bits"].update(words3=h["bits"]["words3"] + 1), "for section words3")
+    broken(lambda h: h.update(vocab_size=10**12), "section vocab_counts holds")
+    broken(lambda h: h.update(layout="probing"), "header lacks its fields")  # version 3
 
     def wider(h):
-        h["bits"]["words3"] += 20
+        h["bits"]["next1"] += 5
 
-    broken(wider, "section words3 holds")
+    broken(wider, "section next1 holds")
 
 
 def test_crafted_runs_cannot_read_past_the_words(tries, capsys):
@@ -229,9 +233,34 @@ def test_crafted_runs_cannot_read_past_the_words(tries, capsys):
     path.write_bytes(bytes(data))
     crafted = load_binary(path)
     crafted.log10probs(TokenStream.from_sentences(TEST, crafted.vocab))
-    assert "runs do not cover" in fails(capsys, "ngram", "prune", path, tries / "p.arpa",
+    assert "do not hold together" in fails(capsys, "ngram", "prune", path, tries / "p.arpa",
                                         "--entropy", "1e-3")
     assert "checksum mismatch" in fails(capsys, "ngram", "build-binary", "--verify", path)
+
+
+def test_crafted_words_beyond_the_vocabulary(tries, capsys):
+    """A stored word id >= V (damage only the checksum sees) is an error wherever a run or a
+    whole table is read (next words, sampling, pruning, ARPA), not an index out of range."""
+    path = tries / "t.bin"
+    model = load_binary(path)
+    words = model.key_index(3).words
+    values = np.asarray(words).astype(np.uint64)
+    values[-1] = 2**words.bits - 1  # (>= V: bits is the width of V - 1)
+    assert values[-1] >= len(model.vocab)
+    data = bytearray(path.read_bytes())
+    offset = np.asarray(words.packed).ctypes.data - np.frombuffer(
+        model._mmap, dtype=np.uint8).ctypes.data
+    crafted = pack(values, words.bits)
+    data[offset:offset + crafted.nbytes] = crafted.tobytes()
+    path.write_bytes(bytes(data))
+    bad = load_binary(path)
+    starts = np.asarray(bad.key_index(3).starts)
+    last = int(np.searchsorted(starts, len(values) - 1, side="right")) - 1
+    with pytest.raises(LmlabError, match="do not hold together"):
+        bad.children(3, last)
+    for cmd in (["ngram", "prune", path, tries / "p.arpa", "--entropy", "1e-3"],
+                ["ngram", "build-binary", path, tries / "p.bin"], ["generate", path]):
+        assert "do not hold together" in fails(capsys, *cmd)
 
 
 def test_ptb_5gram_trie(data_root, tmp_path):

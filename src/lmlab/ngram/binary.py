@@ -58,7 +58,11 @@ from lmlab.fileio import GZIP_MAGIC, atomic_output, check_output_path
 from lmlab.models import BINARY_MAGIC
 from lmlab.ngram.keyindex import GOLDEN, place
 from lmlab.ngram.model import NGramModel, require_backoff_form
-from lmlab.ngram.packed import QuantizedArray, quantize
+from lmlab.ngram.packed import (
+    quantized_array,
+    quantized_sections,
+    value_tables,
+)
 from lmlab.ngram.trie import assemble_trie, trie_sections
 from lmlab.tokenizers import tokenizer_from_spec, tokenizer_record
 
@@ -135,16 +139,10 @@ def _probing_sections(model, quantize_bits: int | None
     N = model.order
     for n in range(1, N + 1):
         keys = np.asarray(model.keys[n - 1], dtype=np.int64)
-        logp = np.asarray(model.logp[n - 1], dtype=np.float64)
-        bow = np.asarray(model.bow[n - 1], dtype=np.float64)  # (one per order, the top's 0)
         arrays.append((f"keys{n}", keys))
-        tables = [("logp", logp)]
-        if n < N or bow.any():
-            tables.append(("bow", bow))
-        for name, values in tables:
+        for name, values in value_tables(model, n):
             if quantize_bits and n > 1:  # unigrams stay exact, as in KenLM (V values only)
-                codes, bins = quantize(values, (0.0, -np.inf) if name == "bow" else (-np.inf,))
-                arrays += [(f"{name}{n}", codes), (f"{name}_bins{n}", bins)]
+                arrays += quantized_sections(name, n, values)
             else:
                 arrays.append((f"{name}{n}", values))
         if n >= 2:
@@ -260,7 +258,7 @@ def _read_prefix(path, f) -> tuple[int, int, int, bytes, int]:
     return version, hlen, size, digest, recorded
 
 
-def _read_header(path, f, hlen: int) -> dict:
+def _read_header(path, f, hlen: int, version: int) -> dict:
     try:
         header = json.loads(f.read(hlen).decode("utf-8"))
     except (UnicodeDecodeError, ValueError, RecursionError):
@@ -270,7 +268,8 @@ def _read_header(path, f, hlen: int) -> dict:
         isinstance(header.get("vocab_size"), int) and header["order"] >= 1 and \
         header.get("quantize") in (0, *QUANTIZE_BITS) and \
         header.setdefault("layout", "probing") in LAYOUTS and \
-        (header["layout"] == "trie" or isinstance(header.get("probes"), dict))
+        (header["layout"] == "trie" or isinstance(header.get("probes"), dict)) and \
+        (header["layout"] == "trie") == (version == 3)  # (an older lmlab must refuse a trie)
     if not ok:
         raise LmlabError("corrupt binary model: header lacks its fields", path)
     return header
@@ -288,8 +287,8 @@ def load_binary(path: str | os.PathLike):
     except OSError as err:
         raise LmlabError(f"cannot read file ({err.strerror or err})", path) from None
     with f:
-        _, hlen, size, _, _ = _read_prefix(path, f)
-        header = _read_header(path, f, hlen)
+        version, hlen, size, _, _ = _read_prefix(path, f)
+        header = _read_header(path, f, hlen, version)
         mm = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
     sections = _map_sections(path, mm, header, ALIGN + hlen, size)
     return _assemble(path, mm, header, sections)
@@ -299,8 +298,8 @@ def _map_sections(path, mm, header: dict, start: int, size: int) -> dict[str, np
     out = {}
     for entry in header["sections"]:
         if not (isinstance(entry, list) and len(entry) == 4 and isinstance(entry[0], str)
-                and entry[1] in _DTYPES and all(isinstance(x, int) and x >= 0
-                                                 for x in entry[2:])):
+                and isinstance(entry[1], str) and entry[1] in _DTYPES
+                and all(isinstance(x, int) and x >= 0 for x in entry[2:])):
             raise LmlabError("corrupt binary model: malformed section table", path)
         name, dtype, offset, count = entry
         nbytes = count * np.dtype(_DTYPES[dtype]).itemsize
@@ -331,8 +330,9 @@ def _assemble(path, mm, header: dict, sections: dict[str, np.ndarray]):
     def values(name: str, n: int, length: int):
         if not q or n == 1:
             return get(f"{name}{n}", length, ("<f8",))
-        return QuantizedArray(get(f"{name}{n}", length, ("u1",)),
-                              get(f"{name}_bins{n}", 256, ("<f8",)))
+        return quantized_array(get, name, n, length)
+
+    get("vocab_counts", V, ("<i8",))  # V as the file holds it, before anything is sized by V
 
     def probing() -> tuple[list, list, list, dict]:
         keys, logp, bow, indexes = [], [], [], {}

@@ -80,7 +80,11 @@ class _Tables(Scoring):
         of their rows in the order-n tables (keys are sorted: the rows are one run)."""
         V, keys = len(self.vocab), self.keys[n - 1]
         lo, hi = np.searchsorted(keys, [context * V, (context + 1) * V])
-        return keys[lo:hi] - context * V, slice(lo, hi)
+        words = keys[lo:hi] - context * V
+        if len(words) and (words.min() < 0 or words.max() >= V):  # (unsorted keys: damaged)
+            raise LmlabError(f"corrupt n-gram model: the {n}-gram keys are not sorted",
+                             getattr(self, "path", None))
+        return words, slice(lo, hi)
 
     def context_index(self, context: list[str]) -> list[int]:
         """Per order n (1..N-1), the index of the last n words of ``<s> context`` (-1 if absent)."""

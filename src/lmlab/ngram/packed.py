@@ -95,6 +95,31 @@ def quantize(values: np.ndarray, exact: tuple[float, ...]) -> tuple[np.ndarray, 
     return codes, bins
 
 
+def value_tables(model, n: int) -> list[tuple[str, np.ndarray]]:
+    """What a binary file stores of order ``n``'s values, as float64: ``logp``, and ``bow``
+    except for the highest order when all its backoffs are zero (they always are but in ARPA
+    files that write them)."""
+    bow = np.asarray(model.bow[n - 1], dtype=np.float64)
+    tables = [("logp", np.asarray(model.logp[n - 1], dtype=np.float64))]
+    if n < model.order or bow.any():
+        tables.append(("bow", bow))
+    return tables
+
+
+def quantized_sections(name: str, n: int, values: np.ndarray) -> list[tuple[str, np.ndarray]]:
+    """The sections of ``values`` quantised to 8 bits: codes ``{name}{n}`` and 256 bin values
+    ``{name}_bins{n}``; log10(0) (and for backoffs, 0) keep exact codes."""
+    codes, bins = quantize(values, (0.0, -np.inf) if name == "bow" else (-np.inf,))
+    return [(f"{name}{n}", codes), (f"{name}_bins{n}", bins)]
+
+
+def quantized_array(get, name: str, n: int, length: int) -> QuantizedArray:
+    """The :func:`quantized_sections` of a loaded file (``get(name, length, dtypes)`` returns a
+    checked section)."""
+    return QuantizedArray(get(f"{name}{n}", length, ("u1",)),
+                          get(f"{name}_bins{n}", 256, ("<f8",)))
+
+
 # -- bit packing -----------------------------------------------------------------------------------
 def bit_width(largest: int) -> int:
     """Bits that hold every value in ``0 .. largest``."""

@@ -23,13 +23,17 @@ from lmlab.ngram.packed import (
     DecodedArray,
     PackedFloats,
     PackedInts,
-    QuantizedArray,
     bit_width,
     float_bits,
     pack,
     packed_words,
-    quantize,
+    quantized_array,
+    quantized_sections,
+    value_tables,
 )
+
+DAMAGED = ("the trie's tables do not hold together (check it with lmlab ngram build-binary "
+           "--verify)")
 
 
 def trie_sections(model, quantize_bits: int | None) -> tuple[list[tuple[str, np.ndarray]], dict]:
@@ -51,14 +55,9 @@ def trie_sections(model, quantize_bits: int | None) -> tuple[list[tuple[str, np.
         if n < N:
             starts = np.searchsorted(keys[n], np.arange(counts[n - 1] + 1, dtype=np.int64) * V)
             packed(f"next{n}", starts, bit_width(counts[n]))
-        bow = np.asarray(model.bow[n - 1], dtype=np.float64)
-        tables = [("logp", np.asarray(model.logp[n - 1], dtype=np.float64))]
-        if n < N or bow.any():
-            tables.append(("bow", bow))
-        for name, values in tables:
+        for name, values in value_tables(model, n):
             if quantize_bits and n > 1:  # unigrams stay float32, as in KenLM
-                codes, bins = quantize(values, (0.0, -np.inf) if name == "bow" else (-np.inf,))
-                arrays += [(f"{name}{n}", codes), (f"{name}_bins{n}", bins)]
+                arrays += quantized_sections(name, n, values)
             else:
                 packed(f"{name}{n}", *float_bits(values))
     return arrays, {"counts": counts, "bits": bits}
@@ -76,14 +75,14 @@ def assemble_trie(header: dict, present, get, corrupt) -> tuple[list, list, list
 
     def packed(name: str, count: int) -> tuple[np.ndarray, int]:
         width = bits.get(name)
-        if not isinstance(width, int) or not 1 <= width <= 32:
-            raise corrupt(f"no bit width for section {name}")
+        widest = bit_width(V - 1) if name.startswith("words") else 32  # (no word id >= V fits)
+        if not isinstance(width, int) or not 1 <= width <= widest:
+            raise corrupt(f"bad bit width {width!r} for section {name}")
         return get(name, packed_words(count, width), ("<u8",)), width
 
     def values(name: str, n: int):
         if q and n > 1:
-            return QuantizedArray(get(f"{name}{n}", counts[n - 1], ("u1",)),
-                                  get(f"{name}_bins{n}", 256, ("<f8",)))
+            return quantized_array(get, name, n, counts[n - 1])
         return PackedFloats(*packed(f"{name}{n}", counts[n - 1]), counts[n - 1])
 
     keys: list = [np.arange(V, dtype=np.int64)]  # (unigrams: the key is the word id)
@@ -92,8 +91,8 @@ def assemble_trie(header: dict, present, get, corrupt) -> tuple[list, list, list
     for n in range(1, N + 1):
         if n >= 2:
             words = PackedInts(*packed(f"words{n}", counts[n - 1]), counts[n - 1])
-            indexes[n] = TrieIndex(words, starts, V)
-            keys.append(TrieKeys(indexes[n], corrupt))
+            indexes[n] = TrieIndex(words, starts, V, corrupt)
+            keys.append(TrieKeys(indexes[n]))
         if n < N:
             starts = PackedInts(*packed(f"next{n}", counts[n - 1] + 1), counts[n - 1] + 1)
         logp.append(values("logp", n))
@@ -106,8 +105,8 @@ class TrieIndex:
     """The order-n n-grams of a trie: ``find`` as :class:`~lmlab.ngram.keyindex.KeyIndex`'s,
     and the run of words after one context (``children``)."""
 
-    def __init__(self, words: PackedInts, starts: PackedInts, V: int) -> None:
-        self.words, self.starts, self.V = words, starts, V
+    def __init__(self, words: PackedInts, starts: PackedInts, V: int, corrupt) -> None:
+        self.words, self.starts, self.V, self.corrupt = words, starts, V, corrupt
 
     def runs(self, contexts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Where each context's run begins and ends, clipped to the table (a crafted file then
@@ -149,7 +148,10 @@ class TrieIndex:
     def children(self, context: int) -> tuple[np.ndarray, slice]:
         """The words stored after ``context`` and the slice of their rows."""
         lo, hi = (int(x[0]) for x in self.runs(np.array([context], dtype=np.int64)))
-        return self.words[lo:hi], slice(lo, hi)
+        words = self.words[lo:hi]
+        if len(words) and words.max() >= self.V:
+            raise self.corrupt(DAMAGED)
+        return words, slice(lo, hi)
 
 
 class TrieKeys(DecodedArray):
@@ -157,21 +159,21 @@ class TrieKeys(DecodedArray):
 
     dtype = np.dtype(np.int64)
 
-    def __init__(self, index: TrieIndex, corrupt) -> None:
-        self.index, self.corrupt = index, corrupt
+    def __init__(self, index: TrieIndex) -> None:
+        self.index = index
 
     def __len__(self) -> int:
         return len(self.index.words)
 
     @functools.cached_property
     def _keys(self) -> np.ndarray:
-        starts = np.asarray(self.index.starts)
+        starts, words = np.asarray(self.index.starts), np.asarray(self.index.words)
         runs = np.diff(starts)
-        if (runs < 0).any() or starts[0] != 0 or starts[-1] != len(self):
-            raise self.corrupt("the trie's runs do not cover its n-grams "
-                               "(check it with lmlab ngram build-binary --verify)")
+        if (runs < 0).any() or starts[0] != 0 or starts[-1] != len(self) or \
+                (len(words) and words.max() >= self.index.V):
+            raise self.index.corrupt(DAMAGED)
         context = np.repeat(np.arange(len(runs), dtype=np.int64), runs)
-        return context * self.index.V + np.asarray(self.index.words)
+        return context * self.index.V + words
 
     def _decode(self, index) -> np.ndarray:
         return self._keys[index]
