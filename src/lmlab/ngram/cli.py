@@ -114,7 +114,8 @@ def add_parser(sub) -> None:
                     help="store log-probabilities and backoffs as BITS-bit codes with bins per "
                     "order (8: KenLM's -q 8 -b 8; default: unquantised)")
     bb.add_argument("--verify", action="store_true",
-                    help="check the checksum of the binary model written (or of FILE alone)")
+                    help="check the checksum of the binary model written (or, given IN "
+                    "alone, of IN)")
     bb.set_defaults(func=cmd_ngram_build_binary)
 
     nx = add_command(nsub, "next", 'lmlab ngram next ptb5.lm "the stock" -k 5',
@@ -287,7 +288,8 @@ def cmd_ngram_build_binary(args) -> int:
     size = os.path.getsize(args.output)
     sizes = " ".join(f"{n}:{len(k)}" for n, k in enumerate(model.keys, 1))
     print(f"wrote {args.output}: {size} bytes, n-grams {sizes}"
-          f", {args.layout}{f', {args.quantize}-bit' if args.quantize else ''} in "
+          f", {args.layout}{f', {args.quantize}-bit' if args.quantize else ''}"
+          f"{', verified' if args.verify else ''} in "
           f"{time.perf_counter() - start:.2f}s", file=sys.stderr)
     return 0
 
