@@ -380,8 +380,8 @@ def require_backoff_form(model, purpose: str) -> NGramModel:
     meta = getattr(model, "meta", None) or {}
     what = "addk model" if meta.get("smoothing") == "addk" else type(model).__name__
     raise LmlabError(f"{what} is not a backoff n-gram model (it has no backoff form): {purpose}; "
-                     "give a model of any other smoothing (an lmlab n-gram model or an ARPA "
-                     "file)")
+                     "give a backoff-form model (of any smoothing but addk: an lmlab n-gram "
+                     "model or an ARPA file)")
 
 
 __all__ = ["NGramModel", "AddKModel", "train_ngram", "load_ngram", "is_ngram_file",
