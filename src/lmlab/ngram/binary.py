@@ -58,11 +58,7 @@ from lmlab.fileio import GZIP_MAGIC, atomic_output, check_output_path
 from lmlab.models import BINARY_MAGIC
 from lmlab.ngram.keyindex import GOLDEN, place
 from lmlab.ngram.model import NGramModel, require_backoff_form
-from lmlab.ngram.packed import (
-    quantized_array,
-    quantized_sections,
-    value_tables,
-)
+from lmlab.ngram.packed import quantized_array, quantized_sections, value_tables
 from lmlab.ngram.trie import assemble_trie, trie_sections
 from lmlab.tokenizers import tokenizer_from_spec, tokenizer_record
 
