@@ -113,12 +113,19 @@ class Dist:
         return result
 
 
+# Whether this process joined (and left) a process group: `python -m lmlab` then ends without
+# interpreter teardown (lmlab/__main__.py says why).
+joined_a_group = False
+
+
 @contextlib.contextmanager
 def session(device: str) -> Iterator[Dist | None]:
     """:func:`from_environment` for the length of a run: a process group joined here is left
     at the end (a process exiting with gloo's threads still running aborts)."""
+    global joined_a_group
     joined = not tdist.is_initialized()
     dist = from_environment(device)
+    joined_a_group |= dist is not None and joined
     try:
         yield dist
         if dist is not None and joined:
