@@ -66,15 +66,16 @@ def _line_chunks(path: str | os.PathLike, chunk_bytes: int = _CHUNK_BYTES, once:
     that piece of a plain file (:func:`line_spans`), its lines numbered as in the whole file.
     """
     for lineno, data in raw_chunks(path, chunk_bytes, once, span):
-        yield lineno, decode_chunk(data, path, lineno, errors, lineno == 0 and
-                                   (span is None or span[0] == 0))
+        yield lineno, decode_chunk(data, path, lineno, errors)
 
 
 def raw_chunks(path: str | os.PathLike, chunk_bytes: int = _CHUNK_BYTES, once: bool = False,
                span: Span | None = None) -> Iterator[tuple[int, bytes]]:
     """Yield ``(number of lines before, bytes)``: about ``chunk_bytes`` of whole lines of ``path``
-    at a time, not yet decoded or checked (:func:`decode_chunk` does both, wherever it runs)."""
+    at a time, not yet decoded or checked (:func:`decode_chunk` does both, wherever it runs). A
+    leading UTF-8 byte-order mark is dropped: an encoding signature, not part of a word."""
     lineno = 0 if span is None else span[2]
+    first = span is None or span[0] == 0
     with open_binary(path, once=once) if span is None else _open_span(path, span) as f:
         while True:
             try:
@@ -91,18 +92,19 @@ def raw_chunks(path: str | os.PathLike, chunk_bytes: int = _CHUNK_BYTES, once: b
                                  good + 1) from None
             if not data:
                 return
+            if first:
+                data, first = strip_bom(data), False
+                if not data:  # (the file is a byte-order mark alone: no lines)
+                    continue
             yield lineno, data
             lineno += data.count(b"\n") + (not data.endswith(b"\n"))
 
 
-def decode_chunk(data: bytes, path: str | os.PathLike, lineno: int, errors: str = "strict",
-                 first: bool = False) -> list[str]:
+def decode_chunk(data: bytes, path: str | os.PathLike, lineno: int, errors: str = "strict"
+                 ) -> list[str]:
     """The lines of a :func:`raw_chunks` chunk (lines ``lineno + 1 ...`` of ``path``), checked:
     NUL bytes, invalid UTF-8 (unless ``errors="surrogateescape"``) and over-long lines raise
-    :class:`LmlabError` naming the line. ``first``: the file's first chunk (a byte-order mark
-    there is an encoding signature, not part of a word, and is dropped)."""
-    if first:
-        data = strip_bom(data)
+    :class:`LmlabError` naming the line."""
     nul = data.find(b"\0")
     if nul >= 0:
         raise LmlabError("binary data (NUL byte); expected UTF-8 text, one sentence per line",

@@ -70,7 +70,7 @@ from lmlab.corpus import (
     read_corpus,
 )
 from lmlab.errors import LmlabError, LmlabWarning, file_label
-from lmlab.fileio import STDIN, atomic_output, check_output_path, json_safe, strip_bom
+from lmlab.fileio import STDIN, atomic_output, check_output_path, json_safe
 
 OOV_WARN_RATE = 0.2  # warn above this share of OOV words (a model of another corpus)
 
@@ -376,10 +376,6 @@ def _score_in_processes(model_path: str, path: str | os.PathLike, jobs: int, chu
     lines = 0
     try:
         for first, data in raw_chunks(path, min(chunk_bytes, JOB_BYTES), once=True):
-            if first == 0:
-                data = strip_bom(data)  # (what decode_chunk does with a file's first chunk)
-                if not data:
-                    continue
             pending.append(pool.submit(_worker_score, os.fspath(path), first, data))
             if len(pending) >= 2 * jobs:
                 scores = pending.popleft().result()

@@ -328,7 +328,7 @@ def _assemble(path, mm, header: dict, sections: dict[str, np.ndarray]):
             return get(f"{name}{n}", length, ("<f8",))
         return quantized_array(get, name, n, length)
 
-    get("vocab_counts", V, ("<i8",))  # V as the file holds it, before anything is sized by V
+    counts = get("vocab_counts", V, ("<i8",))  # V as the file holds it, before V sizes anything
 
     def probing() -> tuple[list, list, list, dict]:
         keys, logp, bow, indexes = [], [], [], {}
@@ -358,7 +358,7 @@ def _assemble(path, mm, header: dict, sections: dict[str, np.ndarray]):
     tokenizer = tokenizer_from_spec(header.get("tokenizer"), path)  # its own errors, not corrupt
     try:
         words = raw.tobytes().decode("utf-8", "surrogateescape").split("\n")
-        vocab = Vocabulary(words, get("vocab_counts", V, ("<i8",)), tokenizer)
+        vocab = Vocabulary(words, counts, tokenizer)
     except LmlabError as err:
         raise LmlabError(f"corrupt binary model: {err}", path) from None
     if len(vocab) != V or words[:3] != vocab.itos[:3]:  # (Vocabulary puts specials first)
