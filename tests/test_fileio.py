@@ -19,6 +19,7 @@ from lmlab import fileio
 from lmlab.corpus import Vocabulary, count_words, read_corpus, read_training_corpus
 from lmlab.errors import LmlabError
 from lmlab.fileio import atomic_output, check_output_path, head_bytes, open_binary
+from tests.cli_helpers import fails, ok
 
 TEXT = "the cat sat\nthe dog sat on the mat\n\na cat\n"
 # tiny corpora: Kneser-Ney discounts fall back to defaults, with a warning that is not tested here
@@ -114,6 +115,39 @@ def test_failed_write_leaves_no_folder_litter_or_file(tmp_path):
     with pytest.raises(RuntimeError), atomic_output(deep, "w") as f:
         raise RuntimeError("boom")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_no_command_writes_over_a_file_it_reads(tmp_path, capsys):
+    """`ngram train t.txt -o t.txt` replaced the corpus by the model: every command now refuses an
+    output that is one of its inputs (by any name: a link is the same file) or named twice, before
+    it starts, and leaves the files as they were."""
+    text = tmp_path / "t.txt"
+    text.write_text(TEXT)
+    model = tmp_path / "m.lm"
+    ok(capsys, "ngram", "train", text, "-n", "2", "-o", model)
+    (tmp_path / "link.txt").symlink_to(text)
+    os.link(text, tmp_path / "hard.txt")
+    before = {f: f.read_bytes() for f in (text, model)}
+    cases = [
+        (("ngram", "train", text, "-n", "2", "-o", text), text),
+        (("ngram", "train", tmp_path / "link.txt", "-n", "2", "-o", text), text),
+        (("ngram", "train", tmp_path / "hard.txt", "-n", "2", "-o", text), text),
+        (("ngram", "train", text, "-n", "2", "-o", tmp_path / "n.lm", "--arpa", text), text),
+        (("ngram", "build-binary", model, model), model),
+        (("ngram", "prune", model, model, "--entropy", "1e-3"), model),
+        (("eval", model, text, "--per-line", text), text),
+        (("eval", model, text, "--per-line", model), model),
+        (("compare", model, "--text", text, "--plot", model), model),
+    ]
+    for argv, clobbered in cases:
+        line = fails(capsys, *argv)
+        assert f"{clobbered}: is read by this command and would be overwritten" in line, argv
+    line = fails(capsys, "ngram", "train", text, "-n", "2", "-o", tmp_path / "x.lm", "--arpa",
+                 tmp_path / "x.lm")
+    assert "x.lm: is given twice as an output" in line
+    assert {f: f.read_bytes() for f in (text, model)} == before
+    assert sorted(f.name for f in tmp_path.iterdir()) == ["hard.txt", "link.txt", "m.lm", "t.txt"]
+    ok(capsys, "eval", model, text, "--per-line", tmp_path / "lines.jsonl")  # other files: fine
 
 
 # ----------------------------------------------------------------------------------------------

@@ -24,6 +24,7 @@ from lmlab.cli_base import (
     command_line_text,
 )
 from lmlab.errors import LmlabError, LmlabWarning, file_label
+from lmlab.fileio import check_not_overwriting
 
 EXIT_USER_ERROR = 2
 # Commands that live with their subsystem: each module has ``add_parser(subparsers)`` and imports
@@ -394,6 +395,11 @@ def main(argv: list[str] | None = None) -> int:
         prog = " ".join(w for w in words if w)
         parser.exit(2, f"{prog}: error: unrecognized arguments: {' '.join(unknown)} "
                        f"(see '{prog} --help')\n")
+    try:
+        _check_outputs(args)
+    except LmlabError as err:
+        print(f"lmlab: error: {err}", file=sys.stderr)
+        return EXIT_USER_ERROR
     args.argv = list(sys.argv[1:] if argv is None else argv)  # (lmlab train --ddp relaunches)
     try:
         with warnings.catch_warnings():
@@ -410,6 +416,23 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except BrokenPipeError:
         return 0
+
+
+# the options through which commands name the files they write (every other file named on the
+# command line is read)
+OUTPUT_OPTIONS = ("output", "arpa", "per_line", "plot")
+
+
+def _check_outputs(args: argparse.Namespace) -> None:
+    """No command writes over a file it reads (``ngram train t.txt -o t.txt`` would replace the
+    corpus by the model), nor writes one file twice: one check for every command, before it
+    starts."""
+    outputs, inputs = [], []
+    for name, value in vars(args).items():
+        values = value if isinstance(value, list | tuple) else [value]
+        paths = [v for v in values if isinstance(v, str | os.PathLike)]
+        (outputs if name in OUTPUT_OPTIONS else inputs).extend(paths)
+    check_not_overwriting(outputs, inputs)
 
 
 def _rank_prefix() -> str:

@@ -11,7 +11,7 @@ import os
 import sys
 import tempfile
 import zlib
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import IO
 
@@ -256,6 +256,30 @@ def check_output_path(path: str | os.PathLike) -> None:
         ancestor = ancestor.parent
     if ancestor.exists() and not ancestor.is_dir():
         raise LmlabError("is a file, not a folder: cannot write output inside it", ancestor)
+
+
+def check_not_overwriting(outputs: Iterable[str | os.PathLike],
+                          inputs: Iterable[str | os.PathLike]) -> None:
+    """Raise :class:`LmlabError` if an output names the same file as an input (the input would
+    be replaced, and lost, by the output) or as another output. Files are compared as the file
+    system sees them (``os.path.samefile``: symbolic and hard links to one file are one file);
+    ``-`` (standard input or output) and outputs that do not exist yet never clash with an
+    input."""
+    outputs = [os.fspath(o) for o in outputs if o is not None and os.fspath(o) != "-"]
+    existing_inputs = [os.fspath(i) for i in inputs
+                       if i is not None and os.fspath(i) != "-" and os.path.isfile(i)]
+    for k, out in enumerate(outputs):
+        if any(_same_file(out, other) for other in outputs[:k]):
+            raise LmlabError("is given twice as an output; name each output file once", out)
+        if os.path.isfile(out) and any(os.path.samefile(out, i) for i in existing_inputs):
+            raise LmlabError("is read by this command and would be overwritten by its output: "
+                             "choose another output file", out)
+
+
+def _same_file(a: str, b: str) -> bool:
+    if os.path.exists(a) and os.path.exists(b):
+        return os.path.samefile(a, b)
+    return os.path.abspath(a) == os.path.abspath(b)
 
 
 def _yield_stream(binary: IO[bytes], mode: str) -> Iterator[IO]:

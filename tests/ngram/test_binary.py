@@ -25,7 +25,7 @@ from lmlab.ngram.binary import (
     verify_binary,
     write_binary,
 )
-from lmlab.ngram.model import train_ngram
+from lmlab.ngram.model import save_arrays, train_ngram
 from lmlab.ngram.packed import QuantizedArray, quantize
 from tests.cli_helpers import fails, ok
 
@@ -105,7 +105,9 @@ def test_load_maps_the_file_and_reads_no_array(tmp_path):
     write_binary(fit("mkn", 4), tmp_path / "m.bin")
     binary = load_binary(tmp_path / "m.bin")
     for n in range(4):
-        for array in (binary.keys[n], binary.logp[n]):
+        keys = binary.keys[n] if n == 0 else binary.keys[n].raw
+        assert n == 0 or "_checked" not in binary.keys[n].__dict__  # (checked on a whole read)
+        for array in (keys, binary.logp[n]):
             assert mapped(array) and not array.flags.writeable
         if n < 3:
             assert mapped(binary.bow[n])
@@ -130,7 +132,7 @@ def test_pickled_model_maps_the_file_again(tmp_path):
     write_binary(fit(), tmp_path / "m.bin")
     binary = load_binary(tmp_path / "m.bin")
     again = pickle.loads(pickle.dumps(binary))
-    assert isinstance(again, BinaryNGramModel) and mapped(again.keys[1])
+    assert isinstance(again, BinaryNGramModel) and mapped(again.keys[1].raw)
     assert np.array_equal(score(again), score(binary))
 
 
@@ -229,10 +231,15 @@ def test_every_command_reads_a_binary_model(files, capsys, name):
     assert np.array_equal(score(load_model(files / "again.bin")), score(load_model(model)))
 
 
-def test_rebuild_in_place_and_quantize_a_binary(files, capsys):
-    before = score(load_model(files / "m.bin"))
-    ok(capsys, "ngram", "build-binary", files / "m.bin", files / "m.bin")
-    assert np.array_equal(score(load_model(files / "m.bin")), before)
+def test_rebuild_and_quantize_a_binary_but_not_in_place(files, capsys):
+    """Rebuilding IN into IN would replace the input (with --quantize or --layout trie, by a
+    lossy copy of it): refused, like every command's output that is one of its inputs."""
+    data = (files / "m.bin").read_bytes()
+    assert "would be overwritten" in fails(capsys, "ngram", "build-binary", files / "m.bin",
+                                           files / "m.bin", "--quantize", "8")
+    assert (files / "m.bin").read_bytes() == data
+    ok(capsys, "ngram", "build-binary", files / "m.bin", files / "m2.bin")
+    assert np.array_equal(score(load_model(files / "m2.bin")), score(load_model(files / "m.bin")))
     ok(capsys, "ngram", "build-binary", files / "m.bin", files / "q2.bin", "--quantize", "8")
     assert (files / "q2.bin").read_bytes() == (files / "q.bin").read_bytes()
 
@@ -408,3 +415,59 @@ def test_crafted_index_cannot_hang_or_read_past_its_ngrams(files, capsys):
     data[start:start + slots.nbytes] = slots.tobytes()
     path.write_bytes(bytes(data))
     assert "points past its n-grams" in fails(capsys, "eval", path, files / "test.txt")
+
+
+def keys_offset(path, n: int) -> int:
+    data = path.read_bytes()
+    hlen = PREFIX.unpack(data[:ALIGN])[2]
+    sections = json.loads(data[ALIGN:ALIGN + hlen])["sections"]
+    return next(s[2] for s in sections if s[0] == f"keys{n}")  # (name, dtype, offset, count)
+
+
+@pytest.mark.parametrize("damage", ["out of range", "not sorted"])
+def test_damaged_keys_are_one_error_line_for_whole_table_readers(files, capsys, damage):
+    """A crafted probing file whose keys lie past the n-grams below, or out of order, made ARPA
+    export fail with an IndexError (and a trie built from it hold nonsense). Whole-table readers
+    now check the table first; scoring, which goes through the index, reads nothing more at
+    load and still works where the damage does not reach."""
+    path = files / "broken.bin"
+    data = bytearray((files / "m.bin").read_bytes())
+    model = load_model(files / "m.bin")
+    keys = np.asarray(model.keys[2]).copy()
+    if damage == "out of range":
+        keys[-1] = len(model.keys[1]) * len(model.vocab) + 7
+    else:
+        keys[[0, 1]] = keys[[1, 0]]
+    start = keys_offset(files / "m.bin", 3)
+    data[start:start + keys.nbytes] = keys.tobytes()
+    path.write_bytes(bytes(data))
+    for argv in (("ngram", "prune", path, files / "p.arpa", "--entropy", "1e-3"),
+                 ("ngram", "build-binary", path, files / "t.bin", "--layout", "trie")):
+        assert f"broken.bin: corrupt binary model: the 3-gram keys {damage}" in \
+            fails(capsys, *argv)
+    broken_model = load_model(path)
+    for write in (lambda: write_arpa(broken_model, files / "b.arpa"),
+                  lambda: broken_model.save(files / "b.lm")):
+        with pytest.raises(LmlabError, match=f"the 3-gram keys {damage}"):
+            write()
+    assert sorted(p.name for p in files.iterdir()) == ["broken.bin", "m.bin", "m.lm", "q.bin",
+                                                       "test.txt"]
+    ok(capsys, "eval", path, files / "test.txt")
+    ok(capsys, "ngram", "next", path, "the")
+    # the same damage in a .lm file is found when it is read
+    arrays = {"keys": [np.asarray(k) for k in model.keys], "logp": list(model.logp),
+              "bow": list(model.bow)}
+    arrays["keys"][2] = keys
+    save_arrays(files / "b.lm", model.vocab, dict(model.meta), arrays)
+    assert f"corrupt n-gram model: the 3-gram keys {damage}" in \
+        fails(capsys, "eval", files / "b.lm", files / "test.txt")
+
+
+@pytest.mark.parametrize("options", [(), ("--quantize", "8"), ("--layout", "trie")])
+def test_binary_model_saves_as_lm(files, capsys, options):
+    """``load("x.bin").save("x.lm")`` failed (AttributeError) for a trie or 8-bit binary: their
+    arrays are decoded on read, and saving now reads them."""
+    ok(capsys, "ngram", "build-binary", files / "m.lm", files / "x.bin", *options)
+    binary = load_model(files / "x.bin")
+    binary.save(files / "x.lm")
+    assert np.array_equal(score(load_model(files / "x.lm")), score(binary))

@@ -44,6 +44,7 @@ and has the size the n-gram counts imply, so a truncated or foreign file is one
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import mmap
@@ -57,8 +58,8 @@ from lmlab.errors import LmlabError
 from lmlab.fileio import GZIP_MAGIC, atomic_output, check_output_path
 from lmlab.models import BINARY_MAGIC
 from lmlab.ngram.keyindex import GOLDEN, place
-from lmlab.ngram.model import NGramModel, require_backoff_form
-from lmlab.ngram.packed import quantized_array, quantized_sections, value_tables
+from lmlab.ngram.model import NGramModel, key_run, keys_problem, require_backoff_form
+from lmlab.ngram.packed import DecodedArray, quantized_array, quantized_sections, value_tables
 from lmlab.ngram.trie import assemble_trie, trie_sections
 from lmlab.tokenizers import tokenizer_from_spec, tokenizer_record
 
@@ -334,7 +335,7 @@ def _assemble(path, mm, header: dict, sections: dict[str, np.ndarray]):
         keys, logp, bow, indexes = [], [], [], {}
         for n in range(1, N + 1):
             k = get(f"keys{n}", V if n == 1 else None, ("<i8",))
-            keys.append(k)
+            keys.append(k if n == 1 else CheckedKeys(k, n, keys[-1], V, path))
             logp.append(values("logp", n, len(k)))
             if n < N or f"bow{n}" in sections:
                 bow.append(values("bow", n, len(k)))
@@ -384,6 +385,32 @@ def verify_binary(path: str | os.PathLike) -> dict:
             "quantize": model.quantize_bits, "layout": model.layout, "sha256": digest.hex()}
 
 
+class CheckedKeys(DecodedArray):
+    """A probing file's order-n keys, as mapped. Scoring never reads them through this: it goes
+    through the stored hash index, which checks each position it reads, and ``children`` reads
+    only a run. Whole-table readers (ARPA export, pruning, sampling, a trie) do, and the table
+    is checked once before their first read (:func:`~lmlab.ngram.model.keys_problem`), so a
+    damaged file is one error line there instead of an IndexError or a nonsense output."""
+
+    dtype = np.dtype(np.int64)
+
+    def __init__(self, raw: np.ndarray, n: int, below, V: int, path) -> None:
+        self.raw, self.n, self.below, self.V, self.path = raw, n, below, V, path
+
+    def __len__(self) -> int:
+        return len(self.raw)
+
+    @functools.cached_property
+    def _checked(self) -> np.ndarray:
+        problem = keys_problem(self.raw, len(self.below), self.V)
+        if problem:
+            raise LmlabError(f"corrupt binary model: the {self.n}-gram {problem}", self.path)
+        return self.raw
+
+    def _decode(self, index) -> np.ndarray:
+        return self._checked[index]
+
+
 class BinaryNGramModel(NGramModel):
     """An :class:`~lmlab.ngram.model.NGramModel` mapped from a binary file: its arrays are
     read-only views of the mapping and its hash indexes come from the file."""
@@ -403,7 +430,7 @@ class BinaryNGramModel(NGramModel):
     def children(self, n: int, context: int) -> tuple[np.ndarray, slice]:
         if self.layout == "trie":  # the run of the context, without rebuilding the keys
             return self._indexes[n].children(context)
-        return super().children(n, context)
+        return key_run(self.keys[n - 1].raw, len(self.vocab), n, context, self.path)
 
     def describe(self) -> dict:
         return {**super().describe(), "binary": True, "quantize": self.quantize_bits,

@@ -78,13 +78,7 @@ class _Tables(Scoring):
     def children(self, n: int, context: int) -> tuple[np.ndarray, slice]:
         """The words stored after the (n-1)-gram of index ``context`` at order n, and the slice
         of their rows in the order-n tables (keys are sorted: the rows are one run)."""
-        V, keys = len(self.vocab), self.keys[n - 1]
-        lo, hi = np.searchsorted(keys, [context * V, (context + 1) * V])
-        words = keys[lo:hi] - context * V
-        if len(words) and (words.min() < 0 or words.max() >= V):  # (unsorted keys: damaged)
-            raise LmlabError(f"corrupt n-gram model: the {n}-gram keys are not sorted",
-                             getattr(self, "path", None))
-        return words, slice(lo, hi)
+        return key_run(self.keys[n - 1], len(self.vocab), n, context, getattr(self, "path", None))
 
     def context_index(self, context: list[str]) -> list[int]:
         """Per order n (1..N-1), the index of the last n words of ``<s> context`` (-1 if absent)."""
@@ -92,6 +86,32 @@ class _Tables(Scoring):
         dist = np.arange(len(seq), dtype=np.int64)
         found = self.index_at(seq, dist)
         return [int(found[n][-1]) for n in range(self.order)]
+
+
+def key_run(keys, V: int, n: int, context: int, path=None) -> tuple[np.ndarray, slice]:
+    """:meth:`NGramModel.children` in the sorted order-n ``keys``: a binary search, which reads
+    only the run and the pages on the way to it."""
+    lo, hi = np.searchsorted(keys, [context * V, (context + 1) * V])
+    words = keys[lo:hi] - context * V
+    if len(words) and (words.min() < 0 or words.max() >= V):  # (unsorted keys: damaged)
+        raise LmlabError(f"corrupt n-gram model: the {n}-gram keys are not sorted", path)
+    return words, slice(lo, hi)
+
+
+def keys_problem(keys, contexts: int, V: int) -> str | None:
+    """What is wrong with an order's ``keys`` (None: nothing): lmlab writes them strictly
+    increasing, each ``context * V + word`` with ``0 <= context < contexts`` (the size of the
+    order below). A damaged or crafted file breaks this; every whole-table reader (ARPA export,
+    pruning, sampling) relies on it and would otherwise fail with an IndexError or write
+    nonsense."""
+    k = np.asarray(keys)
+    if not len(k):
+        return None
+    if k[0] < 0 or k[-1] >= contexts * V:
+        return "keys out of range"
+    if (k[1:] <= k[:-1]).any():
+        return "keys not sorted"
+    return None
 
 
 def _gather(values: np.ndarray, index: np.ndarray) -> np.ndarray:
@@ -293,8 +313,9 @@ def fitted_meta(meta: dict, method) -> None:
 # -- file format: a zip (npz) of arrays plus a JSON header, no pickle ------------------------------
 def save_arrays(path: str | os.PathLike, vocab: Vocabulary, meta: dict,
                 arrays: dict[str, list]) -> None:
-    """Write the model file: ``arrays`` are numpy arrays or objects with ``write_npy(out)`` (as
-    :class:`lmlab.ngram.external.Spilled`) and ``len()``."""
+    """Write the model file: ``arrays`` are array-likes (numpy arrays, a binary model's
+    :class:`~lmlab.ngram.packed.DecodedArray`) or objects with ``write_npy(out)`` (as
+    :class:`lmlab.ngram.build.Spilled`) and ``len()``."""
     header = {"format": FORMAT, "version": 1 if vocab.tokenizer.is_default else 2, "meta": meta,
               "arrays": {name: len(v) for name, v in arrays.items()}}
     flat = {f"{name}{i}": a for name, v in arrays.items() for i, a in enumerate(v)}
@@ -307,11 +328,11 @@ def save_arrays(path: str | os.PathLike, vocab: Vocabulary, meta: dict,
                 z.writestr("tokenizer.json", json.dumps(spec))
             for name, a in flat.items():
                 with z.open(f"{name}.npy", "w", force_zip64=True) as out:
-                    if isinstance(a, np.ndarray):
-                        np.lib.format.write_array(out, np.ascontiguousarray(a),
-                                                  allow_pickle=False)
-                    else:  # an array on disk (out-of-core estimation): copied, never loaded
+                    if hasattr(a, "write_npy"):  # on disk (out-of-core): copied, not loaded
                         a.write_npy(out)
+                    else:  # (np.asarray: a binary model's decoded arrays too)
+                        np.lib.format.write_array(out, np.ascontiguousarray(np.asarray(a)),
+                                                  allow_pickle=False)
 
 
 def is_ngram_file(path: str | os.PathLike) -> bool:
@@ -369,6 +390,10 @@ def _check_consistent(path, vocab: Vocabulary, arrays: dict) -> None:
         if len(values) != len(keys) or any(len(a) != len(k) for a, k in
                                            zip(values, keys, strict=True)):
             raise LmlabError(f"corrupt n-gram model: {name} arrays do not match the n-grams", path)
+    for n in range(2, len(keys) + 1):
+        problem = keys_problem(keys[n - 1], len(keys[n - 2]), len(vocab))
+        if problem:
+            raise LmlabError(f"corrupt n-gram model: the {n}-gram {problem}", path)
 
 
 def require_backoff_form(model, purpose: str) -> NGramModel:
