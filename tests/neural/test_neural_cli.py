@@ -252,7 +252,7 @@ def test_resume_keeps_every_option_and_says_so(data_dir, tmp_path, capsys, monke
     def ctrl_c_at_5(self, bar):  # what the first Ctrl-C does: stop after this step
         step(self, bar)
         if self.step == 5:
-            self._stop_requested = True
+            self.stop.requested = True
 
     monkeypatch.setattr(Trainer, "_train_step", ctrl_c_at_5)
     rc, _, err = run(capsys, "train", "lstm", "--data", data_dir, "-o", out, *first)

@@ -152,6 +152,13 @@ def set_rng_state(rng: dict) -> None:
         torch.cuda.set_rng_state_all([s.cpu() for s in cuda])
 
 
+def seed_everything(seed: int) -> None:
+    """Seed Python's, NumPy's and torch's generators (all that :func:`get_rng_state` saves)."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
 def to_cpu(obj):
     """A deep copy of ``obj`` with every tensor cloned to the CPU (for in-memory snapshots)."""
     if isinstance(obj, torch.Tensor):

@@ -328,7 +328,7 @@ def launch_ddp(args, config: RunConfig, saved: dict | None) -> int:
     from lmlab.fileio import check_output_path
     from lmlab.neural.data import split_paths
     from lmlab.neural.distributed import check_launch, check_rows, launch, strip_ddp
-    from lmlab.neural.trainer import check_new_run, resume_config
+    from lmlab.neural.resume import check_new_run, resume_config
 
     check_launch(config.train.device, args.ddp)
     check_rows(config.train.batch_size, args.ddp)

@@ -53,16 +53,12 @@ from __future__ import annotations
 import contextlib
 import math
 import os
-import random
-import signal
 import sys
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from lmlab.corpus import TokenStream, Vocabulary
@@ -74,35 +70,26 @@ from lmlab.neural.checkpoint import (
     get_rng_state,
     load_checkpoint,
     save_checkpoint,
+    seed_everything,
     set_rng_state,
     to_cpu,
-    to_device,
 )
-from lmlab.neural.config import RunConfig, flag_name
+from lmlab.neural.config import RunConfig
 from lmlab.neural.data import Corpus, batchify, bptt_windows
-from lmlab.neural.distributed import (
-    Dist,
-    check_rows,
-    check_same_data,
-    join_states,
-    rank_device,
-    rank_seed,
-    state_rows,
-    wrap,
-)
-from lmlab.neural.heap import keep_freed_memory
+from lmlab.neural.distributed import Dist, check_rows, check_same_data, rank_device, rank_seed, wrap
 from lmlab.neural.lm import NeuralLM, model_from_checkpoint, resolve_device
+from lmlab.neural.resume import (
+    RunState,
+    check_new_run,
+    check_resumable_data,
+    check_train_options,
+    epoch_validation,
+    resume_config,
+)
+from lmlab.neural.run_control import StopSignals, apply_process_settings, run_settings
 from lmlab.neural.run_files import MetricsLog, sidecar_paths, write_run_config
-from lmlab.tokenizers import tokenizer_from_spec, tokenizer_record
 
 CURVE_EVERY_S = 60.0  # redraw the learning curve after an epoch at most this often (and at the end)
-
-# Options a resumed run may change; everything else must match the checkpoint.
-RESUMABLE_CHANGES = {("train", "epochs"), ("train", "device"), ("train", "threads"),
-                     ("train", "early_stop"), ("train", "checkpoint_every"),
-                     ("train", "max_nan_retries"), ("train", "eval_every"),
-                     ("train", "max_steps"), ("train", "compile")}
-
 
 class TrainingInterrupted(Exception):  # noqa: N818 - reads as what happened
     """Ctrl-C during training: a checkpoint was saved at ``path``."""
@@ -131,58 +118,14 @@ class TrainResult:
     valid: dict | None = None
 
 
-def check_train_options(config: RunConfig) -> None:
-    """Every option of the run (:meth:`RunConfig.check`) and its device; one-line errors."""
-    config.check()
-    resolve_device(config.train.device)
-
-
-def resume_config(data: dict, requested: RunConfig, out: str | os.PathLike) -> RunConfig:
-    """The configuration a resume of checkpoint ``data`` (at ``out``) runs with: the
-    checkpoint's, with ``requested``'s values of :data:`RESUMABLE_CHANGES`; a one-line error
-    when ``requested`` would change anything else."""
-    saved = RunConfig.from_dict(data["config"], os.fspath(out))
-    if saved.model.model != requested.model.model:
-        raise LmlabError(f"checkpoint holds model type {saved.model.model}, not "
-                         f"{requested.model.model}; cannot resume it as one", out)
-    req, old = requested.to_dict(), saved.to_dict()
-    for section in ("model", "train"):
-        for key, value in req[section].items():
-            if key == "vocab_size":
-                continue
-            if (section, key) in RESUMABLE_CHANGES:
-                old[section][key] = value
-            elif old[section].get(key) != value:
-                raise LmlabError(
-                    f"{flag_name(key)} {value!r} differs from the checkpoint's "
-                    f"{old[section].get(key)!r}; a resumed run keeps its configuration "
-                    f"(only {_resumable_flags()} may change)", out)
-    config = RunConfig.from_dict(old, os.fspath(out))
-    check_train_options(config)
-    return config
-
-
-def check_new_run(out: str | os.PathLike, overwrite: bool) -> None:
-    """A new run may not replace a checkpoint unless told to."""
-    if os.path.exists(out) and not overwrite:
-        raise LmlabError("checkpoint exists; pass --resume (resume=True) to continue that "
-                         "run or --overwrite (overwrite=True) to start afresh", out)
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-
-
-class Trainer:
+class Trainer(RunState):
     """One training run writing to the checkpoint ``out``.
 
     ``resume=True`` continues the run saved in ``out`` (its configuration must match ``config``
-    except for :data:`RESUMABLE_CHANGES`, where ``config``'s values win: start from the
-    checkpoint's own, ``RunConfig.from_dict(load_checkpoint(out)["config"])``, to keep them all,
-    as ``lmlab train --resume`` does; its vocabulary must match ``corpus``'s). ``step_hook``
-    is called as ``step_hook(trainer, step)`` after every optimiser step (tests use it to inject
+    except for :data:`~lmlab.neural.resume.RESUMABLE_CHANGES`, where ``config``'s values win:
+    start from the checkpoint's own, ``RunConfig.from_dict(load_checkpoint(out)["config"])``,
+    to keep them all, as ``lmlab train --resume`` does; its vocabulary must match
+    ``corpus``'s). ``step_hook`` is called as ``step_hook(trainer, step)`` after every optimiser step (tests use it to inject
     faults); ``log`` receives one line per epoch and per validation between epoch ends;
     ``plot=False`` skips the learning-curve PNG.
 
@@ -227,12 +170,7 @@ class Trainer:
         self.rows = check_rows(t.batch_size, world)  # batch rows of this process
         self.device = rank_device(t.device, dist) if dist else resolve_device(t.device)
         if process_settings:  # for good (see the class docstring); else only in _run_settings
-            if t.threads:
-                torch.set_num_threads(t.threads)
-            keep_freed_memory()  # no page faults on each step's large buffers
-            if self.device.type == "cuda":
-                torch.backends.cudnn.deterministic = True
-                torch.backends.cudnn.benchmark = False
+            apply_process_settings(t.threads, self.device)
 
         seed_everything(t.seed)
         if data is not None:
@@ -272,8 +210,7 @@ class Trainer:
                               "step_epoch": [], "events": [], "test": None, "valid": []}
         self._snapshot: dict | None = None
         self._last_curve = time.monotonic()
-        self._stop_requested = False
-        self._stop_in_step = False  # (under dist: a stop requested on some rank, this step)
+        self.stop = StopSignals(dist, self.main)
         self._probing = False  # in _throwaway_step (tests that count loss calls skip it)
         self._consistent = True
         self._saved_step: int | None = None  # the step of the last checkpoint written
@@ -290,24 +227,13 @@ class Trainer:
         if dist:
             check_same_data(dist, self.vocab, self.out)
             # for the trainer's whole life: a signal during a collective must not raise on one
-            # rank only (see _sigint_deferred)
-            self._signals.enter_context(self._sigint_deferred())
+            # rank only (see StopSignals)
+            self._signals.enter_context(self.stop.deferred())
 
     # -- configuration ----------------------------------------------------------------------------
     def _resume_config(self, data: dict, requested: RunConfig) -> RunConfig:
         config = resume_config(data, requested, self.out)
-        itos = data["vocab"]
-        saved_tokenizer = tokenizer_from_spec(data.get("tokenizer"), self.out)
-        if saved_tokenizer != self.vocab.tokenizer:
-            other = self.vocab.tokenizer.describe()
-            if other == saved_tokenizer.describe():
-                other = f"another {other} (trained on other text or settings)"
-            raise LmlabError(f"checkpoint was trained with the {saved_tokenizer.describe()} "
-                             f"tokenizer, not {other}", self.out)
-        if itos != self.vocab.itos:
-            raise LmlabError(f"checkpoint vocabulary ({len(itos)} words) differs from the one of "
-                             f"the training data ({len(self.vocab)} words): another data set?",
-                             self.out)
+        check_resumable_data(data, self.vocab, self.out)
         return config
 
     def _make_optimizer(self) -> torch.optim.Optimizer:
@@ -321,82 +247,7 @@ class Trainer:
         for g in self.optimizer.param_groups:
             g["lr"] = lr
 
-    # -- checkpoint state -------------------------------------------------------------------------
-    def state_dict(self) -> dict:
-        """Everything needed to continue exactly here (CPU copies). Under ``dist`` a collective:
-        every rank's hidden state (joined into the full batch's) and random state."""
-        h = self.history
-        state, rng, ranks = self.state, get_rng_state(), {}
-        if self.dist:
-            parts = self.dist.gather((to_cpu(state), rng))
-            state = join_states([p[0] for p in parts])
-            ranks = {"rng_ranks": [p[1] for p in parts]}
-        return to_cpu({
-            "config": self.config.to_dict(),
-            "vocab": list(self.vocab.itos),
-            **tokenizer_record(self.vocab),
-            "model": self.model.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "schedule": {"lr": self.lr, "best_valid": self.best_valid,
-                         "bad_epochs": self.bad_epochs, "plateau": self.plateau,
-                         "nan_events": self.nan_events, "finished": self.finished},
-            "rng": rng, **ranks,
-            "progress": {"epoch": self.epoch, "position": self.position, "step": self.step,
-                         "state": state, "loss_sum": self.loss_sum,
-                         "loss_tokens": self.loss_tokens},
-            "history": {"epochs": [dict(e) for e in h["epochs"]],
-                        "step_loss": torch.tensor(h["step_loss"], dtype=torch.float64),
-                        "grad_norm": torch.tensor(h["grad_norm"], dtype=torch.float64),
-                        "step_lr": torch.tensor(h["step_lr"], dtype=torch.float64),
-                        "step_epoch": torch.tensor(h["step_epoch"], dtype=torch.int64),
-                        "events": [dict(e) for e in h["events"]], "test": h["test"],
-                        "valid": [dict(v) for v in h["valid"]]},
-            "versions": {"torch": torch.__version__, "python": sys.version.split()[0]},
-        })
-
-    def _restore(self, data: dict, keep_events: bool = False) -> None:
-        try:
-            self.model.load_state_dict(data["model"])
-            self.optimizer.load_state_dict(data["optimizer"])
-            s, p, h = data["schedule"], data["progress"], data["history"]
-            self.best_valid, self.bad_epochs = s["best_valid"], s["bad_epochs"]
-            self.plateau, self.finished = s["plateau"], s["finished"]
-            self._set_lr(s["lr"])
-            self.epoch, self.position, self.step = p["epoch"], p["position"], p["step"]
-            # (this rank's rows of the full batch's state)
-            self.state = to_device(state_rows(p["state"], self.my_rows), self.device)
-            self.loss_sum, self.loss_tokens = p["loss_sum"], p["loss_tokens"]
-            events = self.history["events"]
-            self.history = {"epochs": [dict(e) for e in h["epochs"]],
-                            "step_loss": h["step_loss"].tolist(),
-                            "grad_norm": h["grad_norm"].tolist(),
-                            "step_lr": h["step_lr"].tolist(),
-                            "step_epoch": h["step_epoch"].tolist(),
-                            "events": events if keep_events else [dict(e) for e in h["events"]],
-                            "test": h["test"],
-                            # (a checkpoint from before validations were logged: its epochs')
-                            "valid": [dict(v) for v in h["valid"]] if "valid" in h
-                            else [_epoch_validation(e) for e in h["epochs"]]}
-            if not keep_events:
-                self.nan_events = s["nan_events"]
-            self._restore_rng(data)
-        except (KeyError, TypeError, ValueError, RuntimeError) as err:
-            raise LmlabError(f"checkpoint cannot be resumed ({type(err).__name__}: "
-                             f"{str(err).splitlines()[0] if str(err) else ''})", self.out) from None
-        if self.position > len(self.windows):
-            raise LmlabError(f"checkpoint is at batch {self.position} of an epoch that has only "
-                             f"{len(self.windows)} here: another data set?", self.out)
-
-    def _restore_rng(self, data: dict) -> None:
-        """Each rank's own random state; on another rank count than the checkpoint's, rank 0
-        takes rank 0's and the others are re-seeded from the seed, their rank and the step."""
-        ranks = data.get("rng_ranks") or [data["rng"]]
-        world, rank = (self.dist.world, self.dist.rank) if self.dist else (1, 0)
-        if len(ranks) == world or rank == 0:
-            set_rng_state(ranks[rank])
-        else:
-            seed_everything(rank_seed(self.config.train.seed, rank, self.step))
-
+    # -- checkpoints (what they hold: lmlab.neural.resume.RunState) -----------------------------
     def save(self, curve: bool = False) -> None:
         """Write the checkpoint (atomically) and keep an in-memory copy for NaN rollback;
         ``curve``: redraw the learning-curve PNG too. Under ``dist`` every rank calls it and
@@ -429,7 +280,7 @@ class Trainer:
             self.save()
         else:
             self._write_config()
-        signals = contextlib.nullcontext() if self.dist else self._sigint_deferred()
+        signals = contextlib.nullcontext() if self.dist else self.stop.deferred()
         with self._run_settings(), signals:
             if self._compile_pending:
                 self._compile()
@@ -504,7 +355,7 @@ class Trainer:
                     if max_steps is not None and self.step >= max_steps:
                         return "max_steps"  # (train() validates and saves)
                     self._train_step(bar)
-                    if self._stop_agreed(step=True):
+                    if self.stop.agreed(self.device, step=True):
                         raise KeyboardInterrupt
                     if (t.eval_every and self.step % t.eval_every == 0
                             and self.position < len(self.windows) and not self._validated_here()):
@@ -522,7 +373,7 @@ class Trainer:
             self.save(curve=True)
             if stop:
                 return "early_stop"
-            if self._stop_agreed():
+            if self.stop.agreed(self.device):
                 raise KeyboardInterrupt
         self.finished = "finished"
         return "finished"
@@ -547,10 +398,10 @@ class Trainer:
                                           or {}).items()}
         tokens = y.numel()
         if self.dist:  # the global batch's: a NaN on any rank is everyone's (and a stop request)
-            values = self.dist.mean([loss_value, *parts.values(), float(self._stop_requested)],
+            values = self.dist.mean([loss_value, *parts.values(), float(self.stop.requested)],
                                     self.device)
             loss_value, parts = values[0], dict(zip(parts, values[1:-1], strict=True))
-            self._stop_in_step = values[-1] > 0
+            self.stop.in_step = values[-1] > 0
             tokens *= self.dist.world
         grad_norm = float("nan")
         if math.isfinite(loss_value):
@@ -624,7 +475,7 @@ class Trainer:
         record = {"epoch": self.epoch, "step": self.step, "lr": self.lr, "train_ppl": train_ppl,
                   "valid_ppl": valid, "best_valid_ppl": self.best_valid}
         self.history["epochs"].append(record)
-        self.history["valid"].append(_epoch_validation(record))
+        self.history["valid"].append(epoch_validation(record))
         self.metrics.write({**record, "seconds": round(seconds, 3)})
         self.log(f"epoch {self.epoch}/{t.epochs} (step {self.step}): train ppl {train_ppl:.2f}, "
                  f"valid ppl {valid:.2f}, lr {self.lr:.4g}, {seconds:.1f}s")
@@ -694,67 +545,10 @@ class Trainer:
         self.save()
         return result
 
-    # -- process-wide settings -------------------------------------------------------------------
-    @contextlib.contextmanager
     def _run_settings(self):
-        """The run's thread count and, on CUDA, cuDNN's deterministic mode while the trainer
-        computes (as ``torch.backends.cudnn.flags`` scopes cuDNN's flags); the caller's settings
-        are back afterwards. Nothing changes where they are in force already
-        (``process_settings=True``, or a nested call)."""
-        threads = self.config.train.threads
-        before = torch.get_num_threads()
-        cudnn = torch.backends.cudnn
-        flags = (cudnn.deterministic, cudnn.benchmark)
-        if threads and threads != before:
-            torch.set_num_threads(threads)
-        if self.device.type == "cuda":
-            cudnn.deterministic, cudnn.benchmark = True, False
-        try:
-            yield
-        finally:
-            if torch.get_num_threads() != before:
-                torch.set_num_threads(before)
-            if (cudnn.deterministic, cudnn.benchmark) != flags:
-                cudnn.deterministic, cudnn.benchmark = flags
-
-    # -- Ctrl-C ---------------------------------------------------------------------------------
-    @contextlib.contextmanager
-    def _sigint_deferred(self):
-        """First Ctrl-C: finish the current step, save, stop. A second one stops at once.
-
-        Under ``dist`` SIGTERM (torchrun's agent passes Ctrl-C on as it) does the same, and
-        no signal stops at once: every rank must stop after the same step to save together
-        (:meth:`_stop_agreed`)."""
-        if threading.current_thread() is not threading.main_thread():
-            yield
-            return
-
-        def handler(signum, frame):
-            if self._stop_requested and self.dist is None:
-                raise KeyboardInterrupt
-            if not self._stop_requested and self.main:
-                again = "" if self.dist else " (Ctrl-C again to stop now)"
-                sys.stderr.flush()  # (os.write: print may be inside a write of the bar's)
-                os.write(2, f"\nlmlab: stopping after this step{again}\n".encode())
-            self._stop_requested = True
-
-        signals = [signal.SIGINT] + ([signal.SIGTERM] if self.dist else [])
-        previous = [signal.signal(s, handler) for s in signals]
-        try:
-            yield
-        finally:
-            for s, handler_before in zip(signals, previous, strict=True):
-                signal.signal(s, handler_before)
-
-    def _stop_agreed(self, step: bool = False) -> bool:
-        """Whether to stop here: a stop was requested (on any rank, under ``dist``: after a
-        step, as that step's all-reduce of the loss found it, else by an all-reduce here).
-        ``_stop_requested`` is only read: the handler may set it while an all-reduce returns."""
-        if self.dist is None:
-            return self._stop_requested
-        if step:
-            return self._stop_in_step
-        return self.dist.any(self._stop_requested, self.device)
+        """The run's thread count and cuDNN mode while the trainer computes (see
+        :func:`lmlab.neural.run_control.run_settings`)."""
+        return run_settings(self.config.train.threads, self.device)
 
     # -- side files -----------------------------------------------------------------------------
     def _write_config(self) -> None:
@@ -798,14 +592,3 @@ def validation_point(record: dict) -> str:
     if record.get("when") == "epoch":
         return f"at step {record['step']} (end of epoch {epoch})"
     return f"at step {record['step']} (epoch {f'{epoch:.2f}'.rstrip('0').rstrip('.')})"
-
-
-def _epoch_validation(epoch_record: dict) -> dict:
-    """The validation record of an epoch end, from its ``history["epochs"]`` record."""
-    return {"step": epoch_record["step"], "epoch": epoch_record["epoch"],
-            "valid_ppl": epoch_record["valid_ppl"], "when": "epoch"}
-
-
-def _resumable_flags() -> str:
-    return ", ".join(sorted(flag_name(key) for _, key in RESUMABLE_CHANGES))
-
