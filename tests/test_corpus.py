@@ -264,9 +264,9 @@ def test_bad_content_gzipped_names_line(tmp_path):
 
 
 def test_bad_line_found_beyond_first_chunk(tmp_path, monkeypatch):
-    import lmlab.corpus as corpus
+    import lmlab.textlines
 
-    monkeypatch.setattr(corpus, "_CHUNK_BYTES", 16)  # many chunks: line numbers must carry over
+    monkeypatch.setattr(lmlab.textlines, "CHUNK_BYTES", 16)  # many chunks: numbers carry over
     p = tmp_path / "bad.txt"
     good = b"a b zz d\n\n" * 5
     for bad in (b"a \xff\n", b"a <s> b\n", b"\x00\n"):
@@ -348,8 +348,9 @@ def test_line_length_limit_is_in_bytes(tmp_path, monkeypatch, chunk):
     """A line over the limit in bytes is an error however the text is cut, even when it has
     fewer characters than the limit (multi-byte UTF-8), and is never split into two lines."""
     import lmlab.corpus
+    import lmlab.textlines
 
-    monkeypatch.setattr(lmlab.corpus, "MAX_LINE_BYTES", 100)
+    monkeypatch.setattr(lmlab.textlines, "MAX_LINE_BYTES", 100)
     ok = tmp_path / "ok.txt"
     ok.write_text("a b\n" + "x" * 100 + "\n" + "€" * 33 + "\nc d", encoding="utf-8")
     assert [line for _, lines in lmlab.corpus.iter_lines(ok, chunk) for line in lines] == \

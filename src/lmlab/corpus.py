@@ -11,18 +11,17 @@ This gives the standard counts: 82,430 predicted tokens on PTB test, 245,569 on 
 
 from __future__ import annotations
 
-import io
 import os
 import re
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import IO
 
 import numpy as np
 
 from lmlab.errors import LmlabError
-from lmlab.fileio import atomic_output, is_stdin, open_binary, strip_bom
+from lmlab.fileio import atomic_output, open_binary, strip_bom
+from lmlab.textlines import Span, line_chunks
 from lmlab.tokenizers import WHITESPACE, Tokenizer
 
 UNK, BOS, EOS = "<unk>", "<s>", "</s>"
@@ -31,144 +30,9 @@ SPECIALS = (UNK, BOS, EOS)
 # Sentence boundaries are added by lmlab; a literal one inside a line would silently change what is
 # counted, so it is an input error. "<eos>" is accepted as a spelling of "</s>" in vocabulary files.
 RESERVED = frozenset({BOS, EOS})
-MAX_LINE_BYTES = 16 * 2**20
-_CHUNK_BYTES = 8 * 2**20
 # Streamed scoring (iter_corpus): bytes read at once, tokens scored at once.
 STREAM_BYTES = 2**20
 STREAM_TOKENS = 2**16
-
-
-Span = tuple[int, int, int]  # (first byte, end byte, lines before): a piece of a file, whole lines
-
-
-def _open_span(path: str | os.PathLike, span: Span) -> IO[bytes]:
-    """The bytes ``span`` of a plain file (a piece of a corpus read by one worker)."""
-    start, end, _ = span
-    try:
-        with open(path, "rb") as f:
-            f.seek(start)
-            return io.BytesIO(f.read(end - start))
-    except OSError as err:
-        raise LmlabError(f"cannot read ({err.strerror or err})", path) from None
-
-
-def _line_chunks(path: str | os.PathLike, chunk_bytes: int = _CHUNK_BYTES, once: bool = False,
-                 errors: str = "strict", span: Span | None = None
-                 ) -> Iterator[tuple[int, list[str]]]:
-    """Yield ``(number of lines before, decoded lines)`` chunks of about ``chunk_bytes`` of
-    ``path`` (plain or gzip; ``-`` is standard input). A leading UTF-8 byte-order mark is dropped;
-    CRLF line ends split into whitespace like any other.
-
-    Validates as it streams: binary data (NUL bytes), invalid UTF-8 and over-long lines raise
-    :class:`LmlabError` naming the file and line. ``once``: this is the only pass over the text
-    (standard input is then streamed, not held in memory). ``errors="surrogateescape"``: invalid
-    UTF-8 is kept as escaped bytes instead (the byte tokenizer reads any bytes). ``span``: only
-    that piece of a plain file (:func:`line_spans`), its lines numbered as in the whole file.
-    """
-    for lineno, data in raw_chunks(path, chunk_bytes, once, span):
-        yield lineno, decode_chunk(data, path, lineno, errors)
-
-
-def raw_chunks(path: str | os.PathLike, chunk_bytes: int = _CHUNK_BYTES, once: bool = False,
-               span: Span | None = None) -> Iterator[tuple[int, bytes]]:
-    """Yield ``(number of lines before, bytes)``: about ``chunk_bytes`` of whole lines of ``path``
-    at a time, not yet decoded or checked (:func:`decode_chunk` does both, wherever it runs). A
-    leading UTF-8 byte-order mark is dropped: an encoding signature, not part of a word."""
-    lineno = 0 if span is None else span[2]
-    first = span is None or span[0] == 0
-    with open_binary(path, once=once) if span is None else _open_span(path, span) as f:
-        while True:
-            try:
-                data = f.read(chunk_bytes)
-                if data and not data.endswith(b"\n"):  # on to the line's end, but no further
-                    tail = f.readline(MAX_LINE_BYTES + 1)  # than a line may be long
-                    data += tail
-                    if len(tail) > MAX_LINE_BYTES and not tail.endswith(b"\n"):
-                        raise _long_line(path, lineno + data.count(b"\n") + 1)
-            except (OSError, EOFError) as err:
-                # standard input streamed once cannot be read again: count what was read
-                good = lineno if once and is_stdin(path) else _readable_lines(path)
-                raise LmlabError(f"truncated or corrupt data after line {good} ({err})", path,
-                                 good + 1) from None
-            if not data:
-                return
-            if first:
-                data, first = strip_bom(data), False
-                if not data:  # (the file is a byte-order mark alone: no lines)
-                    continue
-            yield lineno, data
-            lineno += data.count(b"\n") + (not data.endswith(b"\n"))
-
-
-def decode_chunk(data: bytes, path: str | os.PathLike, lineno: int, errors: str = "strict"
-                 ) -> list[str]:
-    """The lines of a :func:`raw_chunks` chunk (lines ``lineno + 1 ...`` of ``path``), checked:
-    NUL bytes, invalid UTF-8 (unless ``errors="surrogateescape"``) and over-long lines raise
-    :class:`LmlabError` naming the line."""
-    nul = data.find(b"\0")
-    if nul >= 0:
-        raise LmlabError("binary data (NUL byte); expected UTF-8 text, one sentence per line",
-                         path, lineno + data.count(b"\n", 0, nul) + 1)
-    if len(data) > MAX_LINE_BYTES:  # (else no line can be too long)
-        ends = np.flatnonzero(np.frombuffer(data, dtype=np.uint8) == ord("\n"))
-        lengths = np.diff(np.concatenate(([-1], ends, [len(data)]))) - 1  # in bytes
-        if lengths.max() > MAX_LINE_BYTES:
-            raise _long_line(path, lineno + int(np.argmax(lengths > MAX_LINE_BYTES)) + 1)
-    try:
-        text = data.decode("utf-8", errors)
-    except UnicodeDecodeError as err:
-        raise LmlabError("not valid UTF-8 text", path,
-                         lineno + data.count(b"\n", 0, err.start) + 1) from None
-    lines = text.split("\n")
-    if lines[-1] == "":
-        lines.pop()
-    return lines
-
-
-def _long_line(path: str | os.PathLike, line: int) -> LmlabError:
-    return LmlabError(f"line longer than {MAX_LINE_BYTES // 2**20} MiB; expected one sentence per "
-                      "line", path, line)
-
-
-def line_spans(path: str | os.PathLike, span_bytes: int) -> tuple[list[Span], int] | None:
-    """Cut a plain (uncompressed, seekable) text file into spans of whole lines of about
-    ``span_bytes`` each, in one pass; returns them and the number of lines. None for standard
-    input and gzip, which can only be read from the start."""
-    if is_stdin(path):
-        return None
-    with open_binary(path) as f:
-        if not isinstance(f, io.BufferedReader):
-            return None
-        spans: list[Span] = []
-        start = first = lines = pos = 0
-        cut, last = span_bytes, b"\n"
-        while block := f.read(2**24):
-            while cut < pos + len(block):
-                i = block.find(b"\n", max(cut - pos, 0))
-                if i < 0:
-                    break
-                end = pos + i + 1
-                spans.append((start, end, first))
-                start, first = end, lines + block.count(b"\n", 0, i + 1)
-                cut = end + span_bytes
-            lines += block.count(b"\n")
-            pos += len(block)
-            last = block[-1:]
-    if pos > start:
-        spans.append((start, pos, first))
-    return spans, lines + (last != b"\n")
-
-
-def _readable_lines(path: str | os.PathLike) -> int:
-    """How many complete lines can be read before the data breaks (error path only)."""
-    count = 0
-    with open_binary(path) as f:
-        try:
-            for line in f:
-                count += line.endswith(b"\n")
-        except (OSError, EOFError):
-            pass
-    return count
 
 
 def check_words(words: Sequence[str], path: str | os.PathLike | None = None,
@@ -193,7 +57,7 @@ def iter_sentences(path: str | os.PathLike, tokenizer: Tokenizer = WHITESPACE
     Raises :class:`LmlabError` naming the file and line for binary data (NUL bytes), invalid UTF-8,
     a reserved boundary token inside a line, or a line longer than ``MAX_LINE_BYTES``.
     """
-    for first, lines in _line_chunks(path, errors=tokenizer.errors):
+    for first, lines in line_chunks(path, errors=tokenizer.errors):
         for i, tokens in enumerate(tokenizer.split_lines(lines)):
             if RESERVED.intersection(tokens):
                 check_words(tokens, path, first + i + 1)
@@ -440,7 +304,7 @@ def read_corpus(path: str | os.PathLike, vocab: Vocabulary) -> TokenStream:
     and split once, so each token costs one dict lookup and no per-line Python work.
     """
     parts = [_encode(path, first, lines, vocab)
-             for first, lines in _line_chunks(path, errors=vocab.tokenizer.errors) if lines]
+             for first, lines in line_chunks(path, errors=vocab.tokenizer.errors) if lines]
     if not parts:
         raise LmlabError("empty corpus (no lines)", path)
     return _stream_of(np.concatenate([p[0] for p in parts]),
@@ -476,7 +340,7 @@ def iter_lines(path: str | os.PathLike, chunk_bytes: int = STREAM_BYTES,
     ``tokenizer``: the byte tokenizer takes invalid UTF-8); an empty file is an error.
     :func:`encode_lines` makes a chunk a stream."""
     empty = True
-    for first, lines in _line_chunks(path, chunk_bytes, once=True, errors=tokenizer.errors,
+    for first, lines in line_chunks(path, chunk_bytes, once=True, errors=tokenizer.errors,
                                      span=span):
         if lines:
             empty = False
@@ -535,11 +399,11 @@ def _joined_tokens(path, first: int, lines: list[str], tokenizer: Tokenizer = WH
 
 
 def count_words(path: str | os.PathLike, tokenizer: Tokenizer = WHITESPACE,
-                chunk_bytes: int = _CHUNK_BYTES, span: Span | None = None) -> Counter[str]:
+                chunk_bytes: int | None = None, span: Span | None = None) -> Counter[str]:
     """Token counts of a text file (or of its ``span``), streaming ``chunk_bytes`` at a time
     (``</s>`` not counted)."""
     counter: Counter[str] = Counter()
-    for first, lines in _line_chunks(path, chunk_bytes, errors=tokenizer.errors, span=span):
+    for first, lines in line_chunks(path, chunk_bytes, errors=tokenizer.errors, span=span):
         counter.update(_joined_tokens(path, first, lines, tokenizer))
     counter.pop(EOS, None)
     return counter
@@ -549,7 +413,7 @@ def fit_tokenizer(tokenizer: Tokenizer, path: str | os.PathLike) -> Tokenizer:
     """Train a subword ``tokenizer`` on the text of ``path`` (others are returned as they are)."""
     if tokenizer.trainable and tokenizer.model is None:
         def lines() -> Iterator[str]:
-            for _, chunk in _line_chunks(path, errors=tokenizer.errors):
+            for _, chunk in line_chunks(path, errors=tokenizer.errors):
                 yield from chunk
 
         tokenizer.fit(lines(), os.fspath(path))
@@ -572,7 +436,7 @@ def read_training_corpus(path: str | os.PathLike, vocab: Vocabulary | None = Non
 def training_vocabulary(path: str | os.PathLike, vocab: Vocabulary | None = None,
                         min_count: int = 1, max_size: int | None = None,
                         tokenizer: Tokenizer = WHITESPACE,
-                        chunk_bytes: int = _CHUNK_BYTES,
+                        chunk_bytes: int | None = None,
                         word_counts: Callable[[], Counter[str]] | None = None) -> Vocabulary:
     """The first, streaming pass of :func:`read_training_corpus`: ``vocab`` checked, or built
     (reading ``chunk_bytes`` of text at a time, or from ``word_counts()``: the same counts made

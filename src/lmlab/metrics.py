@@ -62,15 +62,13 @@ from lmlab.corpus import (
     TokenStream,
     Vocabulary,
     check_words,
-    decode_chunk,
     encode_lines,
     iter_corpus,
-    line_spans,
-    raw_chunks,
     read_corpus,
 )
 from lmlab.errors import LmlabError, LmlabWarning, file_label
 from lmlab.fileio import STDIN, atomic_output, check_output_path, json_safe
+from lmlab.textlines import decode_chunk, line_spans, raw_chunks
 
 OOV_WARN_RATE = 0.2  # warn above this share of OOV words (a model of another corpus)
 

@@ -125,9 +125,9 @@ class Trainer(RunState):
     except for :data:`~lmlab.neural.resume.RESUMABLE_CHANGES`, where ``config``'s values win:
     start from the checkpoint's own, ``RunConfig.from_dict(load_checkpoint(out)["config"])``,
     to keep them all, as ``lmlab train --resume`` does; its vocabulary must match
-    ``corpus``'s). ``step_hook`` is called as ``step_hook(trainer, step)`` after every optimiser step (tests use it to inject
-    faults); ``log`` receives one line per epoch and per validation between epoch ends;
-    ``plot=False`` skips the learning-curve PNG.
+    ``corpus``'s). ``step_hook`` is called as ``step_hook(trainer, step)`` after every
+    optimiser step (tests use it to inject faults); ``log`` receives one line per epoch and per
+    validation between epoch ends; ``plot=False`` skips the learning-curve PNG.
 
     ``process_settings=True`` applies the run's process-wide settings at construction, for the
     rest of the process, as a command-line program wants: ``torch.set_num_threads(threads)``

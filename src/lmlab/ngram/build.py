@@ -12,13 +12,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from lmlab.corpus import BOS_ID, count_words, line_spans, training_vocabulary
+from lmlab.corpus import BOS_ID, count_words, training_vocabulary
 from lmlab.errors import LmlabError
 from lmlab.fileio import is_stdin
 from lmlab.ngram import external as ext
 from lmlab.ngram import partition as planning
 from lmlab.ngram.counts import count_of_counts
 from lmlab.ngram.estimate import interpolate_order, uniform_distribution
+from lmlab.textlines import line_spans
 
 _UNITS = {"": 1, "b": 1, "k": 2**10, "m": 2**20, "g": 2**30, "t": 2**40}
 VOCAB_CHUNK_BYTES = 2**20  # the vocabulary pass reads 1 MiB of text at a time (~100 MB at 8)

@@ -50,13 +50,14 @@ from contextlib import contextmanager
 
 import numpy as np
 
-from lmlab.corpus import BOS_ID, EOS_ID, Span, TokenStream, Vocabulary, iter_corpus
+from lmlab.corpus import BOS_ID, EOS_ID, TokenStream, Vocabulary, iter_corpus
 from lmlab.errors import LmlabError
 from lmlab.ngram.arpa import ngram_lines
 from lmlab.ngram.counts import count_of_counts, sentence_positions
 from lmlab.ngram.estimate import interpolate_order
 from lmlab.ngram.partition import Plan, dense_groups, fold, sorted_tuples
 from lmlab.ngram.smoothing import Smoothing
+from lmlab.textlines import Span
 
 ARPA_SLICE = 2**18  # ARPA lines are formatted this many n-grams at a time
 
