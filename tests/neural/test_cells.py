@@ -15,8 +15,9 @@ from torch import nn
 
 import lmlab.neural.cells as cells
 from lmlab.errors import LmlabError
-from lmlab.neural.cells import VARIANTS, VariantLSTM, reference_lstm
+from lmlab.neural.cells import VARIANTS, VariantLSTM
 from lmlab.neural.compiling import compile_model, is_compiled
+from tests.neural.lstm_reference import reference_lstm
 
 T, B, IN, H, L = 6, 3, 5, 4, 2
 

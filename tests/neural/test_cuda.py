@@ -9,13 +9,14 @@ import pytest
 import torch
 
 from lmlab.metrics import summarize
-from lmlab.neural.cells import VARIANTS, VariantLSTM, reference_lstm
+from lmlab.neural.cells import VARIANTS, VariantLSTM
 from lmlab.neural.config import ModelConfig, RunConfig, TrainConfig
 from lmlab.neural.data import load_corpus
 from lmlab.neural.lm import load_neural
 from lmlab.neural.models import build_model
 from lmlab.neural.trainer import Trainer
 from lmlab.synth import MarkovSource, write_splits
+from tests.neural.lstm_reference import reference_lstm
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(),
                                 reason="no CUDA device: run on a machine with an NVIDIA GPU and a "
