@@ -150,6 +150,43 @@ def test_no_command_writes_over_a_file_it_reads(tmp_path, capsys):
     ok(capsys, "eval", model, text, "--per-line", tmp_path / "lines.jsonl")  # other files: fine
 
 
+def test_words_that_are_choices_are_not_inputs(tmp_path, capsys, monkeypatch):
+    """An output named like a choice of the command (its default smoothing, a layout, the
+    command itself) is no clash: only arguments that name files are inputs."""
+    monkeypatch.chdir(tmp_path)
+    Path("t.txt").write_text(TEXT)
+    for _ in range(2):  # the second time, the outputs exist
+        ok(capsys, "ngram", "train", "t.txt", "-n", "2", "-o", "mkn")
+        ok(capsys, "ngram", "train", "t.txt", "-n", "2", "-s", "kn", "-o", "kn", "--arpa", "train")
+        ok(capsys, "ngram", "build-binary", "mkn", "trie", "--layout", "trie")
+
+
+def test_standard_input_is_an_input(tmp_path, capsys, monkeypatch):
+    """``lmlab eval m.lm - --per-line t.txt < t.txt`` would replace the text read: the file
+    standard input reads is an input too."""
+    text = tmp_path / "t.txt"
+    text.write_text(TEXT)
+    ok(capsys, "ngram", "train", text, "-n", "2", "-o", tmp_path / "m.lm")
+    monkeypatch.setattr(fileio, "_stdin_data", None)
+    with open(text, "rb") as f:
+        monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(f))
+        line = fails(capsys, "eval", tmp_path / "m.lm", "-", "--per-line", text)
+    assert "t.txt: is read by this command and would be overwritten" in line
+    assert text.read_text() == TEXT
+
+
+def test_synthesize_keeps_its_default_source(tmp_path, capsys, monkeypatch):
+    """`data synthesize` samples WikiText-2's model when the corpus is there: its training text
+    is an input the output may not replace."""
+    source = tmp_path / "wikitext-2" / "train.txt"
+    source.parent.mkdir()
+    source.write_text(TEXT)
+    monkeypatch.setenv("LMLAB_DATA", str(tmp_path))
+    line = fails(capsys, "data", "synthesize", "-o", source, "--tokens", "100")
+    assert "train.txt: is read by this command and would be overwritten" in line
+    assert source.read_text() == TEXT
+
+
 # ----------------------------------------------------------------------------------------------
 # "-" is standard input
 # ----------------------------------------------------------------------------------------------

@@ -349,7 +349,13 @@ def cmd_data(args) -> int:
 def cmd_synthesize(args) -> int:
     import time
 
-    from lmlab.synthesize import check_options, default_source, parse_count, synthesize
+    from lmlab.synthesize import (
+        check_options,
+        default_source,
+        default_source_text,
+        parse_count,
+        synthesize,
+    )
 
     if not args.output or not args.tokens:
         raise LmlabError("data synthesize needs -o FILE and --tokens N (e.g. --tokens 100M)")
@@ -361,6 +367,8 @@ def cmd_synthesize(args) -> int:
     from lmlab.fileio import check_output_path
 
     check_output_path(args.output)
+    if not args.model:  # (the default source's text is an input too)
+        check_not_overwriting([args.output], [default_source_text(args.data)])
     say = lambda line: print(line, file=sys.stderr)  # noqa: E731
     if args.model:
         from lmlab.models import load_model
@@ -396,7 +404,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.exit(2, f"{prog}: error: unrecognized arguments: {' '.join(unknown)} "
                        f"(see '{prog} --help')\n")
     try:
-        _check_outputs(args)
+        _check_outputs(parser, args)
     except LmlabError as err:
         print(f"lmlab: error: {err}", file=sys.stderr)
         return EXIT_USER_ERROR
@@ -423,16 +431,37 @@ def main(argv: list[str] | None = None) -> int:
 OUTPUT_OPTIONS = ("output", "arpa", "per_line", "plot")
 
 
-def _check_outputs(args: argparse.Namespace) -> None:
+def _check_outputs(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     """No command writes over a file it reads (``ngram train t.txt -o t.txt`` would replace the
     corpus by the model), nor writes one file twice: one check for every command, before it
-    starts."""
+    starts. The inputs are the command's other arguments, but for those that name a choice (a
+    command, a model type, a smoothing...), not a file: ``-o mkn`` is no clash with the default
+    smoothing ``mkn``. Commands check the inputs they find themselves (a data folder's files)."""
+    words = _choice_dests(parser, args)
     outputs, inputs = [], []
     for name, value in vars(args).items():
+        if name in words:
+            continue
         values = value if isinstance(value, list | tuple) else [value]
         paths = [v for v in values if isinstance(v, str | os.PathLike)]
         (outputs if name in OUTPUT_OPTIONS else inputs).extend(paths)
     check_not_overwriting(outputs, inputs)
+
+
+def _choice_dests(parser: argparse.ArgumentParser, args: argparse.Namespace) -> set[str]:
+    """The destinations of every argument with choices (sub-commands included) of the command
+    ``args`` holds: in ``parser`` and the sub-parsers the command line went through."""
+    dests, todo = set(), [parser]
+    while todo:
+        for action in todo.pop()._actions:
+            if action.choices is None:
+                continue
+            dests.add(action.dest)
+            if isinstance(action, argparse._SubParsersAction):
+                chosen = action.choices.get(getattr(args, action.dest, None))
+                if chosen is not None:
+                    todo.append(chosen)
+    return dests
 
 
 def _rank_prefix() -> str:

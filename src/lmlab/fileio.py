@@ -258,22 +258,33 @@ def check_output_path(path: str | os.PathLike) -> None:
         raise LmlabError("is a file, not a folder: cannot write output inside it", ancestor)
 
 
-def check_not_overwriting(outputs: Iterable[str | os.PathLike],
-                          inputs: Iterable[str | os.PathLike]) -> None:
+def check_not_overwriting(outputs: Iterable[str | os.PathLike | None],
+                          inputs: Iterable[str | os.PathLike | None]) -> None:
     """Raise :class:`LmlabError` if an output names the same file as an input (the input would
     be replaced, and lost, by the output) or as another output. Files are compared as the file
     system sees them (``os.path.samefile``: symbolic and hard links to one file are one file);
-    ``-`` (standard input or output) and outputs that do not exist yet never clash with an
-    input."""
+    an input ``-`` is the file standard input reads, if it reads one (``< file``). Outputs that
+    do not exist yet never clash with an input."""
     outputs = [os.fspath(o) for o in outputs if o is not None and os.fspath(o) != "-"]
-    existing_inputs = [os.fspath(i) for i in inputs
-                       if i is not None and os.fspath(i) != "-" and os.path.isfile(i)]
+    inputs = [os.fspath(i) for i in inputs if i is not None]
+    existing = [os.stat(i) for i in inputs if i != "-" and os.path.isfile(i)]
+    if "-" in inputs and _has_fd(sys.stdin):
+        with contextlib.suppress(OSError):
+            existing.append(os.fstat(sys.stdin.fileno()))
     for k, out in enumerate(outputs):
         if any(_same_file(out, other) for other in outputs[:k]):
             raise LmlabError("is given twice as an output; name each output file once", out)
-        if os.path.isfile(out) and any(os.path.samefile(out, i) for i in existing_inputs):
+        if os.path.isfile(out) and any(os.path.samestat(os.stat(out), i) for i in existing):
             raise LmlabError("is read by this command and would be overwritten by its output: "
                              "choose another output file", out)
+
+
+def _has_fd(stream) -> bool:
+    try:
+        stream.fileno()
+    except (AttributeError, OSError, ValueError):
+        return False
+    return True
 
 
 def _same_file(a: str, b: str) -> bool:

@@ -58,6 +58,14 @@ def check_options(seed: int, streams: int) -> None:
         raise LmlabError(f"--streams must be between 1 and {MAX_STREAMS}, got {streams}")
 
 
+def default_source_text(data_dir: str | None) -> Path | None:
+    """The text :func:`default_source` trains on: WikiText-2's training text under ``data_dir``
+    (else ``$LMLAB_DATA``) if it is there."""
+    root = data_dir or os.environ.get("LMLAB_DATA")
+    wt2 = Path(root) / "wikitext-2" / "train.txt" if root else None
+    return wt2 if wt2 is not None and wt2.is_file() else None
+
+
 def default_source(data_dir: str | None, say=print):
     """WikiText-2's MKN 5-gram if the corpus is there, else the synthetic language's 3-gram."""
     import warnings
@@ -66,9 +74,8 @@ def default_source(data_dir: str | None, say=print):
     from lmlab.errors import LmlabWarning
     from lmlab.synth import MarkovSource
 
-    root = data_dir or os.environ.get("LMLAB_DATA")
-    wt2 = Path(root) / "wikitext-2" / "train.txt" if root else None
-    if wt2 is not None and wt2.is_file():
+    wt2 = default_source_text(data_dir)
+    if wt2 is not None:
         say(f"source: MKN 5-gram trained on {wt2}")
         return train_ngram(wt2, order=5, smoothing="mkn")
 

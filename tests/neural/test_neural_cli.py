@@ -172,6 +172,11 @@ def test_data_and_checkpoint_errors(data_dir, trained, tmp_path, capsys):
     assert "vocabulary" in fails(capsys, "train", "lstm", "--data", other, "--out", trained,
                                  "--resume")
     assert "exists" in fails(capsys, "train", "lstm", "--data", data_dir, "--out", trained)
+    valid = (data_dir / "valid.txt").read_bytes()  # the checkpoint may not replace the data
+    assert "valid.txt: is read by this command" in fails(
+        capsys, "train", "lstm", "--data", data_dir, "--out", data_dir / "valid.txt",
+        "--overwrite", *TINY)
+    assert (data_dir / "valid.txt").read_bytes() == valid
     (other / "test.txt").write_text("x y z\n")
     assert "outside the model's vocabulary" in fails(capsys, "eval", trained,
                                                      other / "test.txt")
@@ -183,6 +188,15 @@ def test_data_and_checkpoint_errors(data_dir, trained, tmp_path, capsys):
     garbage = tmp_path / "garbage.pt"
     garbage.write_bytes(os.urandom(300))
     assert "not a model lmlab can read" in fails(capsys, "score", garbage, "w1")
+
+
+def test_checkpoint_named_like_its_model_type_resumes(data_dir, trained, tmp_path, capsys,
+                                                      monkeypatch):
+    """``-o lstm`` names a file, and ``lstm`` the model type: no clash (the type is a choice,
+    not a file the command reads)."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "lstm").write_bytes(trained.read_bytes())
+    ok(capsys, "train", "lstm", "--data", data_dir, "-o", "lstm", "--resume")
 
 
 def test_ctrl_c_saves_checkpoint_and_resumes(data_dir, tmp_path):

@@ -105,9 +105,8 @@ def test_load_maps_the_file_and_reads_no_array(tmp_path):
     write_binary(fit("mkn", 4), tmp_path / "m.bin")
     binary = load_binary(tmp_path / "m.bin")
     for n in range(4):
-        keys = binary.keys[n] if n == 0 else binary.keys[n].raw
-        assert n == 0 or "_checked" not in binary.keys[n].__dict__  # (checked on a whole read)
-        for array in (keys, binary.logp[n]):
+        assert "_checked" not in binary.keys[n].__dict__  # (checked on a whole read)
+        for array in (binary.keys[n].raw, binary.logp[n]):
             assert mapped(array) and not array.flags.writeable
         if n < 3:
             assert mapped(binary.bow[n])
@@ -463,11 +462,38 @@ def test_damaged_keys_are_one_error_line_for_whole_table_readers(files, capsys, 
         fails(capsys, "eval", files / "b.lm", files / "test.txt")
 
 
+@pytest.mark.parametrize("bad", ["strings", "2-D", "floats", "unigrams"])
+def test_lm_file_with_keys_of_the_wrong_kind(files, capsys, bad):
+    """Keys that are no 1-D integer array, or unigram keys that are not the word ids: one error
+    line at load (a string array made the sortedness check raise a TypeError)."""
+    model = load_model(files / "m.lm")
+    keys = [np.asarray(k) for k in model.keys]
+    if bad == "strings":
+        keys[2] = keys[2].astype(str)
+    elif bad == "2-D":
+        keys[2] = np.stack([keys[2], keys[2]])[:, : len(keys[2]) // 2].reshape(-1, 2)
+    elif bad == "floats":
+        keys[2] = keys[2].astype(float)
+    else:
+        keys[0] = keys[0][::-1].copy()
+    arrays = {"keys": keys, "logp": list(model.logp), "bow": list(model.bow)}
+    if bad == "2-D":
+        arrays = {name: [a[: len(k)] for a, k in zip(v, keys, strict=True)]
+                  for name, v in arrays.items()}
+    save_arrays(files / "b.lm", model.vocab, dict(model.meta), arrays)
+    order = "1" if bad == "unigrams" else "3"
+    line = fails(capsys, "eval", files / "b.lm", files / "test.txt")
+    assert f"b.lm: corrupt n-gram model: the {order}-gram keys are not" in line
+
+
 @pytest.mark.parametrize("options", [(), ("--quantize", "8"), ("--layout", "trie")])
 def test_binary_model_saves_as_lm(files, capsys, options):
     """``load("x.bin").save("x.lm")`` failed (AttributeError) for a trie or 8-bit binary: their
-    arrays are decoded on read, and saving now reads them."""
+    arrays are decoded on read, and saving now reads them. The model still maps its file
+    afterwards, and a pickle of it maps that file again (not the .lm it was saved to)."""
     ok(capsys, "ngram", "build-binary", files / "m.lm", files / "x.bin", *options)
     binary = load_model(files / "x.bin")
     binary.save(files / "x.lm")
     assert np.array_equal(score(load_model(files / "x.lm")), score(binary))
+    assert binary.path == str(files / "x.lm")
+    assert np.array_equal(score(pickle.loads(pickle.dumps(binary))), score(binary))

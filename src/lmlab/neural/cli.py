@@ -232,6 +232,7 @@ def cmd_train(args) -> int:
     from lmlab.neural.trainer import check_train_options
 
     check_train_options(config)  # before reading the data: a typo fails at once
+    _check_not_over_data(args)
     if args.ddp is not None and args.ddp != 1:
         return launch_ddp(args, config, saved if args.resume else None)
     from lmlab.neural.distributed import session
@@ -318,6 +319,20 @@ def _run(args, config: RunConfig, base: RunConfig | None, tokenizer, dist) -> in
         print(f"test perplexity  {test['perplexity']:.4f} ({test['tokens']} tokens, "
               f"{test['oov']} OOV; excluding OOV {test['perplexity_excl_oov']:.4f})")
     return 0
+
+
+def _check_not_over_data(args) -> None:
+    """The checkpoint must not replace a file of the data folder (``-o ptb/valid.txt
+    --overwrite``); a folder that cannot be read is reported where the data is read."""
+    from lmlab.datasets import data_folder
+    from lmlab.fileio import check_not_overwriting
+    from lmlab.neural.data import split_paths
+
+    try:
+        splits = split_paths(data_folder(args.data)).values()
+    except LmlabError:
+        return
+    check_not_overwriting([args.output], splits)
 
 
 def launch_ddp(args, config: RunConfig, saved: dict | None) -> int:

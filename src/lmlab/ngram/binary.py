@@ -335,7 +335,7 @@ def _assemble(path, mm, header: dict, sections: dict[str, np.ndarray]):
         keys, logp, bow, indexes = [], [], [], {}
         for n in range(1, N + 1):
             k = get(f"keys{n}", V if n == 1 else None, ("<i8",))
-            keys.append(k if n == 1 else CheckedKeys(k, n, keys[-1], V, path))
+            keys.append(CheckedKeys(k, n, keys[-1] if keys else None, V, path))
             logp.append(values("logp", n, len(k)))
             if n < N or f"bow{n}" in sections:
                 bow.append(values("bow", n, len(k)))
@@ -397,15 +397,16 @@ class CheckedKeys(DecodedArray):
     def __init__(self, raw: np.ndarray, n: int, below, V: int, path) -> None:
         self.raw, self.n, self.below, self.V, self.path = raw, n, below, V, path
 
-    def __len__(self) -> int:
-        return len(self.raw)
-
     @functools.cached_property
     def _checked(self) -> np.ndarray:
-        problem = keys_problem(self.raw, len(self.below), self.V)
+        contexts = len(self.below) if self.below is not None else 1
+        problem = keys_problem(self.raw, contexts, self.V, self.n)
         if problem:
             raise LmlabError(f"corrupt binary model: the {self.n}-gram {problem}", self.path)
         return self.raw
+
+    def __len__(self) -> int:
+        return len(self.raw)
 
     def _decode(self, index) -> np.ndarray:
         return self._checked[index]
@@ -420,7 +421,8 @@ class BinaryNGramModel(NGramModel):
         super().__init__(vocab, keys, logp, bow, meta)
         self._indexes = indexes
         self._mmap = mm
-        self.path = os.fspath(path)
+        self.path = os.fspath(path)  # (where it was last loaded or saved, as for every model)
+        self.mapped = self.path  # the file it maps: what a pickle maps again
         self.quantize_bits = quantize_bits
         self.layout = layout
 
@@ -437,4 +439,4 @@ class BinaryNGramModel(NGramModel):
                 "layout": self.layout}
 
     def __reduce__(self):  # to another process: map the file there too, sharing its pages
-        return load_binary, (self.path,)
+        return load_binary, (self.mapped,)

@@ -98,13 +98,18 @@ def key_run(keys, V: int, n: int, context: int, path=None) -> tuple[np.ndarray, 
     return words, slice(lo, hi)
 
 
-def keys_problem(keys, contexts: int, V: int) -> str | None:
-    """What is wrong with an order's ``keys`` (None: nothing): lmlab writes them strictly
-    increasing, each ``context * V + word`` with ``0 <= context < contexts`` (the size of the
-    order below). A damaged or crafted file breaks this; every whole-table reader (ARPA export,
-    pruning, sampling) relies on it and would otherwise fail with an IndexError or write
-    nonsense."""
+def keys_problem(keys, contexts: int, V: int, n: int = 2) -> str | None:
+    """What is wrong with an order's ``keys`` (None: nothing): lmlab writes them as a 1-D
+    integer array, strictly increasing, each ``context * V + word`` with
+    ``0 <= context < contexts`` (the size of the order below); the unigram keys (``n == 1``)
+    are the word ids ``0 .. V-1``. A damaged or crafted file breaks this; every whole-table
+    reader (ARPA export, pruning, sampling) relies on it and would otherwise fail with an
+    IndexError or write nonsense."""
     k = np.asarray(keys)
+    if k.ndim != 1 or k.dtype.kind not in "iu":
+        return "keys are not a 1-D integer array"
+    if n == 1:
+        return None if len(k) == V and (k == np.arange(V)).all() else "keys are not the word ids"
     if not len(k):
         return None
     if k[0] < 0 or k[-1] >= contexts * V:
@@ -390,8 +395,8 @@ def _check_consistent(path, vocab: Vocabulary, arrays: dict) -> None:
         if len(values) != len(keys) or any(len(a) != len(k) for a, k in
                                            zip(values, keys, strict=True)):
             raise LmlabError(f"corrupt n-gram model: {name} arrays do not match the n-grams", path)
-    for n in range(2, len(keys) + 1):
-        problem = keys_problem(keys[n - 1], len(keys[n - 2]), len(vocab))
+    for n in range(1, len(keys) + 1):
+        problem = keys_problem(keys[n - 1], len(keys[n - 2]) if n > 1 else 1, len(vocab), n)
         if problem:
             raise LmlabError(f"corrupt n-gram model: the {n}-gram {problem}", path)
 
