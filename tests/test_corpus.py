@@ -360,3 +360,45 @@ def test_line_length_limit_is_in_bytes(tmp_path, monkeypatch, chunk):
         path.write_text(f"a b\n{long}\nc d\n", encoding="utf-8")
         with pytest.raises(LmlabError, match=r"long\.txt:2: line longer than"):
             list(lmlab.corpus.iter_lines(path, chunk))
+
+
+@pytest.mark.parametrize("span_bytes", [1, 7, 30, 10**6])
+def test_line_spans_cover_the_file_in_whole_lines(tmp_path, span_bytes):
+    """Spans (what each worker reads) are whole lines that tile the file, numbered as in it;
+    read in chunks of any size they give back the file's bytes."""
+    from lmlab.textlines import line_spans, raw_chunks
+
+    p = tmp_path / "t.txt"
+    p.write_bytes(b"x y\n" * 10 + b"\n" + "€ z\n".encode() * 5 + b"last")
+    spans, lines = line_spans(p, span_bytes)
+    assert lines == 17 and spans[0][0] == 0 and spans[-1][1] == p.stat().st_size
+    assert all(a[1] == b[0] for a, b in zip(spans, spans[1:], strict=False))
+    data = p.read_bytes()
+    for start, end, before in spans:
+        assert data.count(b"\n", 0, start) == before
+        assert start == 0 or data[start - 1:start] == b"\n"
+        chunks = list(raw_chunks(p, 3, span=(start, end, before)))
+        assert b"".join(d for _, d in chunks) == data[start:end]
+        assert chunks[0][0] == before
+
+
+def test_span_without_line_ends_is_read_as_asked(tmp_path, monkeypatch):
+    """A file without line ends is one span as large as the file: a worker reads it in chunks
+    up to the line-length limit (then one error line), not whole into memory."""
+    import lmlab.textlines
+    from lmlab.textlines import line_spans, raw_chunks
+
+    from lmlab.textlines import open_span
+
+    monkeypatch.setattr(lmlab.textlines, "MAX_LINE_BYTES", 100)
+    p = tmp_path / "flat.txt"
+    p.write_bytes(b"a " * 10**5)
+    spans, _ = line_spans(p, 64)
+    assert spans == [(0, 2 * 10**5, 0)]
+    with pytest.raises(LmlabError, match=r"flat\.txt:1: line longer than"):
+        next(raw_chunks(p, 16, span=spans[0]))
+    with open_span(p, (10, 2 * 10**5, 0)) as f:
+        assert f.read(16) == b"a " * 8
+        assert f.raw.raw.tell() < 2 * 10**4  # (one buffer's worth, not the span)
+    with open_span(p, (10, 30, 0)) as f:
+        assert f.read() == b"a " * 10  # and never past the span's end

@@ -27,14 +27,35 @@ Span = tuple[int, int, int]  # (first byte, end byte, lines before): a piece of 
 
 
 def open_span(path: str | os.PathLike, span: Span) -> IO[bytes]:
-    """The bytes ``span`` of a plain file (a piece of a corpus read by one worker)."""
+    """The bytes ``span`` of a plain file (a piece of a corpus read by one worker), read as
+    they are asked for: a span may be as large as the file (one without line ends)."""
     start, end, _ = span
     try:
-        with open(path, "rb") as f:
-            f.seek(start)
-            return io.BytesIO(f.read(end - start))
+        f = open(path, "rb", buffering=0)  # noqa: SIM115 - closed with the reader
+        f.seek(start)
     except OSError as err:
         raise LmlabError(f"cannot read ({err.strerror or err})", path) from None
+    return io.BufferedReader(_Bounded(f, end - start))
+
+
+class _Bounded(io.RawIOBase):
+    """The next ``size`` bytes of an unbuffered file, then end of file."""
+
+    def __init__(self, raw: io.RawIOBase, size: int) -> None:
+        self.raw, self.left = raw, size
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        view = memoryview(buffer)[: self.left]
+        n = self.raw.readinto(view) or 0
+        self.left -= n
+        return n
+
+    def close(self) -> None:
+        self.raw.close()
+        super().close()
 
 
 def line_chunks(path: str | os.PathLike, chunk_bytes: int | None = None, once: bool = False,
