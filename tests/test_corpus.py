@@ -386,9 +386,7 @@ def test_span_without_line_ends_is_read_as_asked(tmp_path, monkeypatch):
     """A file without line ends is one span as large as the file: a worker reads it in chunks
     up to the line-length limit (then one error line), not whole into memory."""
     import lmlab.textlines
-    from lmlab.textlines import line_spans, raw_chunks
-
-    from lmlab.textlines import open_span
+    from lmlab.textlines import line_spans, open_span, raw_chunks
 
     monkeypatch.setattr(lmlab.textlines, "MAX_LINE_BYTES", 100)
     p = tmp_path / "flat.txt"
