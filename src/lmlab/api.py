@@ -245,11 +245,12 @@ def _models(items: Sequence[str | os.PathLike | Model]) -> tuple[list[Model],
 
 def interpolate(models: Sequence[str | os.PathLike | Model],
                 valid: str | os.PathLike | Iterable[Sentence], *,
-                iterations: int = 100) -> Mixture:
+                iterations: int | None = None) -> Mixture:
     """Linear mixture of ``models`` (model objects or files, any kind, one vocabulary) with
     weights tuned by EM on ``valid``, as ``lmlab interpolate`` does. The mixture is a model
     like any other; ``mixture.weights``, ``mixture.em_perplexity`` (validation perplexity per
-    EM iteration) and ``mixture.member_perplexity`` tell how it was fitted. Saving it needs
+    EM iteration; ``iterations``: at most that many, default 1000) and
+    ``mixture.member_perplexity`` tell how it was fitted. Saving it needs
     every member saved to (or loaded from) a file, since the mixture file names them.
 
     >>> import lmlab

@@ -121,8 +121,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"validation text for the EM weights ({STDIN_HELP})")
     i.add_argument("-o", "--output", required=True, metavar="FILE",
                    help="mixture file to write (JSON)")
-    i.add_argument("--iterations", type=int, default=100, metavar="N",
-                   help="at most N EM iterations")
+    i.add_argument("--iterations", type=int, metavar="N",
+                   help="at most N EM iterations (default 1000; EM stops earlier once the "
+                   "weights settle)")
     i.set_defaults(func=cmd_interpolate)
 
     d = add_command(sub, "demo", "lmlab demo --no-neural",
@@ -445,6 +446,10 @@ def _check_outputs(parser: argparse.ArgumentParser, args: argparse.Namespace) ->
         values = value if isinstance(value, list | tuple) else [value]
         paths = [v for v in values if isinstance(v, str | os.PathLike)]
         (outputs if name in OUTPUT_OPTIONS else inputs).extend(paths)
+        if name == "arpa" and paths:  # (and the tokenizer saved beside it, or a stale one
+            from lmlab.ngram.arpa import companion_path  # removed)
+
+            outputs.extend(companion_path(p) for p in paths if p != "-")
     check_not_overwriting(outputs, inputs)
 
 

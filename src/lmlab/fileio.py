@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import gzip
 import io
 import math
@@ -22,6 +23,7 @@ from lmlab.errors import LmlabError
 GZIP_MAGIC = b"\x1f\x8b"
 BOM = b"\xef\xbb\xbf"  # the UTF-8 byte-order mark some editors put at the start of a text file
 STDIN = "-"  # the path that means standard input wherever lmlab reads a text file
+STDOUT = "-"  # ... and standard output wherever it writes one
 
 _stdin_data: bytes | None = None  # standard input, read once, served to every later open
 
@@ -179,10 +181,29 @@ def atomic_output(path: str | os.PathLike, mode: str = "wb", *,
     umask), not the owner-only ones of a temporary file. ``temp`` fixes the temporary file's
     name (a leftover of a killed process is then overwritten, not accumulated); by default it
     is a fresh unique name.
+
+    What cannot be replaced is written through instead: ``-`` (standard output), and a device,
+    pipe or socket (``/dev/null``, a FIFO). A symbolic link is followed: the file it points to
+    is replaced, and the link stays.
     """
+    if os.fspath(path) == STDOUT:
+        sys.stdout.flush()  # (what was printed before comes first)
+        yield from _write_through(sys.stdout.buffer, path, mode, borrowed=True)
+        return
     path = Path(path)
-    directory = path.parent if str(path.parent) else Path(".")
     check_output_path(path)
+    if path.exists() and not path.is_file():
+        # a device, pipe or socket (/dev/null, /dev/stdout, a FIFO): written through, as
+        # `> /dev/null` does; a file renamed over it would replace the device itself
+        try:
+            target = open(path, "wb")  # noqa: SIM115 - closed by _write_through
+        except OSError as err:
+            raise LmlabError(f"cannot write ({err.strerror or err})", path) from None
+        yield from _write_through(target, path, mode)
+        return
+    if path.is_symlink():  # write the file it points to; the link stays a link
+        path = Path(os.path.realpath(path))
+    directory = path.parent if str(path.parent) else Path(".")
     created = [d for d in (directory, *directory.parents) if not d.exists()]
     try:
         directory.mkdir(parents=True, exist_ok=True)
@@ -205,16 +226,76 @@ def atomic_output(path: str | os.PathLike, mode: str = "wb", *,
                 yield from _yield_stream(raw, mode)
             raw.flush()
             os.fsync(raw.fileno())
-        try:
-            os.replace(tmp, path)
-        except OSError as err:
-            raise LmlabError(f"cannot write file ({err.strerror or err})", path) from None
+        pending = _PENDING.get()
+        if pending is not None:  # (renamed with the rest of its output_group)
+            pending.append((tmp, path, created))
+            return
+        _rename(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         _remove_empty(created)
         raise
     _fsync_dir(directory)
+
+
+# the files an output_group will rename into place: (temporary file, path, folders created)
+_PENDING: contextvars.ContextVar[list | None] = contextvars.ContextVar("lmlab_outputs",
+                                                                      default=None)
+
+
+@contextlib.contextmanager
+def output_group() -> Iterator[None]:
+    """Every :func:`atomic_output` inside the block is renamed into place at its end, together,
+    and only if the whole block succeeds: a command that writes a model and its ARPA file
+    leaves both previous files as they were (and no new one) when it fails or is interrupted
+    half way."""
+    pending: list = []
+    token = _PENDING.set(pending)
+    try:
+        yield
+    except BaseException:
+        for tmp, _, created in pending:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+            _remove_empty(created)
+        raise
+    finally:
+        _PENDING.reset(token)
+    for k, (tmp, path, _) in enumerate(pending):
+        try:
+            _rename(tmp, path)
+        except BaseException:
+            for rest, _, _ in pending[k + 1:]:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(rest)
+            raise
+        _fsync_dir(path.parent if str(path.parent) else Path("."))
+
+
+def _rename(tmp: str, path: Path) -> None:
+    try:
+        os.replace(tmp, path)
+    except OSError as err:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise LmlabError(f"cannot write file ({err.strerror or err})", path) from None
+
+
+def _write_through(target: IO[bytes], path, mode: str, borrowed: bool = False) -> Iterator[IO]:
+    """:func:`atomic_output` to a stream that cannot be replaced (standard output, a device): no
+    temporary file, so a failure half way leaves what was written."""
+    try:
+        if Path(path).suffix == ".gz":
+            with gzip.GzipFile(fileobj=target, mode="wb", compresslevel=6, mtime=0) as gz:
+                yield from _yield_stream(gz, mode)
+        else:
+            yield from _yield_stream(target, mode)
+        target.flush()
+    finally:
+        if not borrowed:
+            with contextlib.suppress(OSError):
+                target.close()
 
 
 def _remove_empty(folders: list[Path]) -> None:

@@ -88,7 +88,7 @@ def load_mixture(path: str | os.PathLike):
     return Mixture([load_model(p) for p in paths], weights, paths)
 
 
-def interpolate(paths: list[str], valid: str | os.PathLike, iterations: int = 100):
+def interpolate(paths: list[str], valid: str | os.PathLike, iterations: int | None = None):
     """Load the models at ``paths``, tune weights on ``valid`` by EM (``lmlab interpolate``).
     Returns the :class:`~lmlab.mixture.Mixture`, the EM perplexity history and each member's
     own validation perplexity."""

@@ -356,7 +356,10 @@ def companion_path(arpa: str | os.PathLike) -> str:
 
 def write_companion(arpa: str | os.PathLike, tokenizer: Tokenizer) -> None:
     """Save ``tokenizer`` beside the ARPA file ``arpa`` (none for the whitespace tokenizer, and
-    a stale one from an earlier model of that name is removed)."""
+    a stale one from an earlier model of that name is removed; none beside standard output or
+    a device)."""
+    if os.fspath(arpa) == "-" or (os.path.exists(arpa) and not os.path.isfile(arpa)):
+        return
     path = companion_path(arpa)
     if tokenizer.is_default:
         if os.path.exists(path):

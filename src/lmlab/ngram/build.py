@@ -105,10 +105,9 @@ class Spilled:
 
 def write_outputs(plan: planning.Plan, vocab, meta: dict, unigram: dict[str, np.ndarray],
                   output: str | None, arpa: str | None) -> list[int]:
-    """The model file and/or ARPA file from the unigrams and the buckets' pieces; returns the
-    number of n-grams per order."""
-    from lmlab.fileio import atomic_output
-    from lmlab.ngram.arpa import ARPA_END, ngram_lines, section_title, write_companion, write_counts
+    """The model file and/or ARPA file from the unigrams and the buckets' pieces (both, or when
+    it fails or is interrupted, neither); returns the number of n-grams per order."""
+    from lmlab.fileio import output_group
     from lmlab.ngram.model import save_arrays
 
     N, buckets = plan.order, range(plan.buckets if plan.order > 1 else 0)
@@ -117,22 +116,32 @@ def write_outputs(plan: planning.Plan, vocab, meta: dict, unigram: dict[str, np.
                                        for n in range(2, N + 1)]
               for what in ("keys", "logp", "bow")}
     sizes = [len(a) for a in arrays["keys"]]
-    if output:
-        save_arrays(output, vocab, meta, arrays)
-    if arpa:
-        with atomic_output(arpa, "w") as f:
-            write_counts(f, sizes)
-            f.write(section_title(1))
-            f.writelines(ngram_lines(vocab.itos, unigram["logp"],
-                                     unigram["bow"] if N > 1 else None))
-            for n in range(2, N + 1):
-                f.write(section_title(n))
-                for b in buckets:
-                    with open(ext.out_path(plan, "arpa", n, b), encoding="utf-8") as section:
-                        shutil.copyfileobj(section, f, 2**22)
-            f.write(ARPA_END)
-            write_companion(arpa, vocab.tokenizer)
+    with output_group():
+        if output:
+            save_arrays(output, vocab, meta, arrays)
+        if arpa:
+            _write_arpa_pieces(plan, vocab, unigram, sizes, arpa)
     return sizes
+
+
+def _write_arpa_pieces(plan: planning.Plan, vocab, unigram: dict[str, np.ndarray],
+                       sizes: list[int], arpa: str) -> None:
+    """The ARPA file from the unigrams and the buckets' ARPA pieces, copied in order."""
+    from lmlab.fileio import atomic_output
+    from lmlab.ngram.arpa import ARPA_END, ngram_lines, section_title, write_companion, write_counts
+
+    N, buckets = plan.order, range(plan.buckets if plan.order > 1 else 0)
+    with atomic_output(arpa, "w") as f:
+        write_counts(f, sizes)
+        f.write(section_title(1))
+        f.writelines(ngram_lines(vocab.itos, unigram["logp"], unigram["bow"] if N > 1 else None))
+        for n in range(2, N + 1):
+            f.write(section_title(n))
+            for b in buckets:
+                with open(ext.out_path(plan, "arpa", n, b), encoding="utf-8") as section:
+                    shutil.copyfileobj(section, f, 2**22)
+        f.write(ARPA_END)
+        write_companion(arpa, vocab.tokenizer)
 
 
 # -- the driver -----------------------------------------------------------------------------------

@@ -133,10 +133,10 @@ def add_parser(sub) -> None:
 
 def cmd_ngram_train(args) -> int:
     from lmlab.corpus import Vocabulary
-    from lmlab.fileio import check_output_path
+    from lmlab.fileio import check_output_path, output_group
     from lmlab.ngram.arpa import write_arpa
     from lmlab.ngram.estimate import check_order
-    from lmlab.ngram.model import train_ngram
+    from lmlab.ngram.model import check_model_output, train_ngram
     from lmlab.ngram.prune import prune_thresholds
 
     if not args.output and not args.arpa:
@@ -154,9 +154,10 @@ def cmd_ngram_train(args) -> int:
     # Check every output before training, so a failure writes nothing (not -o without --arpa).
     if args.arpa and args.smoothing == "addk":
         raise LmlabError("addk model has no backoff form and cannot be written as ARPA")
-    for out in (args.output, args.arpa):
-        if out:
-            check_output_path(out)
+    if args.output:
+        check_model_output(args.output)
+    if args.arpa:
+        check_output_path(args.arpa)
     options = {}
     if args.smoothing == "stupid":
         options["factor"] = args.backoff_factor
@@ -184,10 +185,11 @@ def cmd_ngram_train(args) -> int:
                         progress=sys.stderr.isatty(), prune=args.prune, tokenizer=tokenizer,
                         **options)
     elapsed = time.perf_counter() - start
-    if args.output:
-        model.save(args.output)
-    if args.arpa:
-        write_arpa(model, args.arpa)
+    with output_group():  # both files, or (failing, interrupted) neither
+        if args.output:
+            model.save(args.output)
+        if args.arpa:
+            write_arpa(model, args.arpa)
     report_trained(args, model.meta, len(model.vocab), [len(k) for k in model.keys], elapsed,
                    tokenizer)
     return 0
@@ -245,12 +247,14 @@ def cmd_ngram_prune(args) -> int:
     from lmlab.models import load_model
     from lmlab.ngram.arpa import write_arpa
     from lmlab.ngram.entropy import check_entropy_threshold, entropy_prune
+    from lmlab.ngram.model import check_model_output
 
     check_entropy_threshold(args.entropy)
-    check_output_path(args.output)
+    arpa = args.output.lower().endswith((".arpa", ".arpa.gz"))
+    (check_output_path if arpa else check_model_output)(args.output)
     model = load_model(args.model)
     pruned = entropy_prune(model, args.entropy)
-    if args.output.lower().endswith((".arpa", ".arpa.gz")):
+    if arpa:
         write_arpa(pruned, args.output)
     else:
         pruned.save(args.output)

@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 
 from lmlab.corpus import BOS_ID, TokenStream, Vocabulary, read_training_corpus
 from lmlab.errors import LmlabError
-from lmlab.fileio import atomic_output
+from lmlab.fileio import atomic_output, check_output_path
 from lmlab.ngram.counts import count_ngrams, sentence_positions
 from lmlab.ngram.estimate import check_order, estimate
 from lmlab.ngram.keyindex import KeyIndex
@@ -316,11 +316,21 @@ def fitted_meta(meta: dict, method) -> None:
 
 
 # -- file format: a zip (npz) of arrays plus a JSON header, no pickle ------------------------------
+def check_model_output(path: str | os.PathLike) -> None:
+    """A one-line error unless ``path`` can be an lmlab model file (:func:`check_output_path`,
+    and not ``.gz``: the file is a zip that loading reads by seeking in it)."""
+    check_output_path(path)
+    if os.fspath(path).lower().endswith(".gz"):
+        raise LmlabError("an lmlab model file cannot be gzip-compressed (it is a zip of arrays "
+                         "already); name it .lm", path)
+
+
 def save_arrays(path: str | os.PathLike, vocab: Vocabulary, meta: dict,
                 arrays: dict[str, list]) -> None:
     """Write the model file: ``arrays`` are array-likes (numpy arrays, a binary model's
     :class:`~lmlab.ngram.packed.DecodedArray`) or objects with ``write_npy(out)`` (as
     :class:`lmlab.ngram.build.Spilled`) and ``len()``."""
+    check_model_output(path)
     header = {"format": FORMAT, "version": 1 if vocab.tokenizer.is_default else 2, "meta": meta,
               "arrays": {name: len(v) for name, v in arrays.items()}}
     flat = {f"{name}{i}": a for name, v in arrays.items() for i, a in enumerate(v)}
