@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import gzip
 import io
+import json
 import os
 import stat
 import subprocess
@@ -16,6 +17,7 @@ import numpy as np
 import pytest
 
 from lmlab import fileio
+from lmlab.cli import main
 from lmlab.corpus import Vocabulary, count_words, read_corpus, read_training_corpus
 from lmlab.errors import LmlabError
 from lmlab.fileio import atomic_output, check_output_path, head_bytes, open_binary
@@ -309,3 +311,98 @@ def test_run_files_create_their_folder(tmp_path):
     write_run_config(paths["config"], {"model": {}}, "x.pt", 10, None)
     assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == ["x.config.json",
                                                                      "x.metrics.jsonl"]
+
+
+# ----------------------------------------------------------------------------------------------
+# outputs that cannot be replaced, and outputs written together
+# ----------------------------------------------------------------------------------------------
+
+
+def test_a_pipe_is_written_through_and_a_link_followed(tmp_path, capsys):
+    """An output that is a FIFO (like /dev/null, a device) was replaced by a renamed regular
+    file; a symbolic link by a file. Both are written through now; '-' is standard output."""
+    import threading
+
+    text = tmp_path / "t.txt"
+    text.write_text(TEXT)
+    model = tmp_path / "m.lm"
+    ok(capsys, "ngram", "train", text, "-n", "2", "-o", model)
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    got = []
+    reader = threading.Thread(target=lambda: got.append(fifo.read_bytes()))
+    reader.start()
+    ok(capsys, "eval", model, text, "--per-line", fifo)
+    reader.join(10)
+    assert got and got[0].count(b"\n") == 4 and stat.S_ISFIFO(os.lstat(fifo).st_mode)
+    (tmp_path / "link.arpa").symlink_to("real.arpa")
+    ok(capsys, "ngram", "train", text, "-n", "2", "--arpa", tmp_path / "link.arpa")
+    assert (tmp_path / "link.arpa").is_symlink()
+    assert (tmp_path / "real.arpa").read_text().startswith("\\data\\")
+    out = ok(capsys, "ngram", "train", text, "-n", "2", "--arpa", "-")
+    assert out.startswith("\\data\\") and out.rstrip().endswith("\\end\\")
+    assert not (tmp_path / "-").exists() and not Path("-").exists()
+
+
+def test_model_and_arpa_file_are_written_together(tmp_path, capsys, monkeypatch):
+    """A failure writing the ARPA file (or Ctrl-C) after the model was written left the new
+    model in place of the previous one: now both previous files stay, and no new one."""
+    import lmlab.ngram.arpa
+
+    text = tmp_path / "t.txt"
+    text.write_text(TEXT)
+    ok(capsys, "ngram", "train", text, "-n", "2", "-o", tmp_path / "m.lm", "--arpa",
+       tmp_path / "m.arpa")
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+
+    def interrupted(*args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(lmlab.ngram.arpa, "ngram_lines", interrupted)
+    assert main(["ngram", "train", str(text), "-n", "3", "-o", str(tmp_path / "m.lm"),
+                 "--arpa", str(tmp_path / "m.arpa")]) == 130
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
+    capsys.readouterr()
+
+
+def test_compressed_model_and_mixture_files(tmp_path, capsys):
+    """`-o m.lm.gz` failed with a traceback after training (the model is a zip that loading
+    seeks in): refused before it. A mixture file is JSON: `.gz` is written and read back."""
+    text = tmp_path / "t.txt"
+    text.write_text(TEXT)
+    assert "cannot be gzip-compressed" in fails(capsys, "ngram", "train", text, "-n", "2", "-o",
+                                                tmp_path / "m.lm.gz")
+    assert not list(tmp_path.glob("m.lm*"))
+    ok(capsys, "ngram", "train", text, "-n", "1", "-o", tmp_path / "a.lm")
+    ok(capsys, "ngram", "train", text, "-n", "2", "-o", tmp_path / "b.lm")
+    ok(capsys, "interpolate", tmp_path / "a.lm", tmp_path / "b.lm", "--valid", text, "-o",
+       tmp_path / "mix.json.gz")
+    assert gzip.decompress((tmp_path / "mix.json.gz").read_bytes()).startswith(b"{")
+    ok(capsys, "eval", tmp_path / "mix.json.gz", text)
+
+
+def test_a_named_pipe_is_read_like_standard_input(tmp_path, capsys, monkeypatch):
+    """`ngram train <(zcat t.gz)` said "empty corpus": training reads its text twice, and a
+    pipe gives its bytes once. A pipe is now held like standard input (format detection of an
+    ARPA file in a pipe no longer eats its header either)."""
+    import threading
+
+    monkeypatch.setattr(fileio, "_pipe_data", {})
+    text = tmp_path / "t.txt"
+    text.write_text(TEXT)
+
+    def piped(data: bytes, name: str) -> Path:
+        fifo = tmp_path / name
+        os.mkfifo(fifo)
+        threading.Thread(target=fifo.write_bytes, args=(data,), daemon=True).start()
+        return fifo
+
+    ok(capsys, "ngram", "train", piped(TEXT.encode(), "p1"), "-n", "2", "-o", tmp_path / "p.lm",
+       "--arpa", tmp_path / "p.arpa")
+    ok(capsys, "ngram", "train", text, "-n", "2", "-o", tmp_path / "f.lm")
+    ppl = {name: json.loads(ok(capsys, "eval", tmp_path / name, text, "--json"))["perplexity"]
+           for name in ("p.lm", "f.lm", "p.arpa")}
+    assert ppl["p.lm"] == ppl["f.lm"] and ppl["p.arpa"] == pytest.approx(ppl["f.lm"], rel=1e-6)
+    report = ok(capsys, "eval", piped((tmp_path / "p.arpa").read_bytes(), "p2"),
+                piped(gzip.compress(TEXT.encode()), "p3"), "--json")
+    assert json.loads(report)["perplexity"] == ppl["p.arpa"]

@@ -9,6 +9,7 @@ import gzip
 import io
 import math
 import os
+import stat
 import sys
 import tempfile
 import zlib
@@ -45,11 +46,36 @@ def open_binary(path: str | os.PathLike, once: bool = False) -> IO[bytes]:
     ``-`` is standard input: read whole into memory on the first open and served again on every
     later open in this process (training reads its corpus twice), gzip still told by content.
     ``once=True`` promises a single pass: standard input is then streamed, not held in memory
-    (scoring a text of any length), unless an earlier open already holds it.
+    (scoring a text of any length), unless an earlier open already holds it. A pipe given by
+    name (``<(zcat text.gz)``, a FIFO) is read like standard input.
     """
     if is_stdin(path):
         return _decompressed(_open_stdin(once))
     path = Path(path)
+    if _is_pipe(path):  # (a named pipe, `<(zcat text.gz)`): like standard input
+        data = _pipe_data.get(os.fspath(path))
+        if data is None and not once:
+            with _opened(path) as f:
+                data = _pipe_data[os.fspath(path)] = f.read()
+        if data is not None:
+            return _decompressed(io.BufferedReader(io.BytesIO(data)))
+    return _decompressed(_opened(path))
+
+
+# what pipes held, read on their first open (not a single-pass one) and served again after
+_pipe_data: dict[str, bytes] = {}
+
+
+def _is_pipe(path: Path) -> bool:
+    """Whether ``path`` can be read only once: a pipe, socket or character device."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return False
+    return stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode) or stat.S_ISCHR(mode)
+
+
+def _opened(path: Path) -> io.BufferedReader:
     try:
         handle = open(path, "rb")  # noqa: SIM115 - returned to the caller
     except FileNotFoundError:
@@ -58,7 +84,7 @@ def open_binary(path: str | os.PathLike, once: bool = False) -> IO[bytes]:
         raise LmlabError("is a directory, expected a file", path) from None
     except PermissionError:
         raise LmlabError("permission denied", path) from None
-    return _decompressed(handle)
+    return handle
 
 
 def _decompressed(handle: io.BufferedReader) -> IO[bytes]:
