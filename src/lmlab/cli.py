@@ -178,7 +178,7 @@ def _tokenizer_note(tokenizer, unicode_spaces: int = 0) -> str:
     line = tokenizer.describe()
     if tokenizer.name == "whitespace":
         what = "read as word separators (as str.split; KenLM reads them as parts of words: " \
-               "--tokenizer whitespace-ascii to match it)"
+               "see docs/tokenizers.md to match it)"
     elif tokenizer.name == "whitespace-ascii":
         what = "kept inside words, as KenLM does"
     elif tokenizer.name in ("byte", "bpe"):
