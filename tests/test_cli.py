@@ -229,6 +229,21 @@ def test_next_splits_a_quoted_context_as_score_does(capsys, models):
     assert math.exp(table[2]["logprob"]) == pytest.approx(best["prob"], rel=1e-9)
 
 
+def test_options_may_come_between_the_words(capsys, models):
+    """`lmlab score M --json the cat` (options before or among the words, as most tools allow)
+    was an error: argparse left the words after an option over."""
+    m = models["model"]
+    together = run_json(capsys, "score", m, "w3", "w4")
+    assert json.loads(run_ok(capsys, "score", m, "--json", "w3", "w4")) == together
+    assert json.loads(run_ok(capsys, "score", m, "w3", "--json", "w4")) == together
+    assert json.loads(run_ok(capsys, "ngram", "next", m, "-k", "3", "--json", "w3")) == \
+        run_json(capsys, "ngram", "next", m, "w3", "-k", "3")
+    with pytest.raises(SystemExit) as stop:  # (an unknown option stays an error)
+        main(["score", str(m), "--bogus", "w3"])
+    assert stop.value.code == 2
+    assert "unrecognized arguments: --bogus w3" in capsys.readouterr().err
+
+
 def test_score_text_output(capsys, models):
     out = run_ok(capsys, "score", models["model"], "w1 zz9 w2")
     lines = out.splitlines()

@@ -399,6 +399,7 @@ def _show_warning(message, category, filename, lineno, file=None, line=None) -> 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args, unknown = parser.parse_known_args(argv)
+    unknown = _trailing_words(parser, args, unknown)
     if unknown:  # name the sub-command whose options these are not
         words = ["lmlab", args.command, getattr(args, f"{args.command}_command", None)]
         prog = " ".join(w for w in words if w)
@@ -455,18 +456,37 @@ def _check_outputs(parser: argparse.ArgumentParser, args: argparse.Namespace) ->
 
 def _choice_dests(parser: argparse.ArgumentParser, args: argparse.Namespace) -> set[str]:
     """The destinations of every argument with choices (sub-commands included) of the command
-    ``args`` holds: in ``parser`` and the sub-parsers the command line went through."""
-    dests, todo = set(), [parser]
-    while todo:
-        for action in todo.pop()._actions:
-            if action.choices is None:
-                continue
-            dests.add(action.dest)
-            if isinstance(action, argparse._SubParsersAction):
-                chosen = action.choices.get(getattr(args, action.dest, None))
-                if chosen is not None:
-                    todo.append(chosen)
-    return dests
+    ``args`` holds."""
+    return {a.dest for p in _invoked(parser, args) for a in p._actions if a.choices is not None}
+
+
+def _trailing_words(parser: argparse.ArgumentParser, args: argparse.Namespace,
+                    unknown: list[str]) -> list[str]:
+    """Words argparse left over because an option came between them and the command's list
+    of words (``lmlab score m.lm --json the cat``, ``lmlab compare a.lm --text t b.lm``): they
+    join that list when the command has one; anything that looks like an option stays
+    unknown."""
+    if not unknown or any(u.startswith("-") and u != "-" for u in unknown):
+        return unknown
+    lists = [a for a in _invoked(parser, args)[-1]._actions
+             if not a.option_strings and a.nargs in ("*", "+")]
+    if len(lists) != 1:
+        return unknown
+    dest = lists[0].dest
+    setattr(args, dest, [*(getattr(args, dest) or []), *unknown])
+    return []
+
+
+def _invoked(parser: argparse.ArgumentParser, args: argparse.Namespace
+             ) -> list[argparse.ArgumentParser]:
+    """``parser`` and the sub-parsers the command line went through, outermost first."""
+    chain = [parser]
+    while True:
+        subs = [a for a in chain[-1]._actions if isinstance(a, argparse._SubParsersAction)]
+        chosen = subs[0].choices.get(getattr(args, subs[0].dest, None)) if subs else None
+        if chosen is None:
+            return chain
+        chain.append(chosen)
 
 
 def _rank_prefix() -> str:
