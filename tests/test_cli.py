@@ -282,7 +282,7 @@ def test_generate_prefix_and_top_k(capsys, models):
 
 def test_data_info(capsys):
     out = run_ok(capsys, "data", "info")
-    for name in ("ptb", "wikitext-2", "ptb-char"):
+    for name in ("ptb", "wikitext-2", "ptb-char", "zh-fortunes"):
         assert f"{name}:" in out
     assert "sha256" in out
     assert "ptb:" in run_ok(capsys, "data", "info", "ptb")

@@ -215,6 +215,8 @@ def test_vocabulary_load_crlf(tmp_path):
     (b"a\n\n", 2),
     (b"a\nb\na\n", 3),  # duplicate word
     (b"a\nb\n\xff\n", 3),
+    (b"a\nthe 5\n", 2),  # a count after a space (KenLM's vocab dumps use one word per line)
+    (b"a\nb c\td\n", 2),
 ])
 def test_vocabulary_load_errors(tmp_path, content, line):
     p = tmp_path / "v.txt"

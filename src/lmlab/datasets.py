@@ -57,6 +57,18 @@ CORPORA = {
          "valid.txt.gz": "e4be541ff951695f186c0e9a3737f019467dde91b9ca870d026c34080daed326",
          "test.txt.gz": "17fddeac8a46a1bcb04ea9b11c0e1fbc1606e382b9edaf55322c59de70316334"},
         "LDC Penn Treebank (WSJ text); research use only"),
+    "zh-fortunes": Corpus(
+        "zh-fortunes", "Chinese prose, raw (not segmented into words): the fortunes-zh "
+        "collection, one paragraph per line",
+        "Debian package fortunes-zh 2.98 (https://packages.debian.org/fortunes-zh); "
+        "the splits are made as $LMLAB_DATA/README.md says",
+        {"train.txt": "/usr/share/games/fortunes/chinese (records k % 10 not 8 or 9)",
+         "valid.txt": "/usr/share/games/fortunes/chinese (records k % 10 == 8)",
+         "test.txt": "/usr/share/games/fortunes/chinese (records k % 10 == 9)"},
+        {"train.txt": "1483154c8f3433d4951a9a52fae207baa298f76d05e0717c1338187a27fa12be",
+         "valid.txt": "6a6f4de01c7c6e170f63acd4e8ecc1c51730b1059312cfecc28010f860c49202",
+         "test.txt": "d2a25a568f53aaafddf6ab84c5d90d2162fd022ec5793e32283dc955e36e6abb"},
+        "GPL-2+ for the collection; quotations by their authors"),
 }
 
 

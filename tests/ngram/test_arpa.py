@@ -122,6 +122,8 @@ def test_file_without_unk_gets_kenlm_default(tmp_path, capsys):
     (lambda t: t.replace("\\end\\", ""), "truncated"),
     (lambda t: t.replace("ngram 2=3", "ngram 2=4"), "promises 4 2-grams"),
     (lambda t: t.replace("-0.3 a b", "nan a b"), "invalid log10"),
+    (lambda t: t.replace("-0.9 b -0.2", "-0.9 a -0.2"), "lists the unigram 'a' twice"),
+    (lambda t: t.replace("-0.4 b </s>", "-0.4 a b"), "lists the 2-gram 'a b' twice"),
 ])
 def test_broken_files_are_one_line_errors(tmp_path, mutate, message):
     path = tmp_path / "bad.arpa"

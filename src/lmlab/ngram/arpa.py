@@ -24,6 +24,7 @@ import json
 import os
 import re
 import warnings
+from collections import Counter
 from collections.abc import Iterator
 
 import numpy as np
@@ -252,10 +253,11 @@ def _assemble(path, sections):
     for special in (BOS, EOS):
         if special not in words:
             raise LmlabError(f"ARPA file has no {special} unigram", path)
+    if len(set(words)) != len(words):
+        twice = next(w for w, c in Counter(words).items() if c > 1)
+        raise LmlabError(f"ARPA file lists the unigram {twice!r} twice", path)
     extra = [w for w in words if w not in SPECIALS]
     vocab = Vocabulary(list(SPECIALS) + extra)
-    if len(set(words)) != len(words):
-        raise LmlabError("ARPA file lists a unigram twice", path)
     V = len(vocab)
     logp = [np.full(V, MISSING_UNK_LOGP)]
     bow = [np.zeros(V)]
@@ -283,8 +285,10 @@ def _assemble(path, sections):
         k = context * V + rows[:, -1]
         order = np.argsort(k, kind="stable")
         k = k[order]
-        if (np.diff(k) == 0).any():
-            raise LmlabError(f"ARPA file lists a {n}-gram twice", path)
+        same = np.flatnonzero(np.diff(k) == 0)
+        if len(same):
+            twice = " ".join(vocab.itos[w] for w in rows[order[same[0]]])
+            raise LmlabError(f"ARPA file lists the {n}-gram {twice!r} twice", path)
         keys.append(k)
         logp.append(probs[order])
         bow.append(backoffs[order])
