@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import lmlab
 from lmlab import fileio
 from lmlab.cli import main
 from lmlab.corpus import Vocabulary, count_words, read_corpus, read_training_corpus
@@ -282,6 +283,12 @@ def test_crlf_gives_the_same_numbers_as_lf(tmp_path):
     assert lm_lf.vocab == lm_crlf.vocab
     assert len(read_corpus(lf, lm_lf.vocab)) == len(read_corpus(crlf, lm_lf.vocab))
     assert _ppl(lm_lf, lf) == _ppl(lm_crlf, crlf) == _ppl(lm_lf, crlf)
+    for tokenizer in ("char", "byte"):  # (a CR was a token of every line of these models)
+        char_lf, char_crlf = (lmlab.train_ngram(f, order=3, smoothing="kn", tokenizer=tokenizer)
+                              for f in (lf, crlf))
+        assert char_lf.vocab.itos == char_crlf.vocab.itos
+        r_lf, r_crlf = char_lf.perplexity(lf).to_dict(), char_crlf.perplexity(crlf).to_dict()
+        assert r_lf == r_crlf
 
 
 def test_bom_in_vocabulary_and_arpa_files(tmp_path):

@@ -111,7 +111,7 @@ def decode_chunk(data: bytes, path: str | os.PathLike, lineno: int, errors: str 
                  ) -> list[str]:
     """The lines of a :func:`raw_chunks` chunk (lines ``lineno + 1 ...`` of ``path``), checked:
     NUL bytes, invalid UTF-8 (unless ``errors="surrogateescape"``) and over-long lines raise
-    :class:`LmlabError` naming the line."""
+    :class:`LmlabError` naming the line. A line ending in CRLF loses its CR too."""
     nul = data.find(b"\0")
     if nul >= 0:
         raise LmlabError("binary data (NUL byte); expected UTF-8 text, one sentence per line",
@@ -129,6 +129,8 @@ def decode_chunk(data: bytes, path: str | os.PathLike, lineno: int, errors: str 
     lines = text.split("\n")
     if lines[-1] == "":
         lines.pop()
+    if "\r" in text:  # CRLF line ends: the line end is both (a character or byte model would
+        lines = [line[:-1] if line.endswith("\r") else line for line in lines]  # see \r)
     return lines
 
 
