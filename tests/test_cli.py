@@ -348,7 +348,10 @@ def test_train_bad_order(capsys, work, train_file, order):
 
 @pytest.mark.parametrize("extra", [["--min-count", "0"], ["--max-vocab", "2"],
                                    ["-s", "addk", "--add-k", "0"],
-                                   ["-s", "addk", "--arpa", "x.arpa"]])
+                                   ["-s", "addk", "--arpa", "x.arpa"],
+                                   # options that the others make idle: errors, not ignored
+                                   ["--add-k", "0.5"], ["-s", "kn", "--backoff-factor", "0.5"],
+                                   ["-s", "kn", "--strict-discounts"]])
 def test_train_bad_options_write_nothing(capsys, work, train_file, extra, monkeypatch):
     monkeypatch.chdir(work)
     run_err(capsys, "ngram", "train", train_file, "-o", "m.lm", *extra)
@@ -383,6 +386,10 @@ def test_train_bad_vocab_file(capsys, work, train_file):
     v.write_text("w1\nw2\nw1\n", encoding="utf-8")
     run_err(capsys, "ngram", "train", train_file, "--vocab", v, "-o", work / "m.lm", name=v,
             line=3)
+    v.write_text("w1\nw2\n", encoding="utf-8")  # given, it is not also built from the text
+    for extra in (["--min-count", "2"], ["--max-vocab", "3"]):
+        assert "use one or the other" in run_err(capsys, "ngram", "train", train_file, "--vocab",
+                                                 v, "-o", work / "m.lm", *extra)
     assert_nothing_written(work, {"v.txt"})
 
 

@@ -45,17 +45,17 @@ def add_parser(sub) -> None:
     t.add_argument("-o", "--output", metavar="MODEL", help="lmlab model file to write")
     t.add_argument("--arpa", metavar="FILE",
                    help="also (or only) write an ARPA file (.gz to compress)")
-    t.add_argument("--min-count", type=int, default=1, metavar="N",
+    t.add_argument("--min-count", type=int, metavar="N",
                    help="words seen fewer times become <unk> (default 1: keep all)")
     t.add_argument("--max-vocab", type=int, metavar="N",
                    help="keep at most this many words (with specials)")
     t.add_argument("--vocab", metavar="FILE", help="use this vocabulary file instead of building "
                    "one")
     add_tokenizer_options(t)
-    t.add_argument("--add-k", type=float, default=1.0, metavar="K",
-                   help="-s addk: the constant added to every count (1 = Laplace)")
-    t.add_argument("--backoff-factor", type=float, default=0.4, metavar="F",
-                   help="-s stupid: backoff factor")
+    t.add_argument("--add-k", type=float, metavar="K",
+                   help="-s addk: the constant added to every count (default 1: Laplace)")
+    t.add_argument("--backoff-factor", type=float, metavar="F",
+                   help="-s stupid: backoff factor (default 0.4)")
     t.add_argument("--strict-discounts", action="store_true",
                    help="mkn: fail instead of using KenLM's fallback discounts on small data")
     t.add_argument("--prune", type=int, nargs="+", metavar="T",
@@ -151,6 +151,7 @@ def cmd_ngram_train(args) -> int:
                          f"{args.output}", args.output)
     check_order(args.order)
     prune_thresholds(args.prune, args.order, args.smoothing)
+    _check_train_options(args)
     # Check every output before training, so a failure writes nothing (not -o without --arpa).
     if args.arpa and args.smoothing == "addk":
         raise LmlabError("addk model has no backoff form and cannot be written as ARPA")
@@ -193,6 +194,23 @@ def cmd_ngram_train(args) -> int:
     report_trained(args, model.meta, len(model.vocab), [len(k) for k in model.keys], elapsed,
                    tokenizer)
     return 0
+
+
+def _check_train_options(args) -> None:
+    """Options that do nothing with the others given are errors, not silently ignored; then
+    the defaults of those not given."""
+    for option, value, smoothing in (("--add-k", args.add_k, "addk"),
+                                     ("--backoff-factor", args.backoff_factor, "stupid"),
+                                     ("--strict-discounts", args.strict_discounts or None, "mkn")):
+        if value is not None and args.smoothing != smoothing:
+            raise LmlabError(f"{option} applies to --smoothing {smoothing}, not "
+                             f"{args.smoothing}")
+    if args.vocab and (args.min_count is not None or args.max_vocab is not None):
+        raise LmlabError("--min-count and --max-vocab shape a vocabulary built from the text; "
+                         "--vocab gives one: use one or the other")
+    args.min_count = 1 if args.min_count is None else args.min_count
+    args.add_k = 1.0 if args.add_k is None else args.add_k
+    args.backoff_factor = 0.4 if args.backoff_factor is None else args.backoff_factor
 
 
 def report_trained(args, meta: dict, vocab_size: int, ngrams: list[int], elapsed: float,
