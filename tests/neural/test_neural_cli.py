@@ -15,6 +15,7 @@ import pytest
 import torch
 
 from lmlab.cli import main
+from lmlab.errors import LmlabError
 from lmlab.neural.checkpoint import load_checkpoint
 from lmlab.neural.lm import load_neural
 from lmlab.neural.run_files import sidecar_paths
@@ -188,6 +189,33 @@ def test_data_and_checkpoint_errors(data_dir, trained, tmp_path, capsys):
     garbage = tmp_path / "garbage.pt"
     garbage.write_bytes(os.urandom(300))
     assert "not a model lmlab can read" in fails(capsys, "score", garbage, "w1")
+
+
+def test_a_new_run_keeps_other_runs_files(data_dir, tmp_path, capsys):
+    """`-o runs/m` and `-o runs/m.pt` share runs/m.metrics.jsonl (and .config.json, .curve.png):
+    a new run replaced the other run's without --overwrite. Nor may the Python API's
+    overwrite=True put a checkpoint over a data file (the CLI refuses it before)."""
+    import lmlab
+
+    ok(capsys, "train", "gru", "--data", data_dir, "-o", tmp_path / "m", "--max-steps", "3",
+       *TINY)
+    log = (tmp_path / "m.metrics.jsonl").read_bytes()
+    line = fails(capsys, "train", "lstm", "--data", data_dir, "-o", tmp_path / "m.pt",
+                 "--max-steps", "3", *TINY)
+    assert "m.config.json: exists, a file of another run" in line
+    assert (tmp_path / "m.metrics.jsonl").read_bytes() == log
+    assert not (tmp_path / "m.pt").exists()
+    ok(capsys, "train", "lstm", "--data", data_dir, "-o", tmp_path / "m.pt", "--max-steps", "3",
+       "--overwrite", *TINY)
+    copy = tmp_path / "data"
+    copy.mkdir()
+    for f in data_dir.iterdir():
+        (copy / f.name).write_bytes(f.read_bytes())
+    valid = (copy / "valid.txt").read_bytes()
+    with pytest.raises(LmlabError, match="valid.txt: is read by this command"):
+        lmlab.train("lstm", copy, output=copy / "valid.txt", overwrite=True, emsize=8,
+                    hidden=8, layers=1, bptt=5, batch_size=4, max_steps=2, device="cpu")
+    assert (copy / "valid.txt").read_bytes() == valid
 
 
 def test_checkpoint_named_like_its_model_type_resumes(data_dir, trained, tmp_path, capsys,

@@ -20,6 +20,7 @@ from lmlab.neural.checkpoint import get_rng_state, seed_everything, set_rng_stat
 from lmlab.neural.config import RunConfig, flag_name
 from lmlab.neural.distributed import join_states, rank_seed, state_rows
 from lmlab.neural.lm import resolve_device
+from lmlab.neural.run_files import sidecar_paths
 from lmlab.tokenizers import tokenizer_from_spec, tokenizer_record
 
 # Options a resumed run may change; everything else must match the checkpoint.
@@ -81,10 +82,18 @@ def check_resumable_data(data: dict, vocab: Vocabulary, out: str | os.PathLike) 
 
 
 def check_new_run(out: str | os.PathLike, overwrite: bool) -> None:
-    """A new run may not replace a checkpoint unless told to."""
-    if os.path.exists(out) and not overwrite:
+    """A new run may not replace a checkpoint, nor the files beside one (``runs/m`` and
+    ``runs/m.pt`` share ``runs/m.metrics.jsonl``), unless told to."""
+    if overwrite:
+        return
+    if os.path.exists(out):
         raise LmlabError("checkpoint exists; pass --resume (resume=True) to continue that "
                          "run or --overwrite (overwrite=True) to start afresh", out)
+    taken = [p for p in sidecar_paths(out).values() if p.exists()]
+    if taken:
+        raise LmlabError("exists, a file of another run named like this one (or of one whose "
+                         "checkpoint is gone); pass --overwrite (overwrite=True) to replace it, "
+                         "or name the checkpoint otherwise", taken[0])
 
 
 def epoch_validation(epoch_record: dict) -> dict:

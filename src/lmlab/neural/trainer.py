@@ -63,7 +63,7 @@ import torch
 
 from lmlab.corpus import TokenStream, Vocabulary
 from lmlab.errors import LmlabError
-from lmlab.fileio import check_output_path
+from lmlab.fileio import check_not_overwriting, check_output_path
 from lmlab.metrics import safe_exp, summarize
 from lmlab.neural.base import detach_state
 from lmlab.neural.checkpoint import (
@@ -157,6 +157,8 @@ class Trainer(RunState):
         self.log = (log if self.main else None) or (lambda line: None)
         self.step_hook = step_hook
         check_output_path(self.out)
+        sources = [s.source for s in (corpus.train, corpus.valid, corpus.test) if s is not None]
+        check_not_overwriting([self.out, *self.paths.values()], sources)
         data = None
         if resume:
             data = load_checkpoint(self.out)
