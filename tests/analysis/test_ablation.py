@@ -4,6 +4,7 @@ Welch's t-test; tiny studies on the synthetic long-range language only."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 from scipy import stats
@@ -87,6 +88,19 @@ def test_other_settings_in_the_same_folder_are_refused(synth_dir, tmp_path):
     with pytest.raises(LmlabError, match="other settings .*hidden"):
         run_study(folder, tmp_path, quick(variants=["np"], seeds=1, hidden=8),
                   log=lambda line: None)
+    # other data (files of other content), or a synthetic corpus made otherwise, is another
+    # study too: its finished runs were reused as this one's
+    other = tmp_path / "other"
+    other.mkdir()
+    for f in Path(folder).iterdir():
+        (other / f.name).write_bytes(f.read_bytes().replace(b"\n", b" \n", 1))
+    with pytest.raises(LmlabError, match=r"other settings \(data\)"):
+        run_study(other, tmp_path, quick(variants=["np"], seeds=1), log=lambda line: None)
+    with pytest.raises(LmlabError, match=r"other settings \(source\)"):
+        run_study(folder, tmp_path, quick(variants=["np"], seeds=1), log=lambda line: None,
+                  extra={"distance": 3})
+    again = run_study(folder, tmp_path, quick(variants=["np"], seeds=1), log=lambda line: None)
+    assert len(again["runs"]) == 1
 
 
 def test_summarize_by_hand():

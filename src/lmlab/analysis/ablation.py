@@ -186,16 +186,25 @@ def run_study(data: str | os.PathLike, out: str | os.PathLike, study: StudyConfi
         raise LmlabError("no finished runs to summarise: no study in this folder (no study.json)",
                          out)
     runs_dir.mkdir(parents=True, exist_ok=True)
+    # what the runs learn from: the data's files (their SHA-256) and how a synthetic corpus
+    # was made; a study of other data must not pass for this one
+    record = {**asdict(study), "source": json.loads(json.dumps(extra or {}))}
     if settings.exists():
         saved = json.loads(settings.read_text(encoding="utf-8"))
-        mine = {k: v for k, v in asdict(study).items() if k not in _FREE}
+        # (a summary reads finished runs only: their data need not be there any more)
+        record["data"] = _fingerprint(data) if run else saved.get("data", {})
+        saved.setdefault("data", record["data"])  # (a study.json from before they were kept)
+        saved.setdefault("source", record["source"])
+        mine = {k: v for k, v in record.items() if k not in _FREE}
         theirs = {k: v for k, v in saved.items() if k not in _FREE}
         if mine != theirs:
             diff = sorted(k for k in mine if mine[k] != theirs.get(k))
             raise LmlabError(f"this folder holds a study with other settings ({', '.join(diff)});"
                              " use another --output", out)
+    else:
+        record["data"] = _fingerprint(data)
     with atomic_output(settings, "w") as f:
-        json.dump(asdict(study), f, indent=1)
+        json.dump(record, f, indent=1)
     runs = [(v, s) for v in study.variants for s in range(1, study.seeds + 1)]
     todo = [(v, s) for v, s in runs if not (runs_dir / f"{run_name(v, s)}.json").exists()]
     if len(todo) < len(runs):
@@ -209,6 +218,15 @@ def run_study(data: str | os.PathLike, out: str | os.PathLike, study: StudyConfi
     summary = summarize(records, study, extra or {})
     write_summary(summary, out)
     return summary
+
+
+def _fingerprint(data: str | os.PathLike) -> dict[str, str]:
+    """The SHA-256 of each split file of the data folder ``data`` (a corpus name or folder)."""
+    from lmlab.datasets import data_folder, sha256_file
+    from lmlab.neural.data import split_paths
+
+    return {split: sha256_file(path)
+            for split, path in split_paths(data_folder(data)).items() if path is not None}
 
 
 # Settings that may change between an interrupted study and its resumption.
