@@ -164,6 +164,18 @@ def test_load_neural_and_load_model(checkpoint):
     assert lm.describe()["epoch"] == 1
 
 
+def test_loading_leaves_the_random_stream_alone(checkpoint):
+    """Loading built the model with random initial weights (then replaced) from the caller's
+    torch random stream: `torch.manual_seed(5); lmlab.load(m); torch.rand(1)` differed from
+    the same without the load."""
+    d, _ = checkpoint
+    torch.manual_seed(5)
+    expected = torch.rand(3)
+    torch.manual_seed(5)
+    load_model(d / "m.pt")
+    assert torch.equal(torch.rand(3), expected)
+
+
 def test_checkpoint_weights_that_do_not_fit(checkpoint, tmp_path):
     d, _ = checkpoint
     data = load_checkpoint(d / "m.pt")

@@ -216,7 +216,8 @@ def model_from_checkpoint(data: dict, path: str | os.PathLike = "checkpoint"
     if config.model.vocab_size != len(vocab):
         raise LmlabError(f"checkpoint vocabulary has {len(vocab)} words but the model "
                          f"{config.model.vocab_size}", path)
-    model = build_model(config.model)
+    with torch.random.fork_rng(devices=[]):  # (its random initial weights are replaced: the
+        model = build_model(config.model)  # caller's random stream must not move for them)
     try:
         model.load_state_dict(data["model"])
     except (RuntimeError, KeyError, TypeError) as err:
