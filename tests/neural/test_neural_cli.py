@@ -123,6 +123,9 @@ def test_resume_cli_matches_uninterrupted(data_dir, tmp_path, capsys):
     (["--device", "quantum"], "--device must be"),
     (["--max-steps", "-1"], "--max-steps"),
     (["--batch-size", "100000"], "cannot fill a batch"),
+    (["--seed", str(2**64)], "--seed must be below 2**64"),  # (was a traceback)
+    (["--threads", "100000"], "far more than this machine"),  # (torch hung or crashed)
+    (["--config", "."], "is a directory, expected a TOML file"),
 ])
 def test_bad_options_are_one_line_errors(data_dir, tmp_path, capsys, argv, needle):
     out = tmp_path / "m.pt"

@@ -7,6 +7,7 @@ Values are checked here, once, with one-line errors naming the option.
 from __future__ import annotations
 
 import math
+import os
 import tomllib
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -101,6 +102,12 @@ class TrainConfig:
         for name in ("max_nan_retries", "decay_start", "plateau_patience", "early_stop",
                      "checkpoint_every", "eval_every", "max_steps", "threads", "seed"):
             _at_least(name.replace("_", "-"), getattr(self, name), 0)
+        if self.seed >= 2**64:  # (torch.manual_seed takes a 64-bit unsigned integer)
+            raise LmlabError(f"--seed must be below 2**64, got {self.seed}")
+        cores = os.cpu_count() or 1
+        if self.threads > max(64, 4 * cores):  # (torch hangs or crashes with thousands)
+            raise LmlabError(f"--threads {self.threads} is far more than this machine's {cores} "
+                             f"cores; at most {max(64, 4 * cores)}")
 
 
 @dataclass
@@ -129,6 +136,10 @@ class RunConfig:
             data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
         except FileNotFoundError:
             raise LmlabError("no such file", path) from None
+        except IsADirectoryError:
+            raise LmlabError("is a directory, expected a TOML file", path) from None
+        except OSError as err:
+            raise LmlabError(f"cannot read ({err.strerror or err})", path) from None
         except (tomllib.TOMLDecodeError, UnicodeDecodeError) as err:
             raise LmlabError(f"invalid TOML ({err})", path) from None
         unknown = set(data) - {"model", "train"}
