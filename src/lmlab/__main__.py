@@ -3,7 +3,10 @@
 import os
 import sys
 
-from lmlab.cli import main
+try:
+    from lmlab.cli import main
+except KeyboardInterrupt:  # (Ctrl-C at once: torchrun passes it to every worker)
+    sys.exit(130)
 
 code = main()
 distributed = sys.modules.get("lmlab.neural.distributed")  # (imported by neural runs only)

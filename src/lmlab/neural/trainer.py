@@ -37,7 +37,9 @@ ablation workers use, applies all three for the rest of the process.
 
 A checkpoint is saved at the start, after every epoch, every ``checkpoint_every`` steps, on
 ``max_steps`` and on Ctrl-C; resuming from any of them continues bit for bit (same final weights and
-metrics as a run never stopped, on the same device and thread count). Beside ``NAME.pt`` the run
+metrics as a run never stopped, on the same device and thread count), unless a NaN rollback
+follows the resume: it returns to the checkpoint resumed from, the run never stopped to its last
+save before it (docs/neural.md). Beside ``NAME.pt`` the run
 writes ``NAME.config.json``, ``NAME.metrics.jsonl`` (one JSON object per step, epoch and event) and
 ``NAME.curve.png``.
 
