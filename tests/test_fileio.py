@@ -394,7 +394,6 @@ def test_a_named_pipe_is_read_like_standard_input(tmp_path, capsys, monkeypatch)
     ARPA file in a pipe no longer eats its header either)."""
     import threading
 
-    monkeypatch.setattr(fileio, "_pipe_data", {})
     text = tmp_path / "t.txt"
     text.write_text(TEXT)
 
@@ -406,6 +405,9 @@ def test_a_named_pipe_is_read_like_standard_input(tmp_path, capsys, monkeypatch)
 
     ok(capsys, "ngram", "train", piped(TEXT.encode(), "p1"), "-n", "2", "-o", tmp_path / "p.lm",
        "--arpa", tmp_path / "p.arpa")
+    assert "give a file, not standard input (-) or a pipe" in fails(  # (read in pieces)
+        capsys, "ngram", "train", tmp_path / "p1", "-n", "2", "-o", tmp_path / "x.lm",
+        "--memory", "128M")
     ok(capsys, "ngram", "train", text, "-n", "2", "-o", tmp_path / "f.lm")
     ppl = {name: json.loads(ok(capsys, "eval", tmp_path / name, text, "--json"))["perplexity"]
            for name in ("p.lm", "f.lm", "p.arpa")}
@@ -413,3 +415,65 @@ def test_a_named_pipe_is_read_like_standard_input(tmp_path, capsys, monkeypatch)
     report = ok(capsys, "eval", piped((tmp_path / "p.arpa").read_bytes(), "p2"),
                 piped(gzip.compress(TEXT.encode()), "p3"), "--json")
     assert json.loads(report)["perplexity"] == ppl["p.arpa"]
+    # a pipe is held for one command only: fed again, it is read again
+    os.unlink(tmp_path / "p1")
+    ok(capsys, "ngram", "train", piped(b"x y z\n", "p1"), "-n", "1", "-o", tmp_path / "q.lm")
+    assert lmlab.load(tmp_path / "q.lm").vocab.itos[3:] == ["x", "y", "z"]
+
+
+def test_outputs_to_descriptors_devices_and_standard_output(tmp_path, capsys):
+    """`--arpa /dev/stdout >> log` replaced log (renamed over what the link resolves to): a
+    descriptor is written through, in the mode it is open in. `-` twice is refused; a report
+    goes to standard error when the data goes to standard output; a character device is read
+    as a stream, not held (/dev/zero was read whole)."""
+    text = tmp_path / "t.txt"
+    text.write_text(TEXT)
+    log = tmp_path / "log.txt"
+    log.write_text("PRECIOUS\n")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    with open(log, "ab") as out:
+        done = subprocess.run([sys.executable, "-m", "lmlab", "ngram", "train", str(text), "-n",
+                               "2", "--arpa", "/dev/stdout"], stdout=out, stderr=subprocess.PIPE,
+                              env=env, cwd=tmp_path, check=False)
+    assert done.returncode == 0, done.stderr
+    assert log.read_text().startswith("PRECIOUS\n\\data\\")
+    assert "given twice" in fails(capsys, "ngram", "train", text, "-o", "-", "--arpa", "-")
+    ok(capsys, "ngram", "train", text, "-n", "1", "-o", tmp_path / "a.lm")
+    ok(capsys, "ngram", "train", text, "-n", "2", "-o", tmp_path / "b.lm")
+    assert main(["interpolate", str(tmp_path / "a.lm"), str(tmp_path / "b.lm"), "--valid",
+                 str(text), "-o", "-"]) == 0
+    out, err = capsys.readouterr()
+    assert json.loads(out)["format"] and "mixture validation perplexity" in err
+    assert not fileio._same_file("/dev/null", "/dev/null")  # (a device twice is no clash)
+    assert not fileio.is_pipe("/dev/zero")
+
+
+def test_output_groups_nest_and_keep_nothing_on_failure(tmp_path):
+    """A group inside another renames nothing until the outer one ends well."""
+    with pytest.raises(RuntimeError), fileio.output_group():
+        with fileio.output_group():
+            with atomic_output(tmp_path / "inner.txt", "w") as f:
+                f.write("x")
+        with atomic_output(tmp_path / "outer.txt", "w") as f:
+            f.write("y")
+        raise RuntimeError("boom")
+    assert list(tmp_path.iterdir()) == []
+    with fileio.output_group():
+        with fileio.output_group(), atomic_output(tmp_path / "inner.txt", "w") as f:
+            f.write("x")
+        assert not (tmp_path / "inner.txt").exists()
+    assert (tmp_path / "inner.txt").read_text() == "x"
+
+
+def test_broken_pipe_on_standard_output_keeps_the_model(tmp_path):
+    """`ngram train t -o m.lm --arpa - | head -c 10`: the consumer stopping is no failure of
+    the model file, which was dropped with the ARPA output (and the exit status was 0)."""
+    rng = np.random.default_rng(0)
+    words = [f"w{i}" for i in range(3000)]
+    (tmp_path / "t.txt").write_text("\n".join(" ".join(rng.choice(words, 12))
+                                              for _ in range(3000)) + "\n")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    done = subprocess.run(f"{sys.executable} -m lmlab ngram train t.txt -n 3 -o m.lm --arpa - "
+                          "| head -c 10", shell=True, cwd=tmp_path, env=env,
+                          capture_output=True, check=False)
+    assert done.stdout == b"\\data\\\nngr" and (tmp_path / "m.lm").stat().st_size > 10000

@@ -32,7 +32,8 @@ def corpus(tmp_path_factory):
 def test_em_never_increases_validation_perplexity():
     rng = np.random.default_rng(0)
     lp = np.log(rng.dirichlet(np.ones(3), size=500).T)  # 3 "models", 500 tokens
-    weights, history = em_weights(lp)
+    weights, history, settled = em_weights(lp)
+    assert settled
     assert math.isclose(weights.sum(), 1.0) and (weights >= 0).all()
     assert all(b <= a + 1e-12 for a, b in zip(history, history[1:], strict=False))
 
@@ -46,7 +47,8 @@ def test_em_is_never_worse_than_the_best_member():
     pa = rng.uniform(0.2, 0.6, 5000)
     pb = np.minimum(pa * rng.uniform(0.55, 1.3, 5000), 0.99)
     lp = np.log(np.stack([pa, pb]))
-    weights, history = em_weights(lp)
+    weights, history, settled = em_weights(lp)
+    assert settled
     assert history[-1] <= np.exp(-lp[0].mean()) * (1 + 1e-9)
     assert len(history) < 100 and weights[0] > 0.99999
     lp = np.log(rng.dirichlet(np.ones(3) * 0.3, size=2000).T)
@@ -55,6 +57,7 @@ def test_em_is_never_worse_than_the_best_member():
         post = np.exp(lp + np.log(plain)[:, None] - mix(lp, plain))
         plain = post.mean(axis=1) / post.mean(axis=1).sum()
     assert np.allclose(em_weights(lp)[0], plain, atol=1e-8)
+    assert not em_weights(lp, iterations=1)[2]
 
 
 def test_mix_is_log_of_weighted_sum():

@@ -22,9 +22,10 @@ from lmlab.cli_base import (
     Parser,
     add_command,
     command_line_text,
+    report_stream,
 )
 from lmlab.errors import LmlabError, LmlabWarning, file_label
-from lmlab.fileio import check_not_overwriting
+from lmlab.fileio import check_not_overwriting, holding_pipes
 
 EXIT_USER_ERROR = 2
 # Commands that live with their subsystem: each module has ``add_parser(subparsers)`` and imports
@@ -325,10 +326,11 @@ def cmd_interpolate(args) -> int:
 
     mixture, history, alone = interpolate(args.models, args.valid, args.iterations)
     mixture.save(args.output)
+    out = report_stream(args.output)
     for path, w, ppl in zip(args.models, mixture.weights, alone, strict=True):
-        print(f"{w:.4f}  {path}  (validation perplexity alone {ppl:.2f})")
+        print(f"{w:.4f}  {path}  (validation perplexity alone {ppl:.2f})", file=out)
     print(f"mixture validation perplexity {history[-1]:.2f} after {len(history) - 1} EM "
-          f"iterations -> {args.output}")
+          f"iterations -> {args.output}", file=out)
     return 0
 
 
@@ -384,7 +386,7 @@ def cmd_synthesize(args) -> int:
     seconds = time.perf_counter() - tic
     print(f"wrote {done['output']}: {done['tokens']:,} tokens, {done['lines']:,} lines "
           f"(seed {args.seed}) in {seconds:.1f} s, {done['tokens'] / seconds / 1e6:.2f}M "
-          "tokens/s")
+          "tokens/s", file=report_stream(args.output))
     return 0
 
 
@@ -398,7 +400,8 @@ def _show_warning(message, category, filename, lineno, file=None, line=None) -> 
 
 def main(argv: list[str] | None = None) -> int:
     try:
-        return _main(argv)
+        with holding_pipes():  # (a pipe named as an input is read once, then held)
+            return _main(argv)
     except KeyboardInterrupt:  # (Ctrl-C while starting: imports, parsing)
         print("lmlab: interrupted", file=sys.stderr)
         return 130

@@ -8,6 +8,9 @@ there, so that none of them imports another (argparse only: no torch, nothing he
 from __future__ import annotations
 
 import argparse
+import os
+import sys
+from typing import TextIO
 
 STDIN_HELP = "`-` for standard input"
 
@@ -79,3 +82,10 @@ def tokenizer_of(args):
     from lmlab.tokenizers import make_tokenizer
 
     return make_tokenizer(args.tokenizer, args.subword_vocab_size)
+
+
+def report_stream(*outputs: str | os.PathLike | None) -> TextIO:
+    """Where a command prints its report: standard error when one of its ``outputs`` is
+    standard output (``-``, where the data goes), else standard output."""
+    return sys.stderr if any(o is not None and os.fspath(o) == "-" for o in outputs) \
+        else sys.stdout

@@ -46,33 +46,49 @@ def open_binary(path: str | os.PathLike, once: bool = False) -> IO[bytes]:
     ``-`` is standard input: read whole into memory on the first open and served again on every
     later open in this process (training reads its corpus twice), gzip still told by content.
     ``once=True`` promises a single pass: standard input is then streamed, not held in memory
-    (scoring a text of any length), unless an earlier open already holds it. A pipe given by
-    name (``<(zcat text.gz)``, a FIFO) is read like standard input.
+    (scoring a text of any length), unless an earlier open already holds it. Inside
+    :func:`holding_pipes` (a CLI command), a pipe given by name (``<(zcat text.gz)``, a FIFO)
+    is read like standard input.
     """
     if is_stdin(path):
         return _decompressed(_open_stdin(once))
     path = Path(path)
-    if _is_pipe(path):  # (a named pipe, `<(zcat text.gz)`): like standard input
-        data = _pipe_data.get(os.fspath(path))
+    held = _pipe_data.get()
+    if held is not None and is_pipe(path):  # (a named pipe, `<(zcat text.gz)`)
+        data = held.get(os.fspath(path))
         if data is None and not once:
             with _opened(path) as f:
-                data = _pipe_data[os.fspath(path)] = f.read()
+                data = held[os.fspath(path)] = f.read()
         if data is not None:
             return _decompressed(io.BufferedReader(io.BytesIO(data)))
     return _decompressed(_opened(path))
 
 
-# what pipes held, read on their first open (not a single-pass one) and served again after
-_pipe_data: dict[str, bytes] = {}
+# what pipes held (by path) in the holding_pipes block running: read on their first open (not
+# a single-pass one) and served again after
+_pipe_data: contextvars.ContextVar[dict[str, bytes] | None] = contextvars.ContextVar(
+    "lmlab_pipes", default=None)
 
 
-def _is_pipe(path: Path) -> bool:
-    """Whether ``path`` can be read only once: a pipe, socket or character device."""
+@contextlib.contextmanager
+def holding_pipes() -> Iterator[None]:
+    """While the block runs, a pipe given by name is held on its first open and served again,
+    as standard input is (a command that reads its text twice, or detects its format first);
+    afterwards it is let go, so a pipe fed again is read again."""
+    token = _pipe_data.set({})
+    try:
+        yield
+    finally:
+        _pipe_data.reset(token)
+
+
+def is_pipe(path: str | os.PathLike) -> bool:
+    """Whether ``path`` is a pipe or socket (its bytes can be read only once)."""
     try:
         mode = os.stat(path).st_mode
     except OSError:
         return False
-    return stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode) or stat.S_ISCHR(mode)
+    return stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode)
 
 
 def _opened(path: Path) -> io.BufferedReader:
@@ -208,13 +224,21 @@ def atomic_output(path: str | os.PathLike, mode: str = "wb", *,
     name (a leftover of a killed process is then overwritten, not accumulated); by default it
     is a fresh unique name.
 
-    What cannot be replaced is written through instead: ``-`` (standard output), and a device,
-    pipe or socket (``/dev/null``, a FIFO). A symbolic link is followed: the file it points to
-    is replaced, and the link stays.
+    What cannot be replaced is written through instead: ``-`` (standard output), an open
+    descriptor (``/dev/stdout``, ``/dev/fd/3``: whatever it is open on, in its mode, so
+    ``>> log`` appends), and a device, pipe or socket (``/dev/null``, a FIFO). Another symbolic
+    link is followed: the file it points to is replaced, and the link stays. A consumer of
+    standard output that stops reading (``| head``) ends that output quietly.
     """
-    if os.fspath(path) == STDOUT:
+    fd = _descriptor(path)
+    if os.fspath(path) == STDOUT or fd is not None:
         sys.stdout.flush()  # (what was printed before comes first)
-        yield from _write_through(sys.stdout.buffer, path, mode, borrowed=True)
+        try:
+            target = sys.stdout.buffer if fd is None else os.fdopen(os.dup(fd), "wb")
+        except OSError as err:
+            raise LmlabError(f"cannot write ({err.strerror or err})", path) from None
+        with contextlib.suppress(BrokenPipeError):
+            yield from _write_through(target, path, mode, borrowed=fd is None)
         return
     path = Path(path)
     check_output_path(path)
@@ -265,6 +289,19 @@ def atomic_output(path: str | os.PathLike, mode: str = "wb", *,
     _fsync_dir(directory)
 
 
+def _descriptor(path: str | os.PathLike) -> int | None:
+    """The descriptor of this process a path names (``/dev/stdout``, ``/dev/stderr``,
+    ``/dev/fd/N``, ``/proc/self/fd/N``), or None."""
+    name = os.fspath(path)
+    named = {"/dev/stdin": 0, "/dev/stdout": 1, "/dev/stderr": 2}
+    if name in named:
+        return named[name]
+    for prefix in ("/dev/fd/", "/proc/self/fd/", f"/proc/{os.getpid()}/fd/"):
+        if name.startswith(prefix) and name[len(prefix):].isdigit():
+            return int(name[len(prefix):])
+    return None
+
+
 # the files an output_group will rename into place: (temporary file, path, folders created)
 _PENDING: contextvars.ContextVar[list | None] = contextvars.ContextVar("lmlab_outputs",
                                                                       default=None)
@@ -275,7 +312,10 @@ def output_group() -> Iterator[None]:
     """Every :func:`atomic_output` inside the block is renamed into place at its end, together,
     and only if the whole block succeeds: a command that writes a model and its ARPA file
     leaves both previous files as they were (and no new one) when it fails or is interrupted
-    half way."""
+    half way. A group inside another is part of it."""
+    if _PENDING.get() is not None:
+        yield
+        return
     pending: list = []
     token = _PENDING.set(pending)
     try:
@@ -372,7 +412,11 @@ def check_not_overwriting(outputs: Iterable[str | os.PathLike | None],
     system sees them (``os.path.samefile``: symbolic and hard links to one file are one file);
     an input ``-`` is the file standard input reads, if it reads one (``< file``). Outputs that
     do not exist yet never clash with an input."""
-    outputs = [os.fspath(o) for o in outputs if o is not None and os.fspath(o) != "-"]
+    outputs = [os.fspath(o) for o in outputs if o is not None]
+    if outputs.count(STDOUT) > 1:
+        raise LmlabError("standard output (-) is given twice as an output; name a file for "
+                         "all but one")
+    outputs = [o for o in outputs if o != STDOUT]
     inputs = [os.fspath(i) for i in inputs if i is not None]
     existing = [os.stat(i) for i in inputs if i != "-" and os.path.isfile(i)]
     if "-" in inputs and _has_fd(sys.stdin):
@@ -395,8 +439,9 @@ def _has_fd(stream) -> bool:
 
 
 def _same_file(a: str, b: str) -> bool:
+    """Whether outputs ``a`` and ``b`` are one file (a device twice, /dev/null, is no clash)."""
     if os.path.exists(a) and os.path.exists(b):
-        return os.path.samefile(a, b)
+        return os.path.isfile(a) and os.path.samefile(a, b)
     return os.path.abspath(a) == os.path.abspath(b)
 
 

@@ -128,9 +128,10 @@ EM_TOL = 1e-7
 
 
 def em_weights(member_logprobs: np.ndarray, iterations: int = EM_ITERATIONS,
-               tol: float = EM_TOL) -> tuple[np.ndarray, list[float]]:
-    """EM for the interpolation weights; returns the weights and the validation perplexity
-    before the first iteration and after each (non-increasing).
+               tol: float = EM_TOL) -> tuple[np.ndarray, list[float], bool]:
+    """EM for the interpolation weights; returns the weights, the validation perplexity before
+    the first iteration and after each (non-increasing), and whether the weights settled
+    (moved by less than ``tol``) within ``iterations``.
 
     The log-likelihood is concave in the weights, so EM climbs to the best mixture, but slowly
     where that lies near a corner (a member all but useless: after 100 plain EM steps such a
@@ -159,6 +160,7 @@ def em_weights(member_logprobs: np.ndarray, iterations: int = EM_ITERATIONS,
         return new / new.sum()
 
     history = [perplexity(w)]
+    done = False
     for _ in range(iterations):
         w1 = em(w)
         w2 = em(w1)
@@ -175,7 +177,7 @@ def em_weights(member_logprobs: np.ndarray, iterations: int = EM_ITERATIONS,
         history.append(best)
         if done:
             break
-    return w, history
+    return w, history, done
 
 
 def fit_mixture(models: list, paths: list, valid: str | os.PathLike | TokenStream,
@@ -194,8 +196,8 @@ def fit_mixture(models: list, paths: list, valid: str | os.PathLike | TokenStrea
     iterations = EM_ITERATIONS if iterations is None else iterations
     if iterations < 1:
         raise LmlabError(f"--iterations must be at least 1, got {iterations}")
-    weights, history = em_weights(lp, iterations)
-    if len(history) - 1 == iterations:
+    weights, history, settled = em_weights(lp, iterations)
+    if not settled:
         warnings.warn(f"EM stopped after {iterations} iterations, before the weights settled "
                       f"(to {EM_TOL:g}); more --iterations may lower the validation perplexity "
                       "a little", LmlabWarning, stacklevel=2)

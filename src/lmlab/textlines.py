@@ -18,7 +18,7 @@ from typing import IO
 import numpy as np
 
 from lmlab.errors import LmlabError
-from lmlab.fileio import is_stdin, open_binary, strip_bom
+from lmlab.fileio import is_pipe, is_stdin, open_binary, strip_bom
 
 MAX_LINE_BYTES = 16 * 2**20
 CHUNK_BYTES = 8 * 2**20  # read at a time by default
@@ -63,7 +63,7 @@ def line_chunks(path: str | os.PathLike, chunk_bytes: int | None = None, once: b
                ) -> Iterator[tuple[int, list[str]]]:
     """Yield ``(number of lines before, decoded lines)`` chunks of about ``chunk_bytes`` of
     ``path`` (plain or gzip; ``-`` is standard input). A leading UTF-8 byte-order mark is dropped;
-    CRLF line ends split into whitespace like any other.
+    a CRLF line end is one line end (its CR is dropped with the LF).
 
     Validates as it streams: binary data (NUL bytes), invalid UTF-8 and over-long lines raise
     :class:`LmlabError` naming the file and line. ``once``: this is the only pass over the text
@@ -142,8 +142,8 @@ def _long_line(path: str | os.PathLike, line: int) -> LmlabError:
 def line_spans(path: str | os.PathLike, span_bytes: int) -> tuple[list[Span], int] | None:
     """Cut a plain (uncompressed, seekable) text file into spans of whole lines of about
     ``span_bytes`` each, in one pass; returns them and the number of lines. None for standard
-    input and gzip, which can only be read from the start."""
-    if is_stdin(path):
+    input, a pipe and gzip, which can only be read from the start."""
+    if is_stdin(path) or is_pipe(path):
         return None
     with open_binary(path) as f:
         if not isinstance(f, io.BufferedReader):

@@ -168,7 +168,7 @@ def write_tsv(emb: Embeddings, folder: str | os.PathLike) -> tuple[Path, Path]:
     ``folder/metadata.tsv`` (one word per line; a single column has no header), the pair the
     TensorFlow Embedding Projector (projector.tensorflow.org) loads. ``folder`` and missing
     folders above it are created."""
-    from lmlab.fileio import atomic_output, check_output_path
+    from lmlab.fileio import atomic_output, check_output_path, output_group
 
     _check_words(emb)
     folder = Path(folder)
@@ -177,12 +177,13 @@ def write_tsv(emb: Embeddings, folder: str | os.PathLike) -> tuple[Path, Path]:
     check_output_path(folder / "vectors.tsv")
     vec_path, meta_path = folder / "vectors.tsv", folder / "metadata.tsv"
     fmt = "\t".join(["%.9g"] * emb.dim)
-    with atomic_output(vec_path, "w") as f:
-        for row in emb.vectors.tolist():
-            f.write(fmt % tuple(row) + "\n")
-    with atomic_output(meta_path, "w") as f:
-        for w in emb.words:
-            f.write(w + "\n")
+    with output_group():  # (the pair, or neither)
+        with atomic_output(vec_path, "w") as f:
+            for row in emb.vectors.tolist():
+                f.write(fmt % tuple(row) + "\n")
+        with atomic_output(meta_path, "w") as f:
+            for w in emb.words:
+                f.write(w + "\n")
     return vec_path, meta_path
 
 

@@ -19,6 +19,7 @@ import json
 import sys
 from pathlib import Path
 
+from lmlab.cli_base import report_stream
 from lmlab.errors import LmlabError
 
 SOURCE_HELP = ("neural checkpoint, word2vec file (text or binary, .gz ok) or a folder with "
@@ -256,7 +257,7 @@ def cmd_export(args) -> int:
     emb = _load(args)
     written = export(emb, args.output, args.format)
     print(f"wrote {len(emb):,} vectors x {emb.dim} ({args.format}) to "
-          f"{', '.join(str(p) for p in written)}")
+          f"{', '.join(str(p) for p in written)}", file=report_stream(args.output))
     return 0
 
 
@@ -265,12 +266,13 @@ def cmd_plot(args) -> int:
 
     emb = _load(args)
     info = plot_words(emb, args.words, args.output, args.title)
+    out = report_stream(args.output)
     if args.json:
-        print(json.dumps(info))
+        print(json.dumps(info), file=out)
     else:
         ev = info["explained_variance"]
         print(f"wrote {args.output}: {len(info['points'])} words, PCA axes explain "
-              f"{100 * ev[0]:.1f}% + {100 * ev[1]:.1f}% of their variance")
+              f"{100 * ev[0]:.1f}% + {100 * ev[1]:.1f}% of their variance", file=out)
     return 0
 
 

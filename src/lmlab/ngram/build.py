@@ -14,7 +14,7 @@ import numpy as np
 
 from lmlab.corpus import BOS_ID, count_words, training_vocabulary
 from lmlab.errors import LmlabError
-from lmlab.fileio import is_stdin
+from lmlab.fileio import is_pipe, is_stdin
 from lmlab.ngram import external as ext
 from lmlab.ngram import partition as planning
 from lmlab.ngram.counts import count_of_counts
@@ -172,9 +172,9 @@ def train_external(path: str | os.PathLike, order: int, smoothing: str, *, memor
     method = make_smoothing(smoothing, **options)
     method.verbose = verbose
     tokenizer = tokenizer or WHITESPACE
-    if is_stdin(path):
-        raise LmlabError("out-of-core estimation reads its text more than once: give a file, "
-                         "not standard input (-)")
+    if is_stdin(path) or is_pipe(path):
+        raise LmlabError("out-of-core estimation reads its text more than once, in pieces: give "
+                         "a file, not standard input (-) or a pipe", path)
     source = os.path.abspath(path)  # (workers may run elsewhere, in another folder)
     # The runner closes first: no task of it still writes when the scratch folder goes.
     if isinstance(memory, str):
