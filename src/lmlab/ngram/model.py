@@ -337,17 +337,25 @@ def save_arrays(path: str | os.PathLike, vocab: Vocabulary, meta: dict,
     flat["vocab_counts"] = vocab.counts
     with atomic_output(path) as f:
         with zipfile.ZipFile(f, "w", compression=zipfile.ZIP_STORED) as z:
-            z.writestr("header.json", json.dumps(header))
-            z.writestr("vocab.txt", "\n".join(vocab.itos))
+            z.writestr(_entry("header.json"), json.dumps(header))
+            z.writestr(_entry("vocab.txt"), "\n".join(vocab.itos))
             for spec in tokenizer_record(vocab).values():
-                z.writestr("tokenizer.json", json.dumps(spec))
+                z.writestr(_entry("tokenizer.json"), json.dumps(spec))
             for name, a in flat.items():
-                with z.open(f"{name}.npy", "w", force_zip64=True) as out:
+                with z.open(_entry(f"{name}.npy"), "w", force_zip64=True) as out:
                     if hasattr(a, "write_npy"):  # on disk (out-of-core): copied, not loaded
                         a.write_npy(out)
                     else:  # (np.asarray: a binary model's decoded arrays too)
                         np.lib.format.write_array(out, np.ascontiguousarray(np.asarray(a)),
                                                   allow_pickle=False)
+
+
+def _entry(name: str) -> zipfile.ZipInfo:
+    """A member of a model file, dated 1980-01-01 (zip's first day) rather than now: the same
+    model is the same bytes, whenever and however it was written."""
+    info = zipfile.ZipInfo(name, date_time=(1980, 1, 1, 0, 0, 0))
+    info.external_attr = 0o644 << 16  # (-rw-r--r-- when unzipped)
+    return info
 
 
 def is_ngram_file(path: str | os.PathLike) -> bool:
