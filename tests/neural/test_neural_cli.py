@@ -90,8 +90,9 @@ def test_flags_override_config_file(data_dir, tmp_path, capsys):
 def test_irnn_and_nnlm_train(data_dir, tmp_path, capsys):
     for model in ("irnn", "nnlm"):
         out = tmp_path / f"{model}.pt"
-        ok(capsys, "train", model, "--data", data_dir, "--out", out, "--epochs", "1",
-           "--window", "3", *TINY)
+        window = ["--window", "3"] if model == "nnlm" else []  # (nnlm's alone)
+        ok(capsys, "train", model, "--data", data_dir, "--out", out, "--epochs", "1", *window,
+           *TINY)
         assert load_checkpoint(out)["config"]["model"]["model"] == model
 
 
@@ -126,12 +127,17 @@ def test_resume_cli_matches_uninterrupted(data_dir, tmp_path, capsys):
     (["--seed", str(2**64)], "--seed must be below 2**64"),  # (was a traceback)
     (["--threads", "100000"], "far more than this machine"),  # (torch hung or crashed)
     (["--config", "."], "is a directory, expected a TOML file"),
+    (["--window", "3"], "--window applies to nnlm only, not lstm"),  # (were silently ignored)
+    (["--direct"], "--direct applies to nnlm only"),
 ])
 def test_bad_options_are_one_line_errors(data_dir, tmp_path, capsys, argv, needle):
     out = tmp_path / "m.pt"
     msg = fails(capsys, "train", "lstm", "--data", data_dir, "--out", out, *argv)
     assert needle in msg
     assert not out.exists() and list(tmp_path.iterdir()) == []
+    if argv == ["--window", "3"]:  # (and the LSTM-only option on another model)
+        assert "--forget-bias applies to lstm only, not gru" in fails(
+            capsys, "train", "gru", "--data", data_dir, "--out", out, "--forget-bias", "1")
 
 
 def test_cuda_missing_is_one_line_error(data_dir, tmp_path, capsys):

@@ -163,6 +163,10 @@ def add_train_parser(sub) -> None:
     t.set_defaults(func=cmd_train)
 
 
+# flags of one model type (given on the command line, not a --config file's)
+MODEL_FLAGS = {"window": "nnlm", "direct": "nnlm", "forget_bias": "lstm"}
+
+
 def build_config(args, base: RunConfig | None = None) -> RunConfig:
     """Defaults (or ``base``) < ``--config`` file < flags < the positional model type."""
     config = base or RunConfig()
@@ -232,6 +236,10 @@ def cmd_train(args) -> int:
     from lmlab.neural.trainer import check_train_options
 
     check_train_options(config)  # before reading the data: a typo fails at once
+    for dest, owner in MODEL_FLAGS.items():  # (a flag for another model type did nothing)
+        if getattr(args, dest, None) is not None and config.model.model != owner:
+            raise LmlabError(f"{flag_name(dest)} applies to {owner} only, not "
+                             f"{config.model.model}")
     _check_not_over_data(args)
     if args.ddp is not None and args.ddp != 1:
         return launch_ddp(args, config, saved if args.resume else None)
