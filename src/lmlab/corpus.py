@@ -155,11 +155,11 @@ class Vocabulary:
             parts = raw.rstrip("\r\n").split("\t")
             if not parts[0] or len(parts) > 2 or (len(parts) == 2 and not parts[1].isdigit()):
                 raise LmlabError("expected 'word' or 'word<TAB>count'", path, lineno)
-            if any(c in " \f\v\r" for c in parts[0]):  # (no token holds ASCII whitespace: it
-                raise LmlabError(  # never matches, and every word of the text would be <unk>;
-                    # whitespace-ascii words may hold a no-break space)
-                    f"{parts[0]!r} holds a space: expected one word per line, or "
-                    "'word<TAB>count' (a tab before the count)", path, lineno)
+            # No token holds ASCII whitespace (whitespace-ascii ones may hold a no-break space):
+            # such a word never matches, and every word of the text would be <unk>.
+            if any(c in " \f\v\r" for c in parts[0]):
+                raise LmlabError(f"{parts[0]!r} holds a space: expected one word per line, or "
+                                 "'word<TAB>count' (a tab before the count)", path, lineno)
             word = EOS if parts[0] == "<eos>" else parts[0]
             if word in seen:
                 raise LmlabError(f"word {word!r} listed twice", path, lineno)

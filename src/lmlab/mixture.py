@@ -170,8 +170,9 @@ def em_weights(member_logprobs: np.ndarray, iterations: int = EM_ITERATIONS,
             step = min(-np.linalg.norm(r) / np.linalg.norm(v), -1.0)
             far = np.maximum(w - 2 * step * r + step * step * v, 1e-10)  # (> 0: EM can regrow)
             far = em(far / far.sum())
-            if perplexity(far) < best:
-                new, best = far, perplexity(far)
+            further = perplexity(far)
+            if further < best:
+                new, best = far, further
         done = np.abs(new - w).max() < tol
         w = new
         history.append(best)

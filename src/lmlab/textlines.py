@@ -126,11 +126,11 @@ def decode_chunk(data: bytes, path: str | os.PathLike, lineno: int, errors: str 
     except UnicodeDecodeError as err:
         raise LmlabError("not valid UTF-8 text", path,
                          lineno + data.count(b"\n", 0, err.start) + 1) from None
+    if "\r" in text:  # CRLF line ends: the CR is part of the line end (not a character token)
+        text = text.replace("\r\n", "\n")
     lines = text.split("\n")
     if lines[-1] == "":
         lines.pop()
-    if "\r" in text:  # CRLF line ends: the line end is both (a character or byte model would
-        lines = [line[:-1] if line.endswith("\r") else line for line in lines]  # see \r)
     return lines
 
 

@@ -34,40 +34,19 @@ def reference_lstm(x: Tensor, state: tuple[Tensor, ...] | None, params: list[dic
         outs = []
         for t in range(T):
             xt = layer_in[t]
-            i_prev, f_prev, o_prev = i, f, o
             z = _ref_pre(P, "z", xt, h)
             if variant != "niaf":
                 z = torch.tanh(z)
-            if variant == "nig":
-                i = torch.ones_like(z)
+            prev = (i, f, o)
+            i = torch.ones_like(z) if variant == "nig" else \
+                _ref_gate(P, "i", variant, xt, h, c, prev)
+            if variant in ("nfg", "cifg"):
+                f = torch.ones_like(z) if variant == "nfg" else 1 - i
             else:
-                i_bar = _ref_pre(P, "i", xt, h)
-                if variant != "np":
-                    i_bar = i_bar + P["p_i"] * c
-                if variant == "fgr":
-                    i_bar = i_bar + _ref_gate_rec(P, "i", i_prev, f_prev, o_prev)
-                i = torch.sigmoid(i_bar)
-            if variant == "nfg":
-                f = torch.ones_like(z)
-            elif variant == "cifg":
-                f = 1 - i
-            else:
-                f_bar = _ref_pre(P, "f", xt, h)
-                if variant != "np":
-                    f_bar = f_bar + P["p_f"] * c
-                if variant == "fgr":
-                    f_bar = f_bar + _ref_gate_rec(P, "f", i_prev, f_prev, o_prev)
-                f = torch.sigmoid(f_bar)
+                f = _ref_gate(P, "f", variant, xt, h, c, prev)
             c = f * c + i * z
-            if variant == "nog":
-                o = torch.ones_like(z)
-            else:
-                o_bar = _ref_pre(P, "o", xt, h)
-                if variant != "np":
-                    o_bar = o_bar + P["p_o"] * c
-                if variant == "fgr":
-                    o_bar = o_bar + _ref_gate_rec(P, "o", i_prev, f_prev, o_prev)
-                o = torch.sigmoid(o_bar)
+            o = torch.ones_like(z) if variant == "nog" else \
+                _ref_gate(P, "o", variant, xt, h, c, prev)
             if variant == "noaf":
                 h = o * c
             else:
@@ -86,6 +65,18 @@ def reference_lstm(x: Tensor, state: tuple[Tensor, ...] | None, params: list[dic
 def _ref_pre(P: dict[str, Tensor], g: str, x: Tensor, h: Tensor) -> Tensor:
     """W_g x_t + R_g h_{t-1} + b_g."""
     return x @ P[f"W_{g}"].t() + h @ P[f"R_{g}"].t() + P[f"b_{g}"]
+
+
+def _ref_gate(P: dict[str, Tensor], g: str, variant: str, x: Tensor, h: Tensor, cell: Tensor,
+              prev: tuple[Tensor, Tensor, Tensor]) -> Tensor:
+    """σ(W_g x_t + R_g h_{t-1} + b_g + p_g ⊙ cell (no peepholes for np) + the gate recurrence
+    from the previous (i, f, o) for fgr)."""
+    bar = _ref_pre(P, g, x, h)
+    if variant != "np":
+        bar = bar + P[f"p_{g}"] * cell
+    if variant == "fgr":
+        bar = bar + _ref_gate_rec(P, g, *prev)
+    return torch.sigmoid(bar)
 
 
 def _ref_gate_rec(P: dict[str, Tensor], g: str, i: Tensor, f: Tensor, o: Tensor) -> Tensor:

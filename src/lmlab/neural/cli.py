@@ -240,7 +240,6 @@ def cmd_train(args) -> int:
         if getattr(args, dest, None) is not None and config.model.model != owner:
             raise LmlabError(f"{flag_name(dest)} applies to {owner} only, not "
                              f"{config.model.model}")
-    _check_not_over_data(args)
     if args.ddp is not None and args.ddp != 1:
         return launch_ddp(args, config, saved if args.resume else None)
     from lmlab.neural.distributed import session
@@ -329,34 +328,23 @@ def _run(args, config: RunConfig, base: RunConfig | None, tokenizer, dist) -> in
     return 0
 
 
-def _check_not_over_data(args) -> None:
-    """The checkpoint must not replace a file of the data folder (``-o ptb/valid.txt
-    --overwrite``); a folder that cannot be read is reported where the data is read."""
-    from lmlab.datasets import data_folder
-    from lmlab.fileio import check_not_overwriting
-    from lmlab.neural.data import split_paths
-
-    try:
-        splits = split_paths(data_folder(args.data)).values()
-    except LmlabError:
-        return
-    check_not_overwriting([args.output], splits)
-
-
 def launch_ddp(args, config: RunConfig, saved: dict | None) -> int:
     """``--ddp N``: check what can be checked here (so a mistake is one line, not N), then start
     N workers through torchrun's launcher (:func:`lmlab.neural.distributed.launch`); ``saved``:
     the checkpoint a resume continues."""
     from lmlab.datasets import data_folder
-    from lmlab.fileio import check_output_path
+    from lmlab.fileio import check_not_overwriting, check_output_path
     from lmlab.neural.data import split_paths
     from lmlab.neural.distributed import check_launch, check_rows, launch, strip_ddp
     from lmlab.neural.resume import check_new_run, resume_config
+    from lmlab.neural.run_files import sidecar_paths
 
     check_launch(config.train.device, args.ddp)
     check_rows(config.train.batch_size, args.ddp)
-    split_paths(data_folder(args.data))
+    splits = split_paths(data_folder(args.data))
     check_output_path(args.output)
+    # (what each rank's Trainer checks too, said here once instead of by every rank)
+    check_not_overwriting([args.output, *sidecar_paths(args.output).values()], splits.values())
     if saved is not None:
         resume_config(saved, config, args.output)
     else:
